@@ -1,0 +1,13 @@
+"""The generative model: world, meshes, scene tensors, batched rendering and the scene prior."""
+
+from renderer.camera import camera_info, object_bboxes, project
+from renderer.prior import sample_scenes
+from renderer.render import MODES, RasterSettings, SceneRenderer, instance_map, make_renderer, render
+from renderer.scene import SceneBatch, empty_scenes, quat_to_yaw, yaw_to_quat
+from renderer.world import World
+
+__all__ = [
+    "MODES", "RasterSettings", "SceneBatch", "SceneRenderer", "World", "camera_info", "empty_scenes",
+    "instance_map", "make_renderer", "object_bboxes", "project", "quat_to_yaw", "render",
+    "sample_scenes", "yaw_to_quat",
+]

@@ -1,0 +1,85 @@
+"""The scene prior p(n, z): how many objects, which, and where.
+
+count ~ Uniform(allowed counts, by default 0..N); per object shape ~ Uniform(shapes),
+colour ~ Uniform(colours), (x, y) ~ Uniform(central square), yaw ~ Uniform[-pi, pi); z is the
+shape's resting height. Footprints never intersect: each shape's footprint is covered by a disc
+(``MeshLibrary.footprint_radius``), and positions are redrawn (vectorised rejection) until every
+pair of discs is apart. Present objects fill the first ``count`` slots.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from renderer.meshes import mesh_library
+from renderer.scene import SceneBatch
+from renderer.world import World
+
+MAX_REJECTION_ROUNDS = 1000
+
+
+def sample_scenes(world: World, batch: int, seed: int | None = None,
+                  generator: torch.Generator | None = None,
+                  counts: int | Sequence[int] | None = None) -> SceneBatch:
+    """Draw ``batch`` scenes from the prior (on the CPU).
+
+    seed / generator: exactly one seeds the draw; the same seed gives the same scenes.
+    counts: the object counts to draw uniformly from; an int K means exactly K objects.
+        Default: 0..world.max_objects.
+    """
+    if (seed is None) == (generator is None):
+        raise ValueError("pass exactly one of seed= or generator=")
+    if batch < 0:
+        raise ValueError(f"batch must be >= 0, got {batch}")
+    g = generator if generator is not None else torch.Generator().manual_seed(seed)
+    n = world.max_objects
+    allowed = list(range(n + 1)) if counts is None else ([counts] if isinstance(counts, int) else list(counts))
+    if not allowed or any(not 0 <= k <= n for k in allowed):
+        raise ValueError(f"counts must lie in 0..{n} (world.max_objects), got {allowed}")
+
+    lib = mesh_library(world)
+    count = torch.tensor(allowed)[torch.randint(len(allowed), (batch,), generator=g)]
+    present = torch.arange(n)[None, :] < count[:, None]
+    shape = torch.randint(len(world.shapes), (batch, n), generator=g)
+    color = torch.randint(len(world.colors), (batch, n), generator=g)
+    yaw = (torch.rand(batch, n, generator=g) * 2 - 1) * math.pi
+    radius = lib.footprint_radius[shape]  # (B, N)
+
+    e = world.placement_half_extent
+    xy = (torch.rand(batch, n, 2, generator=g) * 2 - 1) * e
+    for _ in range(MAX_REJECTION_ROUNDS):
+        bad = _overlapping(xy, radius, present)  # (B, N): slot collides with an earlier one
+        if not bad.any():
+            break
+        fresh = (torch.rand(batch, n, 2, generator=g) * 2 - 1) * e
+        xy = torch.where(bad[..., None], fresh, xy)
+    else:
+        raise ValueError("could not place non-overlapping objects: placement area too small for N")
+
+    z = torch.tensor([s.resting_z for s in world.shapes])[shape]
+    position = torch.cat([xy, z[..., None]], dim=-1)
+    # Padding slots: zeros everywhere, so a batch is identical however it was drawn.
+    position = position * present[..., None]
+    yaw = yaw * present
+    shape = shape * present
+    color = color * present
+    return SceneBatch(present, shape, color, position.float(), yaw.float())
+
+
+def _overlapping(xy: torch.Tensor, radius: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """(B, N) bool: slot j is present and its disc meets the disc of a present slot i < j."""
+    dist = (xy[:, :, None, :] - xy[:, None, :, :]).norm(dim=-1)  # (B, N, N)
+    reach = radius[:, :, None] + radius[:, None, :]
+    n = xy.shape[1]
+    earlier = torch.ones(n, n, dtype=torch.bool).tril(-1)  # [j, i]: i < j
+    both = present[:, :, None] & present[:, None, :]
+    return ((dist < reach) & earlier & both).any(dim=2)
+
+
+def footprints_overlap(scene: SceneBatch, world: World) -> torch.Tensor:
+    """(B,) bool: whether any two present objects' footprint discs intersect."""
+    radius = mesh_library(world).footprint_radius[scene.shape]
+    return _overlapping(scene.position[..., :2], radius, scene.present).any(dim=1)
