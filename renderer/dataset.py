@@ -77,8 +77,14 @@ class SceneDataset:
     def __len__(self) -> int:
         return int(self.meta["done"])
 
+    def refresh(self) -> int:
+        """Re-read how many scenes are written (a dataset can be read while it is rendered)."""
+        self.meta = json.loads((self.root / "meta.json").read_text())
+        return len(self)
+
     def scenes(self, index: np.ndarray | slice) -> SceneBatch:
-        t = {f: torch.from_numpy(np.ascontiguousarray(self.latents[f][index])) for f in FIELDS}
+        # np.array copies: the maps are read-only, and a tensor viewing them must not be written.
+        t = {f: torch.from_numpy(np.array(self.latents[f][index])) for f in FIELDS}
         return SceneBatch(t["present"], t["shape"], t["color"], t["position"], t["yaw"])
 
 

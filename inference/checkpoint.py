@@ -1,0 +1,50 @@
+"""Checkpoint I/O.
+
+Training checkpoints (``runs/NAME/ckpt.pt``) are plain dicts (model, optimiser, config, step,
+best metric) for resuming. Shipped weights are pickle-free: ``X.safetensors`` holds the
+tensors and ``X.json`` beside it holds the architecture (``AIRConfig``), the world the model was
+trained for and free-form metadata. Loading checks that the tensors fit the architecture.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from inference.model import AIR, AIRConfig
+from renderer.world import World
+
+
+def config_path(weights: str | Path) -> Path:
+    return Path(weights).with_suffix(".json")
+
+
+def save_weights(model: AIR, world: World, path: str | Path, meta: dict[str, Any] | None = None) -> None:
+    """Write ``path`` (.safetensors) and its ``.json`` config."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path))
+    doc = {"air": model.config.to_dict(), "world": world.to_dict(), "meta": meta or {}}
+    config_path(path).write_text(json.dumps(doc, indent=1))
+
+
+def load_weights(path: str | Path, device: torch.device | str = "cpu") -> tuple[AIR, World, dict[str, Any]]:
+    """Load shipped weights -> (model in eval mode, its world, metadata)."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"weights file {path} does not exist")
+    cfg = config_path(path)
+    if not cfg.exists():
+        raise ValueError(f"weights config {cfg} is missing (it sits beside the .safetensors)")
+    doc = json.loads(cfg.read_text())
+    model = AIR(AIRConfig.from_dict(doc["air"]))
+    state = load_file(str(path), device="cpu")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path} does not fit its config: missing {missing}, unexpected {unexpected}")
+    return model.to(device).eval(), World.from_dict(doc["world"]), doc.get("meta", {})

@@ -1,0 +1,171 @@
+"""The AIR ELBO on unlabelled images, with the renderer inside the loss.
+
+    ELBO(x) = E_q[ log p(x | z) + log p(z, n) - log q(z, n | x) ]
+
+q samples one object per step until its first z_pres = 0. Gradients:
+
+- continuous latents (position, yaw) are reparameterised and flow through the ``soft``
+  renderer (PyTorch3D is differentiable, where the paper had to use finite differences);
+- discrete latents (z_pres, shape, colour) get a score-function (REINFORCE) gradient whose
+  learning signal is centred by an input-dependent learned baseline b(x) and scaled by a running
+  estimate of its spread (NVIL, Mnih & Gregor 2014). The baseline reads the image *detached* so
+  its loss trains only its own parameters, which get their own, larger learning rate
+  (``bl_`` group): it must track the signal faster than the model moves it.
+
+The likelihood is Gaussian per pixel with a fixed scale. The prior: per step t,
+z_pres ~ Bernoulli(rho_t) while running, where the truncated-uniform count prior over 0..N is
+rho_t = (N - t) / (N - t + 1); early in training rho is annealed from ``pres_prior_start``
+(about 1: objects are cheap, so the network does not learn to stop too soon and collapse)
+toward that value. Shape and colour are uniform; (x, y) uniform on the placement square; yaw
+uniform.
+
+For yaw, q here is a normal on k * yaw (k = the shape's symmetry order) with variance
+1 / kappa, the large-kappa form of the network's von Mises, because it can be reparameterised.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.distributions import Bernoulli, Categorical, Normal
+
+from inference.model import AIR, Latents
+from inference.predict import to_scene, _pad
+from renderer.render import render
+from renderer.world import World
+
+
+class Baseline(nn.Module):
+    """NVIL baseline b(x): a small CNN, (B, 3, S, S) -> (B,). Separate from the model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(3, 16, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(16, 32, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 32, 4, stride=2, padding=1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x - 0.5)[:, 0]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One draw from q for B images.
+
+    objects: Latents (B, N). log_q_discrete, log_q_continuous, log_prior: (B,).
+    """
+
+    objects: Latents
+    log_q_discrete: torch.Tensor
+    log_q_continuous: torch.Tensor
+    log_prior: torch.Tensor
+
+
+def pres_prior(n: int, t: int, anneal: float, start: float) -> float:
+    """p(z_pres_t = 1 | running), annealed: ``anneal`` 0 -> ``start``, 1 -> the truncated uniform."""
+    target = (n - t) / (n - t + 1)
+    return (1 - anneal) * start + anneal * target
+
+
+def sample_q(model: AIR, images: torch.Tensor, world: World, anneal: float, start: float) -> Sample:
+    """Draw (z, n) ~ q(. | x) step by step; score each draw under q and the prior."""
+    b, n = images.shape[0], model.config.max_steps
+    ctx = model.context(model.encode(images))
+    state = model.initial_state(ctx)
+    alive = torch.ones(b, device=images.device)
+    lq_d = images.new_zeros(b)
+    lq_c = images.new_zeros(b)
+    lp = images.new_zeros(b)
+    e = world.placement_half_extent
+    log_area = math.log((2 * e) ** 2)
+    steps: list[Latents] = []
+    for t in range(n):
+        state, out = model.step(t, state, ctx)
+        q_pres = Bernoulli(logits=out.pres_logit)
+        pres = q_pres.sample() * alive
+        q_shape, q_color = Categorical(logits=out.shape_logits), Categorical(logits=out.color_logits)
+        shape, color = q_shape.sample(), q_color.sample()
+        q_xy = Normal(out.where_mean, out.where_log_std.exp())
+        xy = q_xy.rsample()
+        k = model.yaw_orders[shape]
+        has_yaw = (k > 0).float()
+        slot = model.yaw_slot[shape][:, None]
+        mu = out.yaw_mu.gather(1, slot)[:, 0]
+        q_phi = Normal(mu, (-0.5 * out.yaw_log_kappa.gather(1, slot)[:, 0]).exp())
+        phi = q_phi.rsample()
+        yaw = phi / k.clamp_min(1).float() * has_yaw
+
+        lq_d = lq_d + alive * q_pres.log_prob(pres) + pres * (q_shape.log_prob(shape) + q_color.log_prob(color))
+        lq_c = lq_c + pres * (q_xy.log_prob(xy).sum(-1) + has_yaw * q_phi.log_prob(phi))
+        rho = pres_prior(n, t, anneal, start)
+        lp = lp + alive * (pres * math.log(rho) + (1 - pres) * math.log1p(-rho))
+        lp = lp - pres * (math.log(len(world.shapes)) + math.log(len(world.colors)) + log_area
+                          + has_yaw * math.log(2 * math.pi))
+        lat = Latents(pres[:, None], shape[:, None], color[:, None], xy[:, None], yaw[:, None])
+        steps.append(lat)
+        state = state._replace(prev=model.embed(lat, 0))
+        alive = alive * pres
+    objects = _pad(Latents(*(torch.cat(x, 1) for x in zip(*steps))), n)
+    return Sample(objects, lq_d, lq_c, lp)
+
+
+def log_likelihood(objects: Latents, images: torch.Tensor, world: World, scale: float) -> torch.Tensor:
+    """log p(x | z): Gaussian pixels around the soft rendering. images (B, 3, S, S) -> (B,)."""
+    s = images.shape[-1]
+    recon = render(to_scene(objects, world), world, "soft", s, s).permute(0, 3, 1, 2)
+    return Normal(recon, scale).log_prob(images).flatten(1).sum(1)
+
+
+class ELBOTrainer:
+    """One optimiser step of the ELBO: reparameterised + NVIL score-function gradients."""
+
+    def __init__(self, model: AIR, world: World, cfg) -> None:
+        self.model, self.world, self.cfg = model, world, cfg
+        self.baseline = Baseline()
+        self.optimizer = torch.optim.Adam([
+            {"params": model.parameters(), "lr": cfg.lr, "lr_scale": 1.0},
+            {"params": self.baseline.parameters(), "lr": cfg.baseline_lr, "lr_scale": cfg.baseline_lr / cfg.lr,
+             "name": "bl_"},
+        ])
+        self.signal_mean, self.signal_var = 0.0, 1.0  # NVIL running centring and scaling
+
+    def train_step(self, images: torch.Tensor, it: int) -> dict[str, float]:
+        cfg = self.cfg
+        anneal = min(1.0, it / max(1, cfg.pres_anneal_iters))
+        if cfg.elbo_samples > 1:
+            images = images.repeat(cfg.elbo_samples, 1, 1, 1)
+        sample = sample_q(self.model, images, self.world, anneal, cfg.pres_prior_start)
+        log_lik = log_likelihood(sample.objects, images, self.world, cfg.likelihood_scale)
+        elbo = log_lik + sample.log_prior - sample.log_q_discrete - sample.log_q_continuous
+
+        # NVIL: learning signal centred by b(x) (input detached) and a running mean, scaled by a running std.
+        base = self.baseline(images.detach())
+        signal = elbo.detach() - base.detach()
+        self.signal_mean = 0.9 * self.signal_mean + 0.1 * float(signal.mean())
+        self.signal_var = 0.9 * self.signal_var + 0.1 * float(signal.var()) if signal.numel() > 1 else self.signal_var
+        advantage = (signal - self.signal_mean) / max(1.0, math.sqrt(self.signal_var))
+        surrogate = -(advantage * sample.log_q_discrete).mean()  # score-function part
+        reparam = -elbo.mean()  # pathwise part (discrete draws are constants here)
+        baseline_loss = ((elbo.detach() - base) ** 2).mean()
+        loss = reparam + surrogate + baseline_loss / max(1.0, self.signal_var)
+
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        n = images.shape[0]
+        per_pixel = images[0].numel()
+        return {
+            "loss": float(-elbo.mean()) / per_pixel,
+            "elbo": float(elbo.mean()),
+            "log_lik": float(log_lik.mean()),
+            "kl": float((sample.log_q_discrete + sample.log_q_continuous - sample.log_prior).mean()),
+            "count": float(sample.objects.pres.sum() / n),
+            "baseline_mse": float(baseline_loss),
+        }

@@ -1,0 +1,301 @@
+"""The AIR inference network q(z, n | x).
+
+A CNN encodes the 64x64 image once into a feature map F (B, C, 16, 16) with coordinate
+channels. A recurrent core (an LSTM cell) then runs up to N steps; each step attends to one
+place in F (additive attention, with the attention already spent by earlier steps fed back as a
+"coverage" map so no object is explained twice), reads a glimpse there, and outputs the
+distribution of one more object:
+
+    z_pres   Bernoulli(logit)                              is there one more object?
+    z_what   Categorical(shape logits), Categorical(colour logits)
+    z_where  position (x, y) on the table: diagonal Gaussian (metres)
+             yaw: von Mises on k * yaw, k = the shape's symmetry order (4 cube, 2 box,
+             1 wedge); shapes with no observable yaw (k = 0) have no yaw term.
+
+The count is unary: the first z_pres = 0 ends the sequence. Each step is conditioned on the
+latents inferred so far (fed to the LSTM) and on the coverage map.
+
+DAIR (``AIRConfig.dair``): each step also encodes the residual between the image and a
+rendering of the objects found so far; the caller supplies the residual images.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from renderer.world import World
+
+FEATURE_STRIDE = 4
+
+
+@dataclass(frozen=True)
+class AIRConfig:
+    """Architecture. Everything a checkpoint needs to rebuild the network.
+
+    num_shapes, num_colors: sizes of the categorical z_what heads.
+    max_steps: N, the most objects one image can hold.
+    image_size: side of the square input in pixels (a multiple of 4).
+    channels: width of the CNN feature map.
+    hidden: LSTM state size.
+    yaw_orders: per shape, its yaw symmetry order k (360 / symmetry angle; 0 = yaw unobservable).
+    position_scale: metres per unit of the network's position output.
+    dair: whether each step also sees the residual image (difference AIR).
+    """
+
+    num_shapes: int = 6
+    num_colors: int = 6
+    max_steps: int = 3
+    image_size: int = 64
+    channels: int = 64
+    hidden: int = 256
+    yaw_orders: tuple[int, ...] = (4, 2, 1, 0, 0, 0)
+    position_scale: float = 0.25
+    dair: bool = False
+
+    def __post_init__(self) -> None:
+        if self.image_size % FEATURE_STRIDE:
+            raise ValueError(f"image_size must be a multiple of {FEATURE_STRIDE}, got {self.image_size}")
+        if len(self.yaw_orders) != self.num_shapes:
+            raise ValueError(f"yaw_orders has {len(self.yaw_orders)} entries for {self.num_shapes} shapes")
+
+    @classmethod
+    def for_world(cls, world: World, **overrides: Any) -> AIRConfig:
+        orders = tuple(0 if s.yaw_symmetry_deg is None else round(360.0 / s.yaw_symmetry_deg) for s in world.shapes)
+        base = dict(num_shapes=len(world.shapes), num_colors=len(world.colors), max_steps=world.max_objects,
+                    image_size=world.image_size, yaw_orders=orders)
+        return cls(**{**base, **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AIRConfig:
+        known = {f.name for f in fields(cls)}
+        if set(d) - known:
+            raise ValueError(f"unknown AIRConfig fields: {sorted(set(d) - known)}")
+        d = dict(d)
+        if "yaw_orders" in d:
+            d["yaw_orders"] = tuple(d["yaw_orders"])
+        return cls(**d)
+
+
+class Latents(NamedTuple):
+    """One object per step, batched. Shapes for T steps: pres (B, T) float 0/1,
+    shape/color (B, T) int64, position (B, T, 2) metres, yaw (B, T) radians."""
+
+    pres: torch.Tensor
+    shape: torch.Tensor
+    color: torch.Tensor
+    position: torch.Tensor
+    yaw: torch.Tensor
+
+
+class StepState(NamedTuple):
+    """What carries over between steps.
+
+    h, c: (B, hidden) LSTM state. coverage: (B, L) summed attention of earlier steps over the
+    L = (S/4)^2 feature cells. prev: (B, latent_dim) embedding of the previous step's latents.
+    """
+
+    h: torch.Tensor
+    c: torch.Tensor
+    coverage: torch.Tensor
+    prev: torch.Tensor
+
+
+class Context(NamedTuple):
+    """What every step reads from the image, computed once per image.
+
+    flat: (B, L, C') feature cells (image features, stacked with residual features for DAIR).
+    keys: (B, L, A) attention keys of the cells. pooled: (B, C') mean feature.
+
+    A step may run P sequences per image (orderings of the same objects): its state then has
+    batch B * P, image-major, and the context is shared, never copied.
+    """
+
+    flat: torch.Tensor
+    keys: torch.Tensor
+    pooled: torch.Tensor
+
+
+class StepOutput(NamedTuple):
+    """Distribution parameters of one step.
+
+    pres_logit (B,), shape_logits (B, S), color_logits (B, K), where_mean (B, 2) metres,
+    where_log_std (B, 2), yaw_mu (B, 3) mean of k*yaw for k in (1, 2, 4), yaw_log_kappa (B, 3),
+    attention (B, L).
+    """
+
+    pres_logit: torch.Tensor
+    shape_logits: torch.Tensor
+    color_logits: torch.Tensor
+    where_mean: torch.Tensor
+    where_log_std: torch.Tensor
+    yaw_mu: torch.Tensor
+    yaw_log_kappa: torch.Tensor
+    attention: torch.Tensor
+
+
+YAW_ORDERS = (1, 2, 4)
+
+
+def _coords(size: int, device: torch.device) -> torch.Tensor:
+    """(2, size, size) pixel-centre coordinates in [-1, 1]: channel 0 = u (columns), 1 = v (rows)."""
+    r = (torch.arange(size, device=device, dtype=torch.float32) + 0.5) / size * 2 - 1
+    v, u = torch.meshgrid(r, r, indexing="ij")
+    return torch.stack([u, v])
+
+
+class Encoder(nn.Module):
+    """(B, 3 or 6, S, S) image [+ residual] -> (B, C + 2, S/4, S/4) features with coordinates."""
+
+    def __init__(self, in_channels: int, channels: int) -> None:
+        super().__init__()
+        c = channels
+        self.down = nn.Sequential(  # (B, in + 2, S, S) -> (B, C, S/4, S/4)
+            nn.Conv2d(in_channels + 2, c // 2, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(c // 2, c, 3, stride=2, padding=1), nn.ReLU(),
+        )
+        self.refine = nn.Sequential(  # coordinates again at the coarse scale (CoordConv)
+            nn.Conv2d(c + 2, c, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(c, c, 3, padding=1), nn.ReLU(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, s, _ = x.shape
+        h = self.down(torch.cat([x, _coords(s, x.device).expand(b, -1, -1, -1)], dim=1))
+        coords = _coords(h.shape[-1], x.device).expand(b, -1, -1, -1)
+        h = self.refine(torch.cat([h, coords], dim=1))
+        return torch.cat([h, coords], dim=1)
+
+
+class AIR(nn.Module):
+    """q(z, n | x): ``step(t, prev, inputs) -> (StepState, StepOutput)`` run up to N times."""
+
+    def __init__(self, config: AIRConfig) -> None:
+        super().__init__()
+        self.config = config
+        c, hdim = config.channels, config.hidden
+        self.encoder = Encoder(3, c)
+        self.residual_encoder = Encoder(3, c) if config.dair else None
+        feat = c + 2
+        self.latent_dim = 1 + config.num_shapes + config.num_colors + 2 + 2
+        in_dim = feat * (2 if config.dair else 1) + self.latent_dim
+        self.core = nn.LSTMCell(in_dim + feat, hdim)
+        # additive attention over feature cells
+        # dot-product attention over feature cells; coverage (attention already spent) lowers a
+        # cell's logit by a learned amount, so later steps look elsewhere
+        att = 64
+        self.att_feat = nn.Linear(feat * (2 if config.dair else 1), att)
+        self.att_h = nn.Linear(hdim, att)
+        self.att_cov = nn.Parameter(torch.tensor(-4.0))
+        head_in = hdim + feat * (2 if config.dair else 1)
+        self.head = nn.Sequential(nn.Linear(head_in, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU())
+        self.out_pres = nn.Linear(256, 1)
+        self.out_what = nn.Linear(256, config.num_shapes + config.num_colors)
+        self.out_where = nn.Linear(256, 4)
+        self.out_yaw = nn.Linear(256, 3 * len(YAW_ORDERS))
+        self.register_buffer("yaw_orders", torch.tensor(config.yaw_orders), persistent=False)
+        # which of the YAW_ORDERS outputs each shape reads (any one for k = 0: unused)
+        slot = [YAW_ORDERS.index(k) if k in YAW_ORDERS else 0 for k in config.yaw_orders]
+        self.register_buffer("yaw_slot", torch.tensor(slot), persistent=False)
+
+    # ---- pieces -----------------------------------------------------------------------------
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) in [0, 1] -> (B, C + 2, S/4, S/4)."""
+        return self.encoder(images - 0.5)
+
+    def context(self, features: torch.Tensor, residual_features: torch.Tensor | None = None) -> Context:
+        """Image features (B, C+2, H', W') [+ residual features, DAIR] -> the steps' context."""
+        if residual_features is not None:
+            features = torch.cat([features, residual_features], dim=1)
+        flat = features.flatten(2).transpose(1, 2)  # (B, L, C')
+        return Context(flat, self.att_feat(flat), flat.mean(dim=1))
+
+    def initial_state(self, ctx: Context, sequences_per_image: int = 1) -> StepState:
+        b, cells, _ = ctx.flat.shape
+        b = b * sequences_per_image
+        z = ctx.flat.new_zeros(b, self.config.hidden)
+        return StepState(z, z, ctx.flat.new_zeros(b, cells), ctx.flat.new_zeros(b, self.latent_dim))
+
+    def embed(self, latents: Latents, t: int) -> torch.Tensor:
+        """Step t's latents -> (B, latent_dim) input for the next step. Yaw enters as
+        (cos k*yaw, sin k*yaw) with k the shape's order, zeros where yaw is unobservable."""
+        shape = latents.shape[:, t]
+        k = self.yaw_orders[shape].float()
+        ang = k * latents.yaw[:, t]
+        yaw = torch.stack([torch.cos(ang), torch.sin(ang)], dim=-1) * (k > 0).float()[:, None]
+        pres = latents.pres[:, t : t + 1].float()
+        emb = torch.cat([
+            pres,
+            F.one_hot(shape, self.config.num_shapes).float(),
+            F.one_hot(latents.color[:, t], self.config.num_colors).float(),
+            latents.position[:, t] / self.config.position_scale,
+            yaw,
+        ], dim=-1)
+        return emb * pres
+
+    def step(self, t: int, prev: StepState, ctx: Context) -> tuple[StepState, StepOutput]:
+        """One object: the previous state and the image context -> new state, distributions."""
+        bi, cells, cf = ctx.flat.shape
+        b = prev.h.shape[0]
+        p = b // bi  # sequences per image
+        per_image = lambda x: x.view(bi, p, -1)  # noqa: E731  (B*P, D) -> (B, P, D)
+        # features where earlier steps looked: (B, P, L) @ (B, L, C') -> (B*P, C')
+        explained = torch.bmm(per_image(prev.coverage), ctx.flat).view(b, cf)
+        pooled = ctx.pooled.repeat_interleave(p, dim=0)
+        h, c = self.core(torch.cat([pooled, prev.prev, explained], dim=-1), (prev.h, prev.c))
+        query = per_image(self.att_h(h))  # (B, P, A)
+        logits = torch.bmm(query, ctx.keys.transpose(1, 2)) / math.sqrt(query.shape[-1])  # (B, P, L)
+        logits = logits + self.att_cov * per_image(prev.coverage)
+        attention = torch.softmax(logits, dim=-1)
+        glimpse = torch.bmm(attention, ctx.flat).view(b, cf)
+        attention = attention.view(b, cells)
+        z = self.head(torch.cat([h, glimpse], dim=-1))
+        what = self.out_what(z)
+        where = self.out_where(z)
+        yaw = self.out_yaw(z).view(b, 3, len(YAW_ORDERS))
+        out = StepOutput(
+            pres_logit=self.out_pres(z)[:, 0],
+            shape_logits=what[:, : self.config.num_shapes],
+            color_logits=what[:, self.config.num_shapes :],
+            where_mean=where[:, :2] * self.config.position_scale,
+            where_log_std=where[:, 2:].clamp(-9.0, 2.0) + math.log(self.config.position_scale),
+            yaw_mu=torch.atan2(yaw[:, 1], yaw[:, 0]),
+            yaw_log_kappa=yaw[:, 2].clamp(-5.0, 9.0),
+            attention=attention,
+        )
+        return StepState(h, c, prev.coverage + attention, prev.prev), out
+
+    # ---- whole sequences --------------------------------------------------------------------
+    def teacher_forced(self, ctx: Context | list[Context], latents: Latents) -> list[StepOutput]:
+        """Distributions of every step given the true previous latents (T = max_steps).
+        ctx: one context for all steps, or (DAIR) one per step."""
+        ctxs = ctx if isinstance(ctx, list) else [ctx] * self.config.max_steps
+        state = self.initial_state(ctxs[0], latents.pres.shape[0] // ctxs[0].flat.shape[0])
+        outs = []
+        for t in range(self.config.max_steps):
+            state, out = self.step(t, state, ctxs[t])
+            outs.append(out)
+            state = state._replace(prev=self.embed(latents, t))
+        return outs
+
+    def yaw_from(self, out: StepOutput, shape: torch.Tensor) -> torch.Tensor:
+        """Point estimate of yaw (B,) for the given shapes: mu_k / k; 0 where unobservable."""
+        k = self.yaw_orders[shape]
+        mu = out.yaw_mu.gather(1, self.yaw_slot[shape][:, None])[:, 0]
+        return torch.where(k > 0, mu / k.clamp_min(1).float(), torch.zeros_like(mu))
+
+    def decide(self, out: StepOutput, alive: torch.Tensor) -> Latents:
+        """Greedy (mode) latents of one step, for inference. alive: (B,) bool, not yet stopped."""
+        pres = (out.pres_logit > 0) & alive
+        shape = out.shape_logits.argmax(1)
+        return Latents(pres.float()[:, None], shape[:, None], out.color_logits.argmax(1)[:, None],
+                       out.where_mean[:, None], self.yaw_from(out, shape)[:, None])
+

@@ -1,0 +1,105 @@
+"""Objectives for training the inference network.
+
+``amortised_loss``: the generative model is fully specified, so it teaches its own inference
+network ("sleep" / amortised training): maximise log q(z, n | x) on pairs (x, z) drawn from the
+prior and rendered. The ELBO lives in ``inference/elbo.py``.
+
+Objects have no natural order, but q generates them one after another, so q assigns a
+probability to every ordering of the same set. The probability of the *set* is the sum over
+its orderings: log q(set | x) = logsumexp over the n! orderings of log q(sequence | x). We
+compute exactly that (N <= 3: at most 6 orderings, the encoder runs once and only the small
+recurrent core runs per ordering). Unlike a fixed canonical order (e.g. nearest first), it does
+not force the network to resolve ties between objects it cannot order reliably; unlike a
+minimum over orderings, it is the true likelihood of the set, with smooth gradients that let the
+network settle on whichever order it finds easiest.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+from torch.nn import functional as F
+
+from inference.model import AIR, Latents, StepOutput
+from renderer.scene import SceneBatch
+
+
+def scene_latents(scene: SceneBatch) -> Latents:
+    """A prior/dataset scene batch (present slots first) -> per-step latents (T = N)."""
+    return Latents(scene.present.float(), scene.shape, scene.color, scene.position[..., :2], scene.yaw)
+
+
+def von_mises_log_prob(x: torch.Tensor, mu: torch.Tensor, log_kappa: torch.Tensor) -> torch.Tensor:
+    """log VonMises(x; mu, kappa), stable for large kappa (log I0(k) = log i0e(k) + k)."""
+    kappa = log_kappa.exp()
+    return kappa * (torch.cos(x - mu) - 1) - math.log(2 * math.pi) - torch.log(torch.special.i0e(kappa))
+
+
+def step_log_prob(model: AIR, out: StepOutput, target: Latents, t: int) -> dict[str, torch.Tensor]:
+    """Per-term log q of step t's true latents. Each (B,), already masked:
+    pres counts only while the sequence is running; what/where only for present objects."""
+    pres = target.pres[:, t]
+    running = torch.ones_like(pres) if t == 0 else target.pres[:, t - 1]
+    shape = target.shape[:, t]
+    k = model.yaw_orders[shape]
+    mu = out.yaw_mu.gather(1, model.yaw_slot[shape][:, None])[:, 0]
+    log_kappa = out.yaw_log_kappa.gather(1, model.yaw_slot[shape][:, None])[:, 0]
+    yaw_lp = von_mises_log_prob(k.float() * target.yaw[:, t], mu, log_kappa) * (k > 0).float()
+    xy = torch.distributions.Normal(out.where_mean, out.where_log_std.exp()).log_prob(target.position[:, t]).sum(-1)
+    return {
+        "pres": -F.binary_cross_entropy_with_logits(out.pres_logit, pres, reduction="none") * running,
+        "shape": -F.cross_entropy(out.shape_logits, shape, reduction="none") * pres,
+        "color": -F.cross_entropy(out.color_logits, target.color[:, t], reduction="none") * pres,
+        "where": xy * pres,
+        "yaw": yaw_lp * pres,
+    }
+
+
+def orderings(n: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(n!, n) int64: every permutation of range(n)."""
+    return torch.tensor(list(itertools.permutations(range(n))), dtype=torch.int64, device=device)
+
+
+def amortised_loss(model: AIR, images: torch.Tensor, scene: SceneBatch,
+                   residuals: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """-mean log q(set | x) over the batch, and per-term diagnostics.
+
+    images: (B, 3, S, S) in [0, 1]. scene: B scenes with present slots first (as the prior
+    draws them). residuals: DAIR only, computed by the caller per ordering is too costly, so a
+    DAIR model is trained on the scene's own slot order (one ordering).
+    """
+    b, n = scene.present.shape
+    if n != model.config.max_steps:
+        raise ValueError(f"scene has {n} slots, the model {model.config.max_steps} steps")
+    features = model.encode(images)
+    latents = scene_latents(scene)
+    if model.config.dair:
+        perms = torch.arange(n, device=images.device)[None]
+        ctx = [model.context(features, model.residual_encoder(r)) for r in residuals]
+    else:
+        perms = orderings(n, images.device)
+        ctx = model.context(features)
+    p = perms.shape[0]
+    # (B * P) sequences: scene b under ordering perm
+    idx = perms[None].expand(b, p, n).reshape(b * p, n)
+    rep = lambda x: x.repeat_interleave(p, dim=0)  # noqa: E731
+    gather = lambda x: torch.gather(rep(x), 1, idx if x.dim() == 2 else idx[..., None].expand(-1, -1, x.shape[-1]))  # noqa: E731
+    permuted = Latents(*(gather(x) for x in latents))
+    outs = model.teacher_forced(ctx, permuted)
+    terms: dict[str, torch.Tensor] = {}
+    for t, out in enumerate(outs):
+        for name, lp in step_log_prob(model, out, permuted, t).items():
+            terms[name] = terms.get(name, 0) + lp
+    seq_lp = sum(terms.values()).view(b, p)
+    # orderings that put an absent slot before a present one are not sequences q can emit
+    pres = permuted.pres.view(b, p, n)
+    valid = (pres[..., 1:] <= pres[..., :-1]).all(-1)
+    count = scene.present.sum(1)
+    dup = torch.lgamma((n - count + 1).float())  # orderings of absent slots are the same sequence
+    set_lp = torch.logsumexp(seq_lp.masked_fill(~valid, -torch.inf), dim=1) - dup
+    loss = -set_lp.mean()
+    stats = {k: -(v.view(b, p)[:, 0].mean().item()) for k, v in terms.items()}
+    stats["loss"] = loss.item()
+    return loss, stats

@@ -1,0 +1,101 @@
+"""Greedy amortised inference: images -> objects in one forward pass.
+
+Steps run batched; an image stops at its first z_pres = 0 (it is masked from then on, and the
+loop ends as soon as every image has stopped), so simple scenes cost fewer steps.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from inference.model import AIR, Latents
+from renderer.render import render
+from renderer.scene import SceneBatch
+from renderer.world import World
+
+
+class Inference(NamedTuple):
+    """Result for B images, T = max_steps slots (present ones first).
+
+    objects: Latents with pres (B, T) 0/1, shape, color (B, T), position (B, T, 2), yaw (B, T).
+    confidence: (B, T) probability of presence q(z_pres = 1) at each used step (0 past the stop).
+    shape_prob, color_prob: (B, T) probability of the chosen class.
+    steps: (B,) int64 steps run for each image (count + 1, or N when all slots are full).
+    """
+
+    objects: Latents
+    confidence: torch.Tensor
+    shape_prob: torch.Tensor
+    color_prob: torch.Tensor
+    steps: torch.Tensor
+
+
+def to_scene(objects: Latents, world: World) -> SceneBatch:
+    """Inferred latents -> a renderable scene batch (z from each shape's resting height)."""
+    rest = torch.tensor([s.resting_z for s in world.shapes], device=objects.position.device)
+    z = rest[objects.shape]
+    present = objects.pres > 0.5
+    position = torch.cat([objects.position, z[..., None]], dim=-1)
+    return SceneBatch(present, objects.shape, objects.color, position, objects.yaw)
+
+
+@torch.no_grad()
+def infer(model: AIR, images: torch.Tensor, world: World | None = None) -> Inference:
+    """images: (B, 3, S, S) float in [0, 1]. ``world`` is needed for DAIR (residual renders)."""
+    if model.config.dair and world is None:
+        raise ValueError("a DAIR model needs the world to render residuals")
+    model.eval()
+    b, t_max = images.shape[0], model.config.max_steps
+    features = model.encode(images)
+    ctx = model.context(features, model.residual_encoder(images - _table(world, b, images)) if model.config.dair else None)
+    state = model.initial_state(ctx)
+    alive = torch.ones(b, dtype=torch.bool, device=images.device)
+    steps = torch.zeros(b, dtype=torch.int64, device=images.device)
+    found: list[Latents] = []
+    conf, sprob, cprob = [], [], []
+    for t in range(t_max):
+        if not alive.any():
+            break
+        steps += alive.long()
+        state, out = model.step(t, state, ctx)
+        lat = model.decide(out, alive)
+        found.append(lat)
+        conf.append(torch.sigmoid(out.pres_logit) * alive)
+        sprob.append(torch.softmax(out.shape_logits, 1).amax(1) * lat.pres[:, 0])
+        cprob.append(torch.softmax(out.color_logits, 1).amax(1) * lat.pres[:, 0])
+        alive = alive & (lat.pres[:, 0] > 0.5)
+        state = state._replace(prev=model.embed(lat, 0))
+        if model.config.dair and t + 1 < t_max:
+            so_far = Latents(*(torch.cat(x, 1) for x in zip(*found)))
+            with torch.no_grad():
+                recon = render(to_scene(_pad(so_far, t_max), world), world).permute(0, 3, 1, 2)
+            ctx = model.context(features, model.residual_encoder(images - recon))
+    objects = _pad(Latents(*(torch.cat(x, 1) for x in zip(*found))), t_max)
+    pad = lambda xs: torch.nn.functional.pad(torch.stack(xs, 1), (0, t_max - len(xs)))  # noqa: E731
+    return Inference(objects, pad(conf), pad(sprob), pad(cprob), steps)
+
+
+def _pad(lat: Latents, t_max: int) -> Latents:
+    """Pad a (B, t) latent sequence with absent slots to (B, t_max)."""
+    t = lat.pres.shape[1]
+    if t == t_max:
+        return lat
+    extra = t_max - t
+    return Latents(
+        torch.nn.functional.pad(lat.pres, (0, extra)),
+        torch.nn.functional.pad(lat.shape, (0, extra)),
+        torch.nn.functional.pad(lat.color, (0, extra)),
+        torch.nn.functional.pad(lat.position, (0, 0, 0, extra)),
+        torch.nn.functional.pad(lat.yaw, (0, extra)),
+    )
+
+
+def _table(world: World | None, b: int, like: torch.Tensor) -> torch.Tensor:
+    """The empty-table image (B, 3, S, S): DAIR's residual before any object is found."""
+    from renderer.scene import empty_scenes
+
+    s = like.shape[-1]
+    img = render(empty_scenes(1, world.max_objects, like.device), world, "hard", s, s)
+    return img.permute(0, 3, 1, 2).expand(b, -1, -1, -1)

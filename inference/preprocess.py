@@ -1,0 +1,51 @@
+"""Every image the network sees passes through here: any size and mode -> (3, S, S) float.
+
+Modes: grey, grey+alpha, RGB, RGBA, palette, 16-bit and 32-bit grey are converted, not
+refused; alpha is composited over black. A non-square image is centre-cropped to a square
+first (the camera's fov spans the shorter side, so cropping keeps the geometry), then resized
+with an area (box) filter, which matches how training images were anti-aliased.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode -> 8-bit RGB."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode != "I" or arr.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(arr / peak * 255.0, 0, 255).astype(np.uint8), "L")
+    elif image.mode == "F":
+        arr = np.asarray(image, dtype=np.float64)
+        scale = 255.0 if arr.max() <= 1.0 else 1.0
+        image = Image.fromarray(np.clip(arr * scale, 0, 255).astype(np.uint8), "L")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(black, rgba)
+    return image.convert("RGB")
+
+
+def to_network_input(image: Image.Image, size: int) -> torch.Tensor:
+    """PIL image -> (3, size, size) float32 in [0, 1]."""
+    image = to_rgb(image)
+    w, h = image.size
+    if w != h:
+        side = min(w, h)
+        left, top = (w - side) // 2, (h - side) // 2
+        image = image.crop((left, top, left + side, top + side))
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BOX if image.size[0] > size else Image.Resampling.BILINEAR)
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
+
+
+def batch_from_uint8(images: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """(B, S, S, 3) uint8 (as the dataset stores them) -> (B, 3, S, S) float32 in [0, 1]."""
+    t = torch.as_tensor(np.asarray(images))
+    return t.permute(0, 3, 1, 2).float().div_(255.0)

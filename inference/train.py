@@ -1,0 +1,246 @@
+"""Train the AIR inference network.
+
+    python -m inference.train --objective=amortised --out_dir=runs/air
+    python -m inference.train --objective=amortised --out_dir=runs/air --resume=True
+    python -m inference.train --objective=elbo --init_from=runs/air/ckpt.pt --out_dir=runs/air-elbo
+
+Every field of ``TrainConfig`` can be set as ``--key=value`` (the type must parse; an unknown
+key is an error). The run writes ``OUT_DIR/config.json``, ``OUT_DIR/log.csv`` (one row per
+log interval, plus evaluation columns) and ``OUT_DIR/ckpt.pt`` (latest) / ``best.pt`` (best
+validation count accuracy, then loss). ``--resume=True`` continues from ``ckpt.pt``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from inference.checkpoint import save_weights
+from inference.metrics import add_batch, scores_for
+from inference.model import AIR, AIRConfig
+from inference.objectives import amortised_loss
+from inference.predict import infer, to_scene
+from inference.preprocess import batch_from_uint8
+from renderer.dataset import SceneDataset
+from renderer.world import World
+
+
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class TrainConfig:
+    """Training settings; each is a ``--key=value`` flag."""
+
+    objective: str = "amortised"  # amortised | elbo
+    data: str = "data/train"  # rendered dataset (python -m renderer.dataset)
+    val_data: str = "data/val"  # held-out rendered dataset for evaluation
+    out_dir: str = "runs/air"  # checkpoints and logs
+    resume: bool = False  # continue from out_dir/ckpt.pt
+    init_from: str = ""  # start the model from this checkpoint (e.g. amortised -> elbo)
+    export: str = ""  # when done, write the best model here as .safetensors + .json
+    seed: int = 0
+    batch_size: int = 64
+    max_iters: int = 20000
+    lr: float = 1e-3  # peak learning rate (Adam), cosine decay to min_lr
+    min_lr: float = 2e-5
+    warmup_iters: int = 200
+    grad_clip: float = 5.0
+    log_interval: int = 50
+    eval_interval: int = 1000
+    eval_scenes: int = 1000
+    threads: int = 2  # torch CPU threads
+    dair: bool = False  # difference AIR
+    channels: int = 64  # AIRConfig.channels
+    hidden: int = 256  # AIRConfig.hidden
+    # --- elbo only ---
+    likelihood_scale: float = 0.1  # std of the Gaussian pixel likelihood
+    baseline_lr: float = 3e-3  # NVIL baseline learning rate (larger than the model's)
+    pres_prior_start: float = 0.99  # presence prior p(z_pres = 1), annealed ...
+    pres_prior_end: float = 0.5  # ... to this value
+    pres_anneal_iters: int = 2000
+    elbo_samples: int = 1  # samples of q per image
+    max_elbo_images: int = 0  # use only the first K images of data (0 = all)
+
+
+def parse_overrides(argv: list[str]) -> TrainConfig:
+    """``--key=value`` (or ``--key value``) flags -> TrainConfig; types are checked."""
+    cfg = TrainConfig()
+    types = {f.name: type(getattr(cfg, f.name)) for f in fields(cfg)}
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        if not arg.startswith("--"):
+            raise ValueError(f"expected --key=value, got {arg!r}")
+        key, eq, value = arg[2:].partition("=")
+        if not eq:
+            if not args:
+                raise ValueError(f"--{key} needs a value")
+            value = args.pop(0)
+        if key not in types:
+            raise ValueError(f"unknown setting --{key}; known: {sorted(types)}")
+        typ = types[key]
+        if typ is bool:
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(f"--{key} must be true or false, got {value!r}")
+            setattr(cfg, key, value.lower() in ("true", "1"))
+        else:
+            try:
+                setattr(cfg, key, typ(value))
+            except ValueError:
+                raise ValueError(f"--{key} must be {typ.__name__}, got {value!r}") from None
+    if cfg.objective not in ("amortised", "elbo"):
+        raise ValueError(f"--objective must be amortised or elbo, got {cfg.objective!r}")
+    return cfg
+
+
+def get_lr(cfg: TrainConfig, it: int) -> float:
+    """Linear warm-up, then cosine decay to min_lr at max_iters."""
+    if it < cfg.warmup_iters:
+        return cfg.lr * (it + 1) / cfg.warmup_iters
+    frac = min(1.0, (it - cfg.warmup_iters) / max(1, cfg.max_iters - cfg.warmup_iters))
+    return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * frac)) * (cfg.lr - cfg.min_lr)
+
+
+def evaluate(model: AIR, world: World, data: SceneDataset, scenes: int, batch: int = 250) -> dict:
+    """Greedy inference on the first ``scenes`` held-out images; the metrics summary."""
+    scores = scores_for(world)
+    steps = []
+    for lo in range(0, min(scenes, len(data)), batch):
+        hi = min(lo + batch, scenes, len(data))
+        images = batch_from_uint8(data.images[lo:hi])
+        result = infer(model, images, world)
+        add_batch(scores, to_scene(result.objects, world), data.scenes(slice(lo, hi)))
+        steps.append(result.steps.float())
+    summary = scores.summary()
+    summary["mean_steps"] = float(torch.cat(steps).mean())
+    model.train()
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_overrides(sys.argv[1:] if argv is None else argv)
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    out = Path(cfg.out_dir)
+    ckpt_path = out / "ckpt.pt"
+    if out.exists() and (out / "log.csv").exists() and not cfg.resume:
+        raise SystemExit(f"{out} already holds a run: pass --resume=True or choose another --out_dir")
+    out.mkdir(parents=True, exist_ok=True)
+
+    # data
+    train = SceneDataset.open(cfg.data)
+    val = SceneDataset.open(cfg.val_data)
+    world = train.world
+    n_train = len(train) if cfg.max_elbo_images <= 0 else min(cfg.max_elbo_images, len(train))
+
+    # model + optimiser (resume / init_from / scratch)
+    air_cfg = AIRConfig.for_world(world, dair=cfg.dair, channels=cfg.channels, hidden=cfg.hidden)
+    start, best = 0, (-1.0, math.inf)
+    state = None
+    if cfg.resume:
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        air_cfg = AIRConfig.from_dict(state["model_args"])  # architecture comes from the checkpoint
+    model = AIR(air_cfg)
+    if cfg.objective == "elbo":
+        from inference.elbo import ELBOTrainer
+
+        trainer = ELBOTrainer(model, world, cfg)
+        optimizer = trainer.optimizer
+    else:
+        trainer = None
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if trainer is not None and "baseline" in state:
+            trainer.baseline.load_state_dict(state["baseline"])
+        start, best = state["iter_num"], tuple(state["best"])
+        rng = np.random.default_rng([cfg.seed, start])
+        torch.manual_seed(cfg.seed + start)
+    elif cfg.init_from:
+        init = torch.load(cfg.init_from, map_location="cpu", weights_only=False)
+        if AIRConfig.from_dict(init["model_args"]) != air_cfg:
+            raise SystemExit(f"--init_from {cfg.init_from} has another architecture: {init['model_args']}")
+        model.load_state_dict(init["model"])
+    (out / "config.json").write_text(json.dumps({"train": asdict(cfg), "air": air_cfg.to_dict()}, indent=1))
+
+    def save(path: Path, it: int) -> None:
+        doc = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "model_args": air_cfg.to_dict(),
+               "iter_num": it, "best": list(best), "config": asdict(cfg), "world": world.to_dict()}
+        if trainer is not None:
+            doc["baseline"] = trainer.baseline.state_dict()
+        torch.save(doc, path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)
+
+    log_file = (out / "log.csv").open("a", newline="")
+    log = csv.writer(log_file)
+    if start == 0:
+        log.writerow(["iter", "time_s", "lr", "loss", "terms", "count_accuracy", "shape_accuracy",
+                      "color_accuracy", "position_median_cm", "yaw_median_deg", "mean_steps"])
+
+    # loop
+    model.train()
+    t0 = time.time()
+    running: dict[str, float] = {}
+    bar = tqdm(range(start, cfg.max_iters), initial=start, total=cfg.max_iters, desc=cfg.objective)
+    for it in bar:
+        lr = get_lr(cfg, it)
+        for g in optimizer.param_groups:
+            g["lr"] = lr * g.get("lr_scale", 1.0)
+        idx = np.sort(rng.choice(n_train, cfg.batch_size, replace=False))
+        images = batch_from_uint8(train.images[idx])
+        if trainer is None:
+            loss, stats = amortised_loss(model, images, train.scenes(idx))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+        else:
+            stats = trainer.train_step(images, it)
+        for k, v in stats.items():
+            running[k] = running.get(k, 0.0) + v
+        last = it + 1 == cfg.max_iters
+        if (it + 1) % cfg.log_interval == 0 or last:
+            if cfg.max_elbo_images <= 0:
+                n_train = train.refresh()  # the dataset may still be rendering
+            avg = {k: v / cfg.log_interval for k, v in running.items()}
+            running = {}
+            row = [it + 1, round(time.time() - t0, 1), lr, avg.get("loss", math.nan),
+                   json.dumps({k: round(v, 4) for k, v in avg.items()})]
+            if (it + 1) % cfg.eval_interval == 0 or last:
+                ev = evaluate(model, world, val, cfg.eval_scenes)
+                row += [ev["count_accuracy"], ev["shape_accuracy"], ev["color_accuracy"],
+                        ev["position_error_cm"]["median"], ev["yaw_error_deg"]["median"], ev["mean_steps"]]
+                key = (ev["count_accuracy"], -avg.get("loss", math.inf))
+                if key > (best[0], -best[1]):
+                    best = (ev["count_accuracy"], avg.get("loss", math.inf))
+                    save(out / "best.pt", it + 1)
+                tqdm.write(f"iter {it + 1}: count {ev['count_accuracy']:.3f} shape {ev['shape_accuracy']:.3f} "
+                           f"color {ev['color_accuracy']:.3f} pos {ev['position_error_cm']['median']:.2f}cm "
+                           f"yaw {ev['yaw_error_deg']['median']:.1f}deg")
+                save(ckpt_path, it + 1)
+            log.writerow(row)
+            log_file.flush()
+            bar.set_postfix(loss=f"{avg.get('loss', math.nan):.3f}")
+    save(ckpt_path, cfg.max_iters)
+    log_file.close()
+    if cfg.export:
+        best_state = torch.load(out / "best.pt", map_location="cpu", weights_only=False)
+        model.load_state_dict(best_state["model"])
+        save_weights(model, world, cfg.export, {"train": asdict(cfg), "iter": best_state["iter_num"]})
+        print(f"exported {cfg.export}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
