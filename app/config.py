@@ -1,0 +1,69 @@
+"""The service's settings: one pydantic-settings object, read from ``AIRSCENE_*`` variables.
+
+Only entry points (``app.main.create_app`` when given no settings, ``app.cli``) read the
+environment; everything else receives a ``Settings`` instance.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_WEIGHTS = REPO_ROOT / "weights" / "air.safetensors"
+RENDER_SIDE_CAP = 2048  # the renderer's own limit (renderer.render.MAX_IMAGE_SIDE)
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Environment variable = ``AIRSCENE_`` + the field name in
+    capitals (``AIRSCENE_MAX_BATCH=32``); a ``.env`` file in the working directory is read too.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="AIRSCENE_", env_file=".env", extra="ignore",
+                                      frozen=True)
+
+    weights: Path = Field(DEFAULT_WEIGHTS, description="the .safetensors file; its .json config sits beside it")
+    device: str = Field("auto", description="'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'")
+    threads: int = Field(0, ge=0, description="torch intra-op threads on the CPU; 0 = one less than the "
+                                              "cores (at least 1, at most 8) so the event loop keeps a core")
+    api_key: SecretStr | None = Field(None, description="when set, /infer and /render need "
+                                                        "'Authorization: Bearer <key>'")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="allowed browser origins, comma-separated ('*' for any); empty = no CORS")
+    max_batch: int = Field(16, ge=1, le=256, description="most images in one forward pass")
+    max_wait_ms: float = Field(2.0, ge=0.0, le=1000.0, description="how long the batcher waits for more "
+                                                                   "images once it holds one")
+    max_queue: int = Field(64, ge=1, description="most images waiting for the model; beyond it: 503 + Retry-After")
+    max_images: int = Field(16, ge=1, description="most images in one /infer request")
+    max_body_bytes: int = Field(10_000_000, ge=1, description="request body limit in bytes (413 beyond)")
+    max_pixels: int = Field(40_000_000, ge=1, description="most pixels in one decoded image (413 beyond): "
+                                                          "the decompression-bomb guard")
+    max_render_side: int = Field(1024, ge=1, le=RENDER_SIDE_CAP, description="largest /render width or height")
+    max_refine_steps: int = Field(200, ge=0, description="largest 'refine' query value")
+    warmup: bool = Field(True, description="run a forward pass and a render before /readyz says ready")
+    log_level: str = Field("info", description="uvicorn/logging level")
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [o.strip() for o in value.split(",") if o.strip()]
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        ok = value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit())
+        if not ok:
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {value!r}")
+        return value
+
+    def torch_threads(self) -> int:
+        """Intra-op threads to give torch on the CPU."""
+        if self.threads:
+            return self.threads
+        return max(1, min(8, (os.cpu_count() or 2) - 1))

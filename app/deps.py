@@ -1,0 +1,66 @@
+"""Route dependencies as named types: the service, the settings, and the images of a request."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
+from app.config import Settings
+from app.errors import Unprocessable, UnsupportedMediaType
+from app.metrics import Metrics
+from app.service import ModelService
+
+RAW_IMAGE_TYPES = ("image/png", "image/jpeg", "image/jpg")
+ACCEPTED = ("multipart/form-data with a file field 'image' (repeat it for several images), "
+            "or a raw image/png or image/jpeg body")
+
+
+def get_service(request: Request) -> ModelService:
+    return request.app.state.service
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+ServiceDep = Annotated[ModelService, Depends(get_service)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+
+
+async def read_images(request: Request, settings: SettingsDep) -> list[bytes]:
+    """The image bytes of an /infer request, in order: every multipart ``image`` file, or the
+    raw body. 415 for another content type, 422 for a form without images."""
+    mime = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if mime in RAW_IMAGE_TYPES:
+        return [await request.body()]
+    if mime != "multipart/form-data":
+        raise UnsupportedMediaType(f"Content-Type {mime or '(none)'!r} is not accepted; send {ACCEPTED}")
+    try:
+        form = await request.form(max_files=settings.max_images, max_fields=settings.max_images + 16)
+    except HTTPException as e:
+        if e.status_code != 400:
+            raise
+        raise Unprocessable(("body",), f"malformed multipart body: {e.detail}") from None
+    try:
+        parts = form.getlist("image")
+        if not parts:
+            raise Unprocessable(("body", "image"), f"multipart field 'image' is missing (fields sent: {list(form.keys())})")
+        images = []
+        for i, part in enumerate(parts):
+            if not isinstance(part, UploadFile):
+                raise Unprocessable(("body", "image", i), "field 'image' must be a file upload, not a text field")
+            images.append(await part.read())
+        return images
+    finally:
+        await form.close()
+
+
+ImagesDep = Annotated[list[bytes], Depends(read_images)]

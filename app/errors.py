@@ -1,0 +1,88 @@
+"""The service's client errors, and the handlers that turn every failure into JSON.
+
+Every error body is ``{"detail": ...}``: a string, or for validation errors a list of
+``{"loc": [...], "msg": ..., "type": ...}`` as FastAPI gives them (without the offending input,
+which may be huge or not JSON-serialisable, e.g. NaN). Nothing ever carries a traceback.
+
+The exceptions are ``HTTPException`` subclasses so that FastAPI passes them through its own
+body-reading code untouched (it turns any other exception raised there into a 400).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+log = logging.getLogger("airscene")
+
+
+class ApiError(HTTPException):
+    """A client-visible error with a fixed status."""
+
+    status = 400
+
+    def __init__(self, detail: object, headers: dict[str, str] | None = None) -> None:
+        super().__init__(status_code=self.status, detail=detail, headers=headers)
+
+
+class Unauthorized(ApiError):
+    status = 401
+
+    def __init__(self, detail: str = "missing or invalid API key: send 'Authorization: Bearer <key>'") -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+
+
+class UnsupportedMediaType(ApiError):
+    status = 415
+
+
+class Unprocessable(ApiError):
+    """422 with a FastAPI-style detail list naming the field."""
+
+    status = 422
+
+    def __init__(self, loc: tuple[str | int, ...] | list[str | int], msg: str, kind: str = "value_error") -> None:
+        super().__init__([{"loc": list(loc), "msg": msg, "type": kind}])
+
+
+class NotImplementedOption(ApiError):
+    status = 501
+
+
+class Unavailable(ApiError):
+    """503: the model is not ready, or the queue is full. Always carries Retry-After."""
+
+    status = 503
+
+    def __init__(self, detail: str, retry_after_s: float) -> None:
+        super().__init__(detail, headers={"Retry-After": str(max(1, math.ceil(retry_after_s)))})
+
+
+def _clean(errors: list[dict]) -> list[dict]:
+    """FastAPI/pydantic error dicts -> loc/msg/type only (no input, ctx or url)."""
+    return [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+            for e in errors]
+
+
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    return JSONResponse({"detail": _clean(list(exc.errors()))}, status_code=422)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"detail": "internal server error"}, status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """JSON for validation errors and for anything unexpected (logged, never echoed)."""
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _unexpected)

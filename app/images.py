@@ -1,0 +1,65 @@
+"""Untrusted bytes -> a checked PIL image, and PIL images -> PNG bytes.
+
+Only PNG and JPEG are decoded. The pixel count is read from the header and checked before any
+pixel is decompressed (the decompression-bomb guard); grey, RGBA, palette and 16-bit images are
+accepted here and converted later by ``inference.preprocess``.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+from PIL import Image, UnidentifiedImageError
+
+from app.errors import PayloadTooLarge, Unprocessable, UnsupportedMediaType
+
+FORMATS = ("PNG", "JPEG")
+_MAGIC = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG"}
+
+
+def decode_image(data: bytes, max_pixels: int, loc: tuple[str | int, ...] = ("body",)) -> Image.Image:
+    """Decode a PNG or JPEG fully, or raise a 413 / 415 / 422 ``ApiError`` naming the problem.
+
+    loc: where the bytes came from, for the 422 detail (``("body", "image", 0)``).
+    """
+    if not data:
+        raise Unprocessable(loc, "image is empty (0 bytes)")
+    if not any(data.startswith(m) for m in _MAGIC):
+        raise _not_png_or_jpeg(data, loc)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise PayloadTooLarge(f"image has too many pixels: {e}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise Unprocessable(loc, f"could not read the image header: {e}") from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise PayloadTooLarge(f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
+    if width < 1 or height < 1:
+        raise Unprocessable(loc, f"image has no pixels ({width}x{height})")
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise Unprocessable(loc, f"{image.format} data is truncated or corrupt: {e}") from None
+    return image
+
+
+def _not_png_or_jpeg(data: bytes, loc: tuple[str | int, ...]) -> Exception:
+    """415 for an image in a format we do not take, 422 for bytes that are no image at all."""
+    try:
+        fmt = Image.open(io.BytesIO(data)).format  # identification reads the header only
+    except Exception:  # noqa: BLE001 - any failure here means "not an image"
+        fmt = None
+    if fmt:
+        return UnsupportedMediaType(f"{fmt} images are not supported; send PNG or JPEG")
+    return Unprocessable(loc, f"not a PNG or JPEG image (the data starts with {data[:8]!r})")
+
+
+def encode_png(rgb: object) -> bytes:
+    """(H, W, 3) uint8 array -> PNG bytes."""
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG", compress_level=3)
+    return buf.getvalue()

@@ -1,0 +1,97 @@
+"""The FastAPI application: ``app.main:app`` (settings from the environment) or ``create_app(settings)``.
+
+Start-up (lifespan) starts loading the weights in the torch worker thread and returns at once:
+``/healthz`` answers straight away and ``/readyz`` says 503 until the model is loaded and warm.
+
+Middleware, outermost first: metrics (sees every status, 401s and 413s included), CORS, the
+API key gate, the body-size limit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from app import __version__
+from app.config import Settings
+from app.errors import install_error_handlers
+from app.metrics import Metrics
+from app.middleware import ApiKeyGate, BodyLimit, MetricsMiddleware
+from app.routes import health, infer, model, render
+from app.service import ModelService
+
+STATIC = Path(__file__).resolve().parent / "static"
+PROTECTED = ("/infer", "/render")
+
+DESCRIPTION = """\
+Inverse graphics for tabletop scenes (Attend, Infer, Repeat with a PyTorch3D renderer).
+
+`POST /infer` turns a camera image into a scene graph; `POST /render` turns a scene graph into
+an image, and the output of one is valid input to the other. World frame of ROS REP-103: metres,
+z up, origin at the table centre, quaternions in x, y, z, w order.
+
+`/render` accepts any orientation quaternion (full 3D), but the trained prior and the network
+are tabletop: objects rest on the table and turn about z only (yaw).
+
+When the server has an API key, `/infer` and `/render` need `Authorization: Bearer <key>`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app. ``settings`` defaults to ``Settings()`` (the ``AIRSCENE_*`` environment)."""
+    settings = settings or Settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service = ModelService(settings, metrics)
+        app.state.service = service
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(title="airscene", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    for router in (infer.router, render.router, model.router, health.router):
+        app.include_router(router)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    paths = frozenset(r.path for r in app.routes if hasattr(r, "path"))
+    # added innermost first: BodyLimit runs last, MetricsMiddleware first
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if settings.api_key is not None and settings.api_key.get_secret_value():
+        app.add_middleware(ApiKeyGate, key=settings.api_key.get_secret_value(), protected=PROTECTED)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"], max_age=600)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, known_paths=lambda: paths)
+    return app
+
+
+def _configure_logging() -> None:
+    if not logging.getLogger("airscene").handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger = logging.getLogger("airscene")
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+_configure_logging()
+app = create_app()

@@ -1,0 +1,129 @@
+"""Pure ASGI middleware: request metrics, the API key gate and the body-size limit.
+
+The gate and the limit sit in front of routing so that they answer before a single byte of
+the body is read: a request with a missing key gets its 401, and one whose Content-Length is
+over the limit its 413, with the body left unread. A body without a Content-Length (chunked) is
+counted as it streams in and cut off with a 413 as soon as it passes the limit.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from collections.abc import Callable, Collection
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import PayloadTooLarge, Unauthorized
+from app.metrics import Metrics
+
+
+async def _send_json(send: Send, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
+    raw = json.dumps(body).encode()
+    hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
+    hdrs += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": hdrs})
+    await send({"type": "http.response.body", "body": raw})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+class MetricsMiddleware:
+    """Counts requests by (route template, method, status) and times them.
+
+    Paths that match no route are labelled ``other`` so scanners cannot blow up the label set.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, known_paths: Callable[[], Collection[str]]) -> None:
+        self.app, self.metrics, self.known_paths = app, metrics, known_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or (scope["path"] if scope["path"] in self.known_paths() else "other")
+            method = scope["method"]
+            self.metrics.requests.labels(path, method, str(status)).inc()
+            self.metrics.latency.labels(path, method).observe(time.perf_counter() - start)
+
+
+class ApiKeyGate:
+    """``Authorization: Bearer <key>`` on ``protected`` paths (CORS preflights pass through)."""
+
+    def __init__(self, app: ASGIApp, key: str, protected: Collection[str]) -> None:
+        self.app, self.key, self.protected = app, key.encode(), frozenset(protected)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in self.protected and scope["method"] != "OPTIONS":
+            auth = _header(scope, b"authorization") or ""
+            scheme, _, token = auth.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.key):
+                err = Unauthorized()
+                await _send_json(send, err.status_code, {"detail": err.detail}, err.headers)
+                return
+        await self.app(scope, receive, send)
+
+
+class BodyLimit:
+    """413 for a body over ``max_bytes``: at once from Content-Length, or while it streams."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = _header(scope, b"content-length")
+        if length is not None:
+            if not length.strip().isdigit():
+                await _send_json(send, 400, {"detail": f"invalid Content-Length header {length!r}"})
+                return
+            if int(length) > self.max_bytes:
+                await _send_json(send, 413, {"detail": self._too_large(int(length))})
+                return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise PayloadTooLarge(self._too_large())
+            return message
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, send_wrapper)
+        except PayloadTooLarge as e:  # raised where nothing turned it into a response
+            if not started:
+                await _send_json(send, 413, {"detail": e.detail})
+
+    def _too_large(self, length: int | None = None) -> str:
+        got = f" ({length} bytes)" if length is not None else ""
+        return f"request body too large{got}: the limit is {self.max_bytes} bytes (AIRSCENE_MAX_BODY_BYTES)"

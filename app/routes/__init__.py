@@ -1,0 +1,1 @@
+"""One APIRouter per resource; routes parse, call the service once, and return a schema."""

@@ -1,0 +1,183 @@
+"""The model as an async service: loading, readiness, batching, and the two operations.
+
+``ModelService`` owns two thread pools so that the event loop never waits on CPU work:
+
+- ``torch``: one thread. Loading, warm-up, every forward pass (through the ``MicroBatcher``) and
+  every render run here, one at a time, with torch's intra-op threads capped by the settings.
+- ``decode``: two threads for untrusted image bytes -> network input (PNG/JPEG decoding and
+  resizing), so decoding overlaps the forward pass of other requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
+
+import torch
+
+from app import convert
+from app.batcher import MicroBatcher, QueueFull
+from app.config import Settings
+from app.engine import Engine, InferItem, InferResult
+from app.errors import NotImplementedOption, Unavailable, Unprocessable
+from app.images import decode_image
+from app.metrics import Metrics
+from app.schemas import (
+    ImageSize,
+    InferParams,
+    InferResponse,
+    ModelInfo,
+    ModelRef,
+    RenderRequest,
+    RosInferResponse,
+    Timing,
+)
+
+log = logging.getLogger("airscene")
+
+State = Literal["loading", "ready", "failed"]
+
+
+def _init_torch_thread(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+class ModelService:
+    """Loads the weights in the background at ``start()``; answers 503 until they are warm."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.engine: Engine | None = None
+        self.state: State = "loading"
+        self.error: str | None = None
+        threads = settings.torch_threads()
+        torch.set_num_threads(threads)
+        self._torch = ThreadPoolExecutor(1, thread_name_prefix="airscene-torch",
+                                         initializer=_init_torch_thread, initargs=(threads,))
+        self._decode = ThreadPoolExecutor(2, thread_name_prefix="airscene-decode")
+        self.batcher: MicroBatcher[InferItem, InferResult] = MicroBatcher(
+            self._infer_batch, self._torch, max_batch=settings.max_batch,
+            max_wait_s=settings.max_wait_ms / 1000, max_queue=settings.max_queue, metrics=metrics)
+        self._renders_waiting = 0
+        self._load_task: asyncio.Task | None = None
+
+    # ---- life cycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the batcher and begin loading (returns at once; see ``wait_ready``)."""
+        self.batcher.start()
+        self._load_task = asyncio.get_running_loop().create_task(self._load(), name="airscene-load")
+
+    async def wait_ready(self) -> State:
+        if self._load_task is not None:
+            await asyncio.shield(self._load_task)
+        return self.state
+
+    async def stop(self) -> None:
+        if self._load_task is not None and not self._load_task.done():
+            self._load_task.cancel()
+        await self.batcher.stop()
+        self._torch.shutdown(wait=False, cancel_futures=True)
+        self._decode.shutdown(wait=False, cancel_futures=True)
+
+    async def _load(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            t = time.perf_counter()
+            self.engine = await loop.run_in_executor(self._torch, self._load_sync)
+        except Exception as e:  # noqa: BLE001 - reported by /readyz and the log
+            self.state, self.error = "failed", f"{type(e).__name__}: {e}"
+            log.error("could not load the model: %s", self.error)
+            return
+        self.state = "ready"
+        self.metrics.ready.set(1)
+        log.info("model %s ready on %s in %.1f s", self.engine.version, self.engine.device, time.perf_counter() - t)
+
+    def _load_sync(self) -> Engine:
+        engine = Engine.load(self.settings.weights, self.settings.device)
+        if self.settings.warmup:
+            engine.warmup(self.settings.max_batch)
+        return engine
+
+    def ready_engine(self) -> Engine:
+        """The engine, or a 503 saying why there is none yet."""
+        if self.state == "ready" and self.engine is not None:
+            return self.engine
+        if self.state == "failed":
+            raise Unavailable(f"the model failed to load: {self.error}", retry_after_s=60)
+        raise Unavailable("the model is loading; retry shortly", retry_after_s=2)
+
+    # ---- operations -------------------------------------------------------------------------
+    async def infer(self, images: list[bytes], params: InferParams,
+                    loc: tuple[str | int, ...] = ("body",)) -> list[InferResponse | RosInferResponse]:
+        """Image bytes -> one answer per image, in order.
+
+        loc: where the images came from, for error details; the i-th image is ``(*loc, i)``
+        when there are several.
+        """
+        t0 = time.perf_counter()
+        engine = self.ready_engine()
+        s = self.settings
+        if len(images) > s.max_images:
+            raise Unprocessable(loc, f"{len(images)} images in one request; the limit is {s.max_images}")
+        if params.refine > s.max_refine_steps:
+            raise Unprocessable(("query", "refine"), f"refine = {params.refine} is above the limit "
+                                                     f"{s.max_refine_steps} (AIRSCENE_MAX_REFINE_STEPS)")
+        if params.refine and not engine.can_refine:
+            raise NotImplementedOption("refine is not available in this build (no inference.refine)")
+        try:
+            self.batcher.check_room(len(images))  # refuse before spending time decoding
+            loop = asyncio.get_running_loop()
+            decoded = await loop.run_in_executor(self._decode, self._decode_all, engine, images, params, loc)
+            results = await self.batcher.submit([item for item, _ in decoded])
+        except QueueFull as e:
+            raise Unavailable(str(e), e.retry_after_s) from None
+        self.metrics.images.inc(len(images))
+        answers: list[InferResponse | RosInferResponse] = []
+        for (item, decode_ms), timed in zip(decoded, results, strict=True):
+            r = timed.result
+            answer = InferResponse(
+                objects=r.objects, count=len(r.objects), image=ImageSize(width=item.width, height=item.height),
+                camera=r.camera, model=ModelRef(version=engine.version, device=str(engine.device)),
+                refine_steps=params.refine, batch_size=r.batch_size,
+                timing_ms=Timing(decode=round(decode_ms, 3), queue=round(timed.queue_ms, 3),
+                                 inference=round(r.inference_ms, 3), refine=round(r.refine_ms, 3),
+                                 total=round((time.perf_counter() - t0) * 1000, 3)))
+            answers.append(convert.to_ros(answer, engine.world, time.time_ns()) if params.format == "ros" else answer)
+        return answers
+
+    def _decode_all(self, engine: Engine, images: list[bytes], params: InferParams,
+                    loc: tuple[str | int, ...]) -> list[tuple[InferItem, float]]:
+        out = []
+        for i, data in enumerate(images):
+            t = time.perf_counter()
+            image = decode_image(data, self.settings.max_pixels, (*loc, i) if len(images) > 1 else loc)
+            item = engine.preprocess(image, params.refine, params.min_confidence)
+            out.append((item, (time.perf_counter() - t) * 1000))
+        return out
+
+    def _infer_batch(self, items: list[InferItem]) -> list[InferResult]:
+        assert self.engine is not None  # the batcher only gets items once the engine is ready
+        return self.engine.infer_batch(items)
+
+    async def render(self, request: RenderRequest) -> bytes:
+        """A scene -> PNG bytes, rendered in the torch thread."""
+        engine = self.ready_engine()
+        if self._renders_waiting >= self.settings.max_queue:
+            self.metrics.queue_rejections.inc()
+            raise Unavailable(f"the render queue is full ({self._renders_waiting} waiting)", retry_after_s=1)
+        self._renders_waiting += 1
+        try:
+            t = time.perf_counter()
+            png = await asyncio.get_running_loop().run_in_executor(
+                self._torch, engine.render_png, request, self.settings.max_render_side)
+            self.metrics.render_seconds.observe(time.perf_counter() - t)
+            return png
+        finally:
+            self._renders_waiting -= 1
+
+    def info(self) -> ModelInfo:
+        return self.ready_engine().info()
