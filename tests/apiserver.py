@@ -1,0 +1,125 @@
+"""Helpers for the API tests: dev weights, a live uvicorn server in a thread, test images.
+
+The server is real (uvicorn on a loopback port picked by the OS), so the tests exercise the
+same HTTP stack, middleware and worker threads as production, through httpx.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import struct
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+import uvicorn
+from PIL import Image
+
+from app.config import Settings
+from app.main import create_app
+from inference.checkpoint import save_weights
+from inference.model import AIR, AIRConfig
+from renderer.world import World
+
+SHIPPED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "air.safetensors"
+
+
+def make_dev_weights(folder: Path) -> Path:
+    """An untrained (seeded) model for the world's defaults: right shapes, meaningless answers.
+
+    Its presence bias is raised so that it always reports N objects: every code path that
+    handles objects (boxes, ROS, refinement, filtering) then has some to handle.
+    """
+    torch.manual_seed(0)
+    world = World()
+    model = AIR(AIRConfig.for_world(world))
+    with torch.no_grad():
+        model.out_pres.bias.fill_(4.0)
+    path = folder / "air.safetensors"
+    save_weights(model, world, path, {"version": "dev-untrained"})
+    return path
+
+
+class LiveServer:
+    """``with LiveServer(settings) as s: httpx.get(s.url + "/healthz")``; waits for /readyz
+    unless ``wait_ready=False``. ``s.app`` is the FastAPI app (its ``state.service`` too)."""
+
+    def __init__(self, settings: Settings, wait_ready: bool = True) -> None:
+        self.settings = settings
+        self.wait_ready = wait_ready
+        self.app = create_app(settings)
+        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="on"))
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        end = time.monotonic() + 60
+        while not self.server.started:
+            if time.monotonic() > end or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        if self.wait_ready:
+            while httpx.get(self.url + "/readyz").status_code != 200:
+                if time.monotonic() > end:
+                    raise RuntimeError("service did not become ready: " + httpx.get(self.url + "/readyz").text)
+                time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+        self.sock.close()
+
+    @property
+    def service(self):
+        return self.app.state.service
+
+
+def settings_for(weights: Path, **overrides: object) -> Settings:
+    """Settings that ignore the environment and any .env file (tests must not depend on them)."""
+    base = dict(weights=weights, device="cpu", threads=1, max_wait_ms=2.0)
+    base.update(overrides)
+    return Settings(_env_file=None, **base)  # type: ignore[call-arg]
+
+
+# ---------------------------------------------------------------- images
+
+
+def png_bytes(image: Image.Image, **save: object) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", **save)
+    return buf.getvalue()
+
+
+def table_png(width: int = 64, height: int = 64, mode: str = "RGB") -> bytes:
+    """A simple synthetic image in any PIL mode (a grey square on darker ground)."""
+    arr = np.full((height, width, 3), 40, np.uint8)
+    arr[height // 4: 3 * height // 4, width // 4: 3 * width // 4] = (140, 140, 140)
+    rgb = Image.fromarray(arr)
+    if mode == "I;16":
+        return png_bytes(Image.fromarray(np.asarray(rgb.convert("L"), np.uint16) * 257))
+    return png_bytes(rgb.convert(mode))
+
+
+def bomb_png(width: int = 30000, height: int = 30000) -> bytes:
+    """A tiny PNG whose header claims ``width x height`` pixels (a decompression bomb)."""
+    raw = png_bytes(Image.new("L", (8, 8)))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    patched = struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    return raw[:8] + patched + raw[8 + 4 + 4 + 13 + 4:]
+
+
+def json_body(obj: object) -> bytes:
+    return json.dumps(obj).encode()
