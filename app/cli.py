@@ -1,0 +1,154 @@
+"""The ``airscene`` command.
+
+    airscene serve [--host 127.0.0.1] [--port 8000] [--weights W]
+    airscene infer IMAGE... [--url URL] [--refine N] [--min-confidence C] [--format json|ros]
+    airscene render SCENE.json -o OUT.png [--width W] [--height H] [--url URL]
+
+``infer`` and ``render`` run the model in this process unless ``--url`` names a running server.
+A SCENE.json is ``{"objects": [...]}``, an /infer answer, or a bare list of objects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from app.client import Client, ClientError
+from app.config import Settings
+from app.errors import ApiError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="airscene", description="Inverse graphics for tabletop scenes.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the HTTP service (uvicorn)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    p.add_argument("--port", type=int, default=8000, help="TCP port")
+    p.add_argument("--weights", type=Path, help="weights .safetensors (default: AIRSCENE_WEIGHTS or the shipped ones)")
+    p.add_argument("--log-level", default="info", help="uvicorn log level")
+
+    p = sub.add_parser("infer", help="infer the objects in images; prints JSON")
+    p.add_argument("images", nargs="+", type=Path, help="PNG or JPEG files")
+    _remote_args(p)
+    p.add_argument("--refine", type=int, default=0, help="test-time refinement steps")
+    p.add_argument("--min-confidence", type=float, default=0.0, help="drop objects below this confidence")
+    p.add_argument("--format", choices=("json", "ros"), default="json", help="answer shape")
+
+    p = sub.add_parser("render", help="render a scene JSON to a PNG")
+    p.add_argument("scene", type=Path, help="scene JSON file ('-' for stdin)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="PNG file to write")
+    p.add_argument("--width", type=int, help="pixels (default: the scene's, else 64)")
+    p.add_argument("--height", type=int, help="pixels (default: the scene's, else 64)")
+    _remote_args(p)
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "infer":
+            return _infer(args)
+        return _render(args)
+    except (ApiError, ClientError) as e:
+        status = getattr(e, "status_code", None) or getattr(e, "status", "")
+        print(f"airscene: error {status}: {_detail(e.detail)}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as e:
+        print(f"airscene: {e}", file=sys.stderr)
+        return 1
+
+
+def _remote_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", help="a running server (default: run the model in this process)")
+    p.add_argument("--api-key", default=os.environ.get("AIRSCENE_API_KEY"), help="bearer key for --url "
+                                                                                "(default: AIRSCENE_API_KEY)")
+    p.add_argument("--weights", type=Path, help="weights for the local model")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    weights = args.weights.resolve() if args.weights is not None else Settings().weights
+    if not Path(weights).exists():
+        print(f"airscene: weights {weights} not found (set AIRSCENE_WEIGHTS or --weights)", file=sys.stderr)
+        return 1
+    os.environ["AIRSCENE_WEIGHTS"] = str(weights)  # app.main:app reads its settings from the environment
+    uvicorn.run("app.main:app", host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def _infer(args: argparse.Namespace) -> int:
+    if args.url:
+        with Client(args.url, api_key=args.api_key) as c:
+            answers = c.infer(args.images, refine=args.refine, min_confidence=args.min_confidence, format=args.format)
+    else:
+        from app.schemas import InferParams
+
+        params = InferParams(refine=args.refine, min_confidence=args.min_confidence, format=args.format)
+        images = [path.read_bytes() for path in args.images]
+        result = asyncio.run(_local(args, lambda s: s.infer(images, params)))
+        answers = [a.model_dump(mode="json") for a in result]
+    out: Any = answers[0] if len(answers) == 1 else answers
+    json.dump(out, sys.stdout, indent=1)
+    sys.stdout.write("\n")
+    return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    text = sys.stdin.read() if str(args.scene) == "-" else args.scene.read_text()
+    scene = json.loads(text)
+    if isinstance(scene, list):
+        scene = {"objects": scene}
+    if args.width:
+        scene["width"] = args.width
+    if args.height:
+        scene["height"] = args.height
+    if args.url:
+        with Client(args.url, api_key=args.api_key) as c:
+            png = c.render(scene)
+    else:
+        from pydantic import ValidationError
+
+        from app.errors import Unprocessable
+        from app.schemas import RenderRequest
+
+        try:
+            request = RenderRequest.model_validate(scene)
+        except ValidationError as e:
+            raise Unprocessable((), "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())) from None
+        png = asyncio.run(_local(args, lambda s: s.render(request)))
+    args.output.write_bytes(png)
+    print(f"wrote {args.output} ({len(png)} bytes)", file=sys.stderr)
+    return 0
+
+
+async def _local(args: argparse.Namespace, call: Any) -> Any:
+    """Run ``call(service)`` on a model service in this process (no server, no warm-up)."""
+    from app.metrics import Metrics
+    from app.service import ModelService
+
+    overrides: dict[str, Any] = {"warmup": False}
+    if args.weights is not None:
+        overrides["weights"] = args.weights
+    service = ModelService(Settings(**overrides), Metrics())
+    await service.start()
+    try:
+        if await service.wait_ready() != "ready":
+            raise ValueError(f"could not load the model: {service.error}")
+        return await call(service)
+    finally:
+        await service.stop()
+
+
+def _detail(detail: Any) -> str:
+    if isinstance(detail, list):
+        return "; ".join(f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg')}" for d in detail)
+    return str(detail)
+
+if __name__ == "__main__":
+    sys.exit(main())
