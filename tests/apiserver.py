@@ -123,3 +123,55 @@ def bomb_png(width: int = 30000, height: int = 30000) -> bytes:
 
 def json_body(obj: object) -> bytes:
     return json.dumps(obj).encode()
+
+
+# ---------------------------------------------------------------- browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+
+def chromium():
+    """Debian's headless Chromium through chromedriver (selenium). Fails, not skips, when they
+    are missing: ``make test`` installs them."""
+    import os
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not Path(path).exists():
+            raise RuntimeError(f"{path} is missing: run `make test` (it installs chromium and chromium-driver)")
+    os.environ.setdefault("SE_OFFLINE", "true")  # never let selenium-manager fetch a browser or driver
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-dev-shm-usage", "--window-size=1200,1000"):
+        opts.add_argument(arg)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+
+
+def run_page(driver, url: str, image: Path, timeout: float = 30.0) -> dict:
+    """Load the demo page, upload ``image``, wait until the answer and its reconstruction are
+    shown. Returns what the page shows: count, table rows, status, reconstruction size."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(url + "/")
+    driver.find_element(By.ID, "file").send_keys(str(image))
+    WebDriverWait(driver, timeout).until(
+        lambda d: d.find_element(By.ID, "status").text.endswith("done") or "error" in
+        (d.find_element(By.ID, "status").get_attribute("class") or ""))
+    return shown(driver)
+
+
+def shown(driver) -> dict:
+    from selenium.webdriver.common.by import By
+
+    return {
+        "status": driver.find_element(By.ID, "status").text,
+        "count": driver.find_element(By.ID, "count").get_attribute("data-count"),
+        "rows": len(driver.find_elements(By.CSS_SELECTOR, "#objects tbody tr")),
+        "recon_width": driver.execute_script("return document.getElementById('recon').naturalWidth"),
+        "json": driver.find_element(By.ID, "json").get_attribute("textContent"),
+    }

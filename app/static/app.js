@@ -94,8 +94,8 @@ async function reconstruct(answer) {
   });
   if (!resp.ok) throw new Error(`/render: ${resp.status} ${await errorText(resp)}`);
   const recon = $("recon");
-  recon.width = request.width;
-  recon.height = request.height;
+  recon.width = $("canvas").width;  // shown at the same size as the input beside it
+  recon.height = $("canvas").height;
   recon.src = URL.createObjectURL(await resp.blob());
 }
 
@@ -106,9 +106,10 @@ async function run(blob, name) {
   form.append("image", blob, name);
   const params = new URLSearchParams({ refine: $("refine").value || "0", min_confidence: $("minconf").value || "0" });
   try {
-    const [img, resp] = await Promise.all([loadImage(blob), fetch("/infer?" + params, { method: "POST", headers: headers(), body: form })]);
+    const resp = await fetch("/infer?" + params, { method: "POST", headers: headers(), body: form });
     if (!resp.ok) throw new Error(`/infer: ${resp.status} ${await errorText(resp)}`);
     const answer = await resp.json();
+    const img = await loadImage(blob);
     draw(img, answer);
     table(answer);
     $("json").textContent = JSON.stringify(answer, null, 1);
