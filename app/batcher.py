@@ -1,10 +1,14 @@
 """Dynamic micro-batching: concurrent requests share one forward pass.
 
 Requests put items on a bounded queue and await one future per item. A single collector task
-takes the first waiting item, waits at most ``max_wait_s`` for more (up to ``max_batch``), and
-runs the batch in the torch worker thread (``executor``) so the event loop never blocks. While a
-batch computes, new items queue up, so under load batches grow by themselves; at concurrency 1
-the only cost is ``max_wait_s``.
+takes the waiting items and runs them as one batch in the torch worker thread (``executor``),
+so the event loop never blocks. While a batch computes, new items queue up, so under load
+batches grow by themselves.
+
+Before running, the collector waits at most ``max_wait_s`` for more items (up to ``max_batch``),
+but only for items already on their way: requests that were admitted and are still decoding
+(``announce``/``withdraw``). A lone request never waits, so concurrency 1 pays nothing for
+batching; a burst is gathered into one forward pass.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ class MicroBatcher(Generic[Item, Result]):
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._last_batch_s = 0.05  # a first guess for Retry-After, replaced by measurements
+        self._arriving = 0  # admitted items not yet submitted (being decoded)
 
     @property
     def queued(self) -> int:
@@ -100,6 +105,15 @@ class MicroBatcher(Generic[Item, Result]):
         if self.queued + n > self.max_queue:
             self._metrics.queue_rejections.inc()
             raise QueueFull(self.queued, self.retry_after_s())
+
+    def announce(self, n: int) -> None:
+        """``n`` items are on their way (admitted, being prepared): a batch may wait for them."""
+        self._arriving += n
+
+    def withdraw(self, n: int) -> None:
+        """Undo ``announce`` (call it right before ``submit``, or when preparing failed)."""
+        self._arriving -= n
+        self._wakeup.set()  # a batch waiting for these should not wait any longer
 
     async def submit(self, items: Sequence[Item]) -> list[Timed[Result]]:
         """Queue ``items`` and wait for their results (in order)."""
@@ -134,7 +148,7 @@ class MicroBatcher(Generic[Item, Result]):
         if not self._pending:
             return
         deadline = loop.time() + self.max_wait_s
-        while len(self._pending) < self.max_batch:
+        while len(self._pending) < self.max_batch and self._arriving > 0:
             left = deadline - loop.time()
             if left <= 0:
                 break

@@ -35,8 +35,9 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="allowed browser origins, comma-separated ('*' for any); empty = no CORS")
     max_batch: int = Field(16, ge=1, le=256, description="most images in one forward pass")
-    max_wait_ms: float = Field(2.0, ge=0.0, le=1000.0, description="how long the batcher waits for more "
-                                                                   "images once it holds one")
+    max_wait_ms: float = Field(2.0, ge=0.0, le=1000.0, description="longest a batch waits for images of "
+                                                                   "requests already being decoded (a lone "
+                                                                   "request never waits)")
     max_queue: int = Field(64, ge=1, description="most images waiting for the model; beyond it: 503 + Retry-After")
     max_images: int = Field(16, ge=1, description="most images in one /infer request")
     max_body_bytes: int = Field(10_000_000, ge=1, description="request body limit in bytes (413 beyond)")

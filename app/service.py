@@ -130,8 +130,12 @@ class ModelService:
             raise NotImplementedOption("refine is not available in this build (no inference.refine)")
         try:
             self.batcher.check_room(len(images))  # refuse before spending time decoding
-            loop = asyncio.get_running_loop()
-            decoded = await loop.run_in_executor(self._decode, self._decode_all, engine, images, params, loc)
+            self.batcher.announce(len(images))
+            try:
+                loop = asyncio.get_running_loop()
+                decoded = await loop.run_in_executor(self._decode, self._decode_all, engine, images, params, loc)
+            finally:
+                self.batcher.withdraw(len(images))
             results = await self.batcher.submit([item for item, _ in decoded])
         except QueueFull as e:
             raise Unavailable(str(e), e.retry_after_s) from None

@@ -452,3 +452,14 @@ def test_index_page_and_samples_are_served(http):
     assert len(samples) >= 3
     for s in samples:
         assert http.get("/static/samples/" + s["file"]).headers["content-type"] == "image/png"
+
+
+def test_a_lone_request_does_not_wait_for_a_batch(dev_weights):
+    """max_wait only applies to requests already on their way; one request alone goes at once."""
+    with LiveServer(settings_for(dev_weights, max_wait_ms=1000, warmup=False)) as s:
+        png = table_png()
+        httpx.post(s.url + "/infer", content=png, headers={"content-type": "image/png"})  # first-call costs
+        t = time.perf_counter()
+        r = httpx.post(s.url + "/infer", content=png, headers={"content-type": "image/png"})
+        assert r.status_code == 200 and time.perf_counter() - t < 0.5
+        assert r.json()["timing_ms"]["queue"] < 500

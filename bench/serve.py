@@ -1,0 +1,184 @@
+"""How fast is /infer over HTTP, beside the same model called in-process?
+
+    python -m bench.serve [--weights W] [--requests 400] [--concurrency 1,4,16]
+
+Starts the service in a child process (uvicorn, as ``make serve`` does), renders one 64x64 PNG
+of a prior scene, and sends it to /infer from ``concurrency`` keep-alive connections at once
+(a minimal HTTP/1.1 client on asyncio, so the load generator costs little CPU). Then it runs the
+same pipeline in this process without HTTP: decode + preprocess + forward, batch 1 and batched.
+Prints p50/p99 latency and throughput per concurrency and the HTTP/in-process ratios.
+
+Load generator and server share this machine's cores: on a small machine that is a real cost,
+and the reason the throughput ratio is below 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import torch
+
+from app.config import DEFAULT_WEIGHTS, Settings
+from app.engine import Engine
+from app.images import decode_image, encode_png
+from renderer.prior import sample_scenes
+from renderer.render import render
+from renderer.world import World
+
+
+def scene_png(world: World, size: int, seed: int = 3) -> bytes:
+    """One prior scene with 2 objects, rendered at 2x and box-filtered, as the training data is."""
+    scene = sample_scenes(world, 1, seed=seed, counts=2)
+    with torch.no_grad():
+        img = render(scene, world, "hard", size * 2, size * 2).permute(0, 3, 1, 2)
+        img = torch.nn.functional.avg_pool2d(img, 2).permute(0, 2, 3, 1)[0]
+    return encode_png((img * 255).round().to(torch.uint8).numpy())
+
+
+# ---------------------------------------------------------------- HTTP load
+
+
+async def _one_connection(port: int, body: bytes, count: int, latencies: list[float]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = (f"POST /infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    try:
+        for _ in range(count):
+            t = time.perf_counter()
+            writer.write(head + body)
+            status_line = await reader.readline()
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                if name.lower() == "content-length":
+                    length = int(value)
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - t)
+            if b" 200 " not in status_line:
+                raise RuntimeError(f"/infer answered {status_line!r}")
+    finally:
+        writer.close()
+
+
+async def http_load(port: int, body: bytes, concurrency: int, requests: int) -> tuple[list[float], float]:
+    """-> (latencies in seconds, wall time in seconds) for ``requests`` spread over the connections."""
+    latencies: list[float] = []
+    per = [requests // concurrency + (i < requests % concurrency) for i in range(concurrency)]
+    t = time.perf_counter()
+    await asyncio.gather(*(_one_connection(port, body, n, latencies) for n in per))
+    return latencies, time.perf_counter() - t
+
+
+def start_server(weights: Path, threads: int, max_batch: int, max_wait_ms: float) -> tuple[subprocess.Popen, int]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRSCENE_")}
+    env.update(AIRSCENE_WEIGHTS=str(weights), AIRSCENE_DEVICE="cpu", AIRSCENE_THREADS=str(threads),
+               AIRSCENE_MAX_BATCH=str(max_batch), AIRSCENE_MAX_WAIT_MS=str(max_wait_ms),
+               AIRSCENE_MAX_QUEUE="1024")
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port),
+                             "--no-access-log", "--log-level", "warning"], env=env)
+    end = time.monotonic() + 120
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError("the server exited")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                return proc, port
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > end:
+            proc.terminate()
+            raise RuntimeError("the server was not ready after 120 s")
+        time.sleep(0.2)
+
+
+# ---------------------------------------------------------------- in-process
+
+
+def in_process(engine: Engine, body: bytes, batch: int, images: int, max_pixels: int) -> tuple[list[float], float]:
+    """Decode + preprocess + forward, ``batch`` images at a time -> (per-batch latencies, wall)."""
+    latencies = []
+    t0 = time.perf_counter()
+    for _ in range(max(1, images // batch)):
+        t = time.perf_counter()
+        items = [engine.preprocess(decode_image(body, max_pixels)) for _ in range(batch)]
+        engine.infer_batch(items)
+        latencies.append(time.perf_counter() - t)
+    return latencies, time.perf_counter() - t0
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="weights .safetensors")
+    parser.add_argument("--requests", type=int, default=400, help="requests per concurrency level")
+    parser.add_argument("--concurrency", default="1,4,16", help="comma-separated connection counts")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: the service's default)")
+    parser.add_argument("--max-batch", type=int, default=16, help="AIRSCENE_MAX_BATCH")
+    parser.add_argument("--max-wait-ms", type=float, default=2.0, help="AIRSCENE_MAX_WAIT_MS")
+    args = parser.parse_args()
+
+    settings = Settings(_env_file=None, weights=args.weights, threads=args.threads)  # type: ignore[call-arg]
+    threads = settings.torch_threads()
+    torch.set_num_threads(threads)
+    engine = Engine.load(args.weights, "cpu")
+    body = scene_png(engine.world, engine.image_size)
+    levels = [int(c) for c in args.concurrency.split(",")]
+    print(f"# bench.serve: {args.weights.name} ({engine.version}), {len(body)}-byte {engine.image_size}x"
+          f"{engine.image_size} PNG, cpu, {threads} torch thread(s), {os.cpu_count()} cores, "
+          f"max_batch {args.max_batch}, max_wait {args.max_wait_ms} ms")
+
+    # in-process first (the server is not running yet, so nothing competes for the cores)
+    engine.warmup(args.max_batch)
+    lat1, wall1 = in_process(engine, body, 1, args.requests, settings.max_pixels)
+    latb, wallb = in_process(engine, body, args.max_batch, args.requests, settings.max_pixels)
+    ips1 = len(lat1) / wall1
+    ipsb = len(latb) * args.max_batch / wallb
+    print(f"in-process batch 1:  p50 {pct(lat1, 50) * 1e3:6.2f} ms  p99 {pct(lat1, 99) * 1e3:6.2f} ms  "
+          f"{ips1:7.1f} images/s")
+    print(f"in-process batch {args.max_batch}: p50 {pct(latb, 50) * 1e3:6.2f} ms/batch             "
+          f"{ipsb:7.1f} images/s")
+
+    proc, port = start_server(args.weights, threads, args.max_batch, args.max_wait_ms)
+    try:
+        asyncio.run(http_load(port, body, 4, 50))  # warm connections, caches and the batcher
+        print(f"{'HTTP':>6} {'conc':>4} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'/ in-proc b1':>13} {'/ in-proc b' + str(args.max_batch):>14}")
+        for c in levels:
+            lat, wall = asyncio.run(http_load(port, body, c, args.requests))
+            rps = len(lat) / wall
+            print(f"{'':>6} {c:>4} {statistics.median(lat) * 1e3:8.2f} {pct(lat, 99) * 1e3:8.2f} {rps:8.1f} "
+                  f"{rps / ips1:13.2f} {rps / ipsb:14.2f}")
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        batches = _metric(metrics, "airscene_infer_batch_size_count")
+        images = _metric(metrics, "airscene_infer_batch_size_sum")
+        print(f"server: {int(images)} images in {int(batches)} forward passes (mean batch {images / max(batches, 1):.2f})")
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def _metric(text: str, name: str) -> float:
+    for line in io.StringIO(text):
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+if __name__ == "__main__":
+    main()
