@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from apiserver import LiveServer, make_dev_weights, settings_for, table_png
 from PIL import Image
 
-from apiserver import LiveServer, make_dev_weights, settings_for, table_png
 from app.cli import main
 from app.client import Client, ClientError
 

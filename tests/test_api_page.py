@@ -6,10 +6,9 @@ import json
 
 import httpx
 import pytest
+from apiserver import LiveServer, chromium, make_dev_weights, run_page, settings_for, shown
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
-
-from apiserver import LiveServer, chromium, make_dev_weights, run_page, settings_for, shown
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,284 @@
+"""Request and response schemas: the API contract (DESIGN.md §4) as pydantic models.
+
+Frame and units everywhere: the world frame of ROS REP-103 (right-handed, z up, origin at the
+table centre), metres, quaternions in ``x, y, z, w`` order; ``yaw_deg`` is the same turn about
++z in degrees, for people. Image coordinates are pixels of the image that was sent, (0, 0) at
+its top-left corner, u to the right, v down.
+
+Input models ignore unknown fields, so the JSON ``/infer`` returns (objects with ids,
+confidences and boxes; or the whole answer) is valid ``/render`` input.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
+
+from app.config import RENDER_SIDE_CAP
+
+FRAME_ID = "world"
+UNITS = {"position": "m", "orientation": "quaternion (x, y, z, w)", "yaw_deg": "degree",
+         "bbox": "pixel [u0, v0, u1, v1] of the image sent", "size": "m"}
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---------------------------------------------------------------- geometry
+
+
+class Vector3(_Out):
+    x: float
+    y: float
+    z: float
+
+
+class Quaternion(_Out):
+    """Unit quaternion, x, y, z, w order (geometry_msgs/Quaternion)."""
+
+    x: float
+    y: float
+    z: float
+    w: float
+
+
+class PositionIn(_In):
+    """Object centre in the world frame, metres. ``z`` defaults to the shape's resting height."""
+
+    x: FiniteFloat
+    y: FiniteFloat
+    z: FiniteFloat | None = None
+
+
+class QuaternionIn(_In):
+    """Any non-zero quaternion (x, y, z, w); it is normalised. Full 3D turns render, but the
+    prior and the network are tabletop: they only ever produce turns about +z (yaw)."""
+
+    x: FiniteFloat = 0.0
+    y: FiniteFloat = 0.0
+    z: FiniteFloat = 0.0
+    w: FiniteFloat = 1.0
+
+
+# ---------------------------------------------------------------- /render
+
+
+class SceneObject(_In):
+    """One object to draw. Orientation: ``orientation`` if given, else ``yaw_deg``, else none."""
+
+    shape: str = Field(examples=["cube"], description="a shape name from GET /v1/model")
+    color: str = Field(examples=["red"], description="a colour name from GET /v1/model")
+    position: PositionIn
+    orientation: QuaternionIn | None = None
+    yaw_deg: FiniteFloat | None = None
+
+
+class RenderRequest(_In):
+    """A scene to draw. Width and height default to the network's image size (64)."""
+
+    objects: list[SceneObject] = Field(default_factory=list, max_length=64,
+                                       description="at most N objects (GET /v1/model: max_objects)")
+    width: int | None = Field(None, ge=1, le=RENDER_SIDE_CAP, description="pixels; the limit is "
+                                                                            "AIRSCENE_MAX_RENDER_SIDE")
+    height: int | None = Field(None, ge=1, le=RENDER_SIDE_CAP)
+
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{
+        "objects": [{"shape": "cube", "color": "red", "position": {"x": 0.1, "y": -0.05},
+                     "orientation": {"x": 0, "y": 0, "z": 0.3827, "w": 0.9239}},
+                    {"shape": "cone", "color": "blue", "position": {"x": -0.12, "y": 0.1}}],
+        "width": 256, "height": 256}]})
+
+
+# ---------------------------------------------------------------- /infer
+
+
+class InferParams(_In):
+    """Query options of POST /infer."""
+
+    refine: int = Field(0, ge=0, description="test-time refinement steps (render-and-compare); 0 = "
+                                             "the amortised answer alone")
+    min_confidence: float = Field(0.0, ge=0.0, le=1.0, description="drop objects whose confidence "
+                                                                   "is below this")
+    format: Literal["json", "ros"] = Field("json", description="'ros': vision_msgs/Detection3DArray")
+
+
+class DetectedObject(_Out):
+    id: int = Field(description="0-based, in the order the network found the objects")
+    shape: str
+    color: str
+    confidence: float = Field(description="q(z_pres = 1): probability that this object is there")
+    shape_confidence: float = Field(description="probability of the shape given")
+    color_confidence: float = Field(description="probability of the colour given")
+    position: Vector3 = Field(description="centre of the object's bounding box, world frame, m")
+    orientation: Quaternion = Field(description="turn about +z as a quaternion (x, y, z, w)")
+    yaw_deg: float = Field(description="the same turn in degrees; 0 for shapes whose yaw is unobservable")
+    bbox: list[float] = Field(min_length=4, max_length=4, description="[u0, v0, u1, v1] pixels in "
+                                                                     "the image sent")
+
+
+class CameraInfo(_Out):
+    """The fixed camera, for the image size of the answer. Optical frame: x right, y down,
+    z forward (ROS camera convention); ``orientation`` is that frame in the world frame."""
+
+    position: Vector3
+    orientation: Quaternion
+    fov_deg: float
+    width: int
+    height: int
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    look_at: Vector3
+    distance_m: float
+    elevation_deg: float
+    optical_frame: str
+
+
+class ImageSize(_Out):
+    width: int
+    height: int
+
+
+class ModelRef(_Out):
+    version: str
+    device: str
+
+
+class Timing(_Out):
+    """Milliseconds. ``inference`` is the batched forward pass this image shared with
+    ``batch_size - 1`` others; ``queue`` the wait for it."""
+
+    decode: float
+    queue: float
+    inference: float
+    refine: float
+    total: float
+
+
+class InferResponse(_Out):
+    objects: list[DetectedObject]
+    count: int
+    frame_id: str = FRAME_ID
+    units: dict[str, str] = Field(default_factory=lambda: dict(UNITS))
+    image: ImageSize
+    camera: CameraInfo
+    model: ModelRef
+    refine_steps: int
+    batch_size: int
+    timing_ms: Timing
+
+
+# ---------------------------------------------------------------- ROS (vision_msgs)
+
+
+class RosTime(_Out):
+    sec: int
+    nanosec: int
+
+
+class RosHeader(_Out):
+    stamp: RosTime
+    frame_id: str
+
+
+class RosPose(_Out):
+    position: Vector3
+    orientation: Quaternion
+
+
+class RosPoseWithCovariance(_Out):
+    pose: RosPose
+    covariance: list[float] = Field(description="36 values, row-major 6x6; all 0 (unknown)")
+
+
+class RosObjectHypothesis(_Out):
+    class_id: str = Field(description="'<color>_<shape>', e.g. 'red_cube'")
+    score: float
+
+
+class RosObjectHypothesisWithPose(_Out):
+    hypothesis: RosObjectHypothesis
+    pose: RosPoseWithCovariance
+
+
+class RosBoundingBox3D(_Out):
+    center: RosPose
+    size: Vector3
+
+
+class RosDetection3D(_Out):
+    header: RosHeader
+    results: list[RosObjectHypothesisWithPose]
+    bbox: RosBoundingBox3D
+    id: str
+
+
+class RosInferResponse(_Out):
+    """``header`` and ``detections`` are a vision_msgs/Detection3DArray; the other fields are
+    the same context as the JSON answer."""
+
+    header: RosHeader
+    detections: list[RosDetection3D]
+    frame_id: str = FRAME_ID
+    units: dict[str, str] = Field(default_factory=lambda: dict(UNITS))
+    image: ImageSize
+    camera: CameraInfo
+    model: ModelRef
+    refine_steps: int
+    batch_size: int
+    timing_ms: Timing
+
+
+# ---------------------------------------------------------------- model, health
+
+
+class ShapeInfo(_Out):
+    name: str
+    size: Vector3 = Field(description="bounding box in the object's frame (x length, y width, z height), m")
+    resting_z: float = Field(description="z of the centre when the object stands on the table, m")
+    yaw_symmetry_deg: float | None = Field(description="smallest turn mapping the shape onto itself; "
+                                                       "null = any (yaw unobservable)")
+
+
+class ColorInfo(_Out):
+    name: str
+    rgb: list[float]
+
+
+class PlacementArea(_Out):
+    x_min: float
+    x_max: float
+    y_min: float
+    y_max: float
+
+
+class ModelInfo(_Out):
+    version: str
+    weights: str
+    sha256: str
+    device: str
+    max_objects: int
+    image_size: int
+    shapes: list[ShapeInfo]
+    colors: list[ColorInfo]
+    table_size_m: float
+    placement_area: PlacementArea
+    camera: CameraInfo
+    frame_id: str = FRAME_ID
+    units: dict[str, str] = Field(default_factory=lambda: dict(UNITS))
+    orientation_note: str = ("/render accepts any orientation quaternion (full 3D); the prior and "
+                             "the network are tabletop: objects rest on the table and turn about z only")
+    metrics: dict = Field(description="evaluation metrics from the model card (weights .json 'meta')")
+    card: dict = Field(description="the rest of the model card's metadata")
+
+
+class Status(_Out):
+    status: str
+    detail: str | None = None
