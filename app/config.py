@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -46,7 +46,8 @@ class Settings(BaseSettings):
     max_render_side: int = Field(1024, ge=1, le=RENDER_SIDE_CAP, description="largest /render width or height")
     max_refine_steps: int = Field(200, ge=0, description="largest 'refine' query value")
     warmup: bool = Field(True, description="run a forward pass and a render before /readyz says ready")
-    log_level: str = Field("info", description="uvicorn/logging level")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        "info", description="level of the service's own log ('airscene' logger)")
 
     @field_validator("cors_origins", mode="before")
     @classmethod

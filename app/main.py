@@ -47,6 +47,7 @@ When the server has an API key, `/infer` and `/render` need `Authorization: Bear
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app. ``settings`` defaults to ``Settings()`` (the ``AIRSCENE_*`` environment)."""
     settings = settings or Settings()
+    logging.getLogger("airscene").setLevel(settings.log_level.upper())
     metrics = Metrics()
 
     @asynccontextmanager
@@ -72,6 +73,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
+    if settings.api_key is not None and settings.api_key.get_secret_value():
+        _document_bearer(app)
+
     paths = frozenset(r.path for r in app.routes if hasattr(r, "path"))
     # added innermost first: BodyLimit runs last, MetricsMiddleware first
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
@@ -84,13 +88,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+def _document_bearer(app: FastAPI) -> None:
+    """Show the bearer key in the OpenAPI schema (/docs gets an Authorize button). The key itself
+    is enforced by ``ApiKeyGate``, before the body is read."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {})["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+            for path in PROTECTED:
+                for op in schema["paths"].get(path, {}).values():
+                    op["security"] = [{"bearer": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def _configure_logging() -> None:
     if not logging.getLogger("airscene").handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logger = logging.getLogger("airscene")
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
+        logging.getLogger("airscene").addHandler(handler)
 
 
 _configure_logging()

@@ -342,8 +342,12 @@ def test_api_key_guards_infer_and_render_but_not_health(dev_weights):
         auth = {"authorization": "Bearer s3cret"}
         assert c.post("/infer", content=png, headers={"content-type": "image/png", **auth}).status_code == 200
         assert c.post("/render", json={"objects": []}, headers=auth).status_code == 200
-        for path in ("/healthz", "/readyz", "/metrics", "/v1/model", "/"):
+        for path in ("/healthz", "/readyz", "/metrics", "/v1/model", "/", "/openapi.json"):
             assert c.get(path).status_code == 200, path
+        schema = c.get("/openapi.json").json()
+        assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+        assert schema["paths"]["/infer"]["post"]["security"] == [{"bearer": []}]
+        assert "security" not in schema["paths"]["/healthz"]["get"]
 
 
 def test_without_api_key_no_auth_is_needed(http):
@@ -448,6 +452,8 @@ def test_index_page_and_samples_are_served(http):
     page = http.get("/")
     assert page.status_code == 200 and "/static/app.js" in page.text
     assert http.get("/static/app.js").status_code == 200
+    assert http.get("/docs").status_code == 200
+    assert "/infer" in http.get("/openapi.json").json()["paths"]
     samples = http.get("/static/samples/samples.json").json()
     assert len(samples) >= 3
     for s in samples:
