@@ -58,11 +58,12 @@ function draw(img, answer) {
     ctx.strokeRect(u0, v0, u1 - u0, v1 - v0);
     const label = `${o.id} ${o.color} ${o.shape} ${o.confidence.toFixed(2)}`;
     const w = ctx.measureText(label).width + 6;
-    const y = v0 > 16 ? v0 - 16 : v1;
+    const x = Math.max(0, Math.min(u0, canvas.width - w));  // keep the label inside the canvas
+    const y = v0 > 16 ? v0 - 16 : Math.min(v1, canvas.height - 16);
     ctx.fillStyle = "rgba(0,0,0,0.7)";
-    ctx.fillRect(u0, y, w, 16);
+    ctx.fillRect(x, y, w, 16);
     ctx.fillStyle = "#fff";
-    ctx.fillText(label, u0 + 3, y + 12);
+    ctx.fillText(label, x + 3, y + 12);
   }
 }
 
