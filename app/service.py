@@ -98,6 +98,7 @@ class ModelService:
 
     def _load_sync(self) -> Engine:
         engine = Engine.load(self.settings.weights, self.settings.device)
+        engine.info()  # computed here, in the torch thread, not on the event loop later
         if self.settings.warmup:
             engine.warmup(self.settings.max_batch)
         return engine
