@@ -167,10 +167,28 @@ def main() -> None:
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
         batches = _metric(metrics, "airscene_infer_batch_size_count")
         images = _metric(metrics, "airscene_infer_batch_size_sum")
-        print(f"server: {int(images)} images in {int(batches)} forward passes (mean batch {images / max(batches, 1):.2f})")
+        print("server-side /infer latency (histogram): " + _histogram(metrics, "airscene_http_request_duration_seconds",
+                                                                      'route="/infer"'))
+        queue = _metric(metrics, "airscene_infer_queue_seconds_sum") / max(images, 1)
+        compute = _metric(metrics, "airscene_infer_compute_seconds_sum") / max(batches, 1)
+        print(f"server: {int(images)} images in {int(batches)} forward passes (mean batch "
+              f"{images / max(batches, 1):.2f}); mean wait for a batch {queue * 1e3:.2f} ms, "
+              f"mean batch compute {compute * 1e3:.2f} ms")
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+def _histogram(text: str, name: str, label: str) -> str:
+    """'<= 5 ms: 40%, <= 10 ms: 90%, ...' from a Prometheus histogram's cumulative buckets."""
+    buckets = []
+    for line in io.StringIO(text):
+        if line.startswith(name + "_bucket{") and label in line:
+            le = line.split('le="')[1].split('"')[0]
+            buckets.append((float(le), float(line.split()[-1])))
+    total = max((c for _, c in buckets), default=0) or 1
+    return ", ".join(f"<= {le * 1e3:g} ms: {c / total:.0%}" for le, c in sorted(buckets) if le != float("inf")
+                     and 0 < c / total)
 
 
 def _metric(text: str, name: str) -> float:
