@@ -140,6 +140,11 @@ def test_infer_converts_grey_alpha_palette_and_16_bit(http, mode):
     assert r.status_code == 200, r.text
 
 
+def test_infer_converts_cmyk_jpeg(http):
+    r = http.post("/infer", content=_jpeg("CMYK"), headers={"content-type": "image/jpeg"})
+    assert r.status_code == 200, r.text
+
+
 def test_infer_min_confidence_drops_objects(http, scene_png):
     everything = http.post("/infer", content=scene_png, headers={"content-type": "image/png"}).json()
     none = http.post("/infer?min_confidence=1", content=scene_png, headers={"content-type": "image/png"}).json()
@@ -240,7 +245,14 @@ def _gif() -> bytes:
     return buf.getvalue()
 
 
+def _jpeg(mode: str = "RGB") -> bytes:
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(table_png(96, 96))).convert(mode).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
 BAD_INFER["gif_image"] = (_gif(), "image/png", 415, "GIF")
+BAD_INFER["truncated_jpeg"] = (_jpeg()[:400], "image/jpeg", 422, "truncated")
 BAD_INFER["multipart_without_image"] = (*_multipart([("photo", ("a.png", table_png(), "image/png"))]), 422, "'image' is missing")
 BAD_INFER["multipart_too_many_images"] = (*_multipart([("image", (f"{i}.png", table_png(), "image/png")) for i in range(5)]),
                                           422, "Maximum number of files")
