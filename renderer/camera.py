@@ -116,7 +116,9 @@ def object_bboxes(scene, world: World, height: int, width: int) -> torch.Tensor:
     """
     from renderer.meshes import mesh_library  # local: keep camera.py importable on its own
 
+    scene.validate(world)
     lib = mesh_library(world)
+    scene = scene.blank_absent()  # absent slots may hold out-of-range indices or NaNs
     device = scene.position.device
     template = lib.verts.to(device)[scene.shape]  # (B, N, V, 3)
     real = torch.arange(template.shape[2], device=device) < lib.num_verts.to(device)[scene.shape][..., None]

@@ -81,5 +81,6 @@ def _overlapping(xy: torch.Tensor, radius: torch.Tensor, present: torch.Tensor) 
 
 def footprints_overlap(scene: SceneBatch, world: World) -> torch.Tensor:
     """(B,) bool: whether any two present objects' footprint discs intersect."""
+    scene = scene.blank_absent()  # absent slots may hold out-of-range indices
     radius = mesh_library(world).footprint_radius[scene.shape]
     return _overlapping(scene.position[..., :2], radius, scene.present).any(dim=1)

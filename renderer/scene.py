@@ -68,6 +68,23 @@ class SceneBatch:
             None if self.quat is None else self.quat[index],
         )
 
+    def blank_absent(self) -> SceneBatch:
+        """The same scenes with every absent slot reset to shape 0, colour 0, the origin, yaw 0
+        (and the identity quaternion). Present slots are returned bit for bit.
+
+        Absent slots may hold anything; code that indexes tables or builds vertices from every
+        slot calls this first, so garbage there can neither raise nor spread NaNs.
+        """
+        p = self.present
+        quat = None
+        if self.quat is not None:
+            identity = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=self.quat.dtype, device=self.quat.device)
+            quat = torch.where(p[..., None], self.quat, identity)
+        return SceneBatch(
+            p, torch.where(p, self.shape, 0), torch.where(p, self.color, 0),
+            torch.where(p[..., None], self.position, 0.0), torch.where(p, self.yaw, 0.0), quat,
+        )
+
     def detach(self) -> SceneBatch:
         return replace(self, position=self.position.detach(), yaw=self.yaw.detach(),
                        quat=None if self.quat is None else self.quat.detach())
