@@ -44,7 +44,10 @@ def load_weights(path: str | Path, device: torch.device | str = "cpu") -> tuple[
     doc = json.loads(cfg.read_text())
     model = AIR(AIRConfig.from_dict(doc["air"]))
     state = load_file(str(path), device="cpu")
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # a tensor of the wrong size
+        raise ValueError(f"{path} does not fit its config: {e}") from None
     if missing or unexpected:
         raise ValueError(f"{path} does not fit its config: missing {missing}, unexpected {unexpected}")
     return model.to(device).eval(), World.from_dict(doc["world"]), doc.get("meta", {})

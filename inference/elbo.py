@@ -76,7 +76,7 @@ def pres_prior(n: int, t: int, anneal: float, start: float) -> float:
 def sample_q(model: AIR, images: torch.Tensor, world: World, anneal: float, start: float) -> Sample:
     """Draw (z, n) ~ q(. | x) step by step; score each draw under q and the prior."""
     b, n = images.shape[0], model.config.max_steps
-    ctx = model.context(model.encode(images))
+    ctx = model.context(model.encode(images), images)
     state = model.initial_state(ctx)
     alive = torch.ones(b, device=images.device)
     lq_d = images.new_zeros(b)
@@ -133,7 +133,7 @@ class ELBOTrainer:
             {"params": self.baseline.parameters(), "lr": cfg.baseline_lr, "lr_scale": cfg.baseline_lr / cfg.lr,
              "name": "bl_"},
         ])
-        self.signal_mean, self.signal_var = 0.0, 1.0  # NVIL running centring and scaling
+        self.signal_mean, self.signal_var = 0.0, 1.0  # NVIL running centring (of the ELBO) and scaling
 
     def train_step(self, images: torch.Tensor, it: int) -> dict[str, float]:
         cfg = self.cfg
@@ -143,17 +143,21 @@ class ELBOTrainer:
         sample = sample_q(self.model, images, self.world, anneal, cfg.pres_prior_start)
         log_lik = log_likelihood(sample.objects, images, self.world, cfg.likelihood_scale)
         elbo = log_lik + sample.log_prior - sample.log_q_discrete - sample.log_q_continuous
+        detached = elbo.detach()
 
-        # NVIL: learning signal centred by b(x) (input detached) and a running mean, scaled by a running std.
+        # NVIL: the learning signal elbo - c - b(x), with c a running mean of the ELBO and b(x)
+        # the input-dependent baseline (reading the image detached), scaled by a running std.
         base = self.baseline(images.detach())
-        signal = elbo.detach() - base.detach()
-        self.signal_mean = 0.9 * self.signal_mean + 0.1 * float(signal.mean())
-        self.signal_var = 0.9 * self.signal_var + 0.1 * float(signal.var()) if signal.numel() > 1 else self.signal_var
-        advantage = (signal - self.signal_mean) / max(1.0, math.sqrt(self.signal_var))
-        surrogate = -(advantage * sample.log_q_discrete).mean()  # score-function part
+        centred = detached - self.signal_mean
+        self.signal_mean = 0.9 * self.signal_mean + 0.1 * float(detached.mean())
+        signal = centred - base.detach()
+        if signal.numel() > 1:
+            self.signal_var = 0.9 * self.signal_var + 0.1 * float(signal.var())
+        scale = max(1.0, math.sqrt(self.signal_var))
+        surrogate = -((signal / scale) * sample.log_q_discrete).mean()  # score-function part
         reparam = -elbo.mean()  # pathwise part (discrete draws are constants here)
-        baseline_loss = ((elbo.detach() - base) ** 2).mean()
-        loss = reparam + surrogate + baseline_loss / max(1.0, self.signal_var)
+        baseline_loss = ((centred - base) ** 2).mean()
+        loss = reparam + surrogate + baseline_loss / scale**2
 
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -162,10 +166,10 @@ class ELBOTrainer:
         n = images.shape[0]
         per_pixel = images[0].numel()
         return {
-            "loss": float(-elbo.mean()) / per_pixel,
-            "elbo": float(elbo.mean()),
-            "log_lik": float(log_lik.mean()),
-            "kl": float((sample.log_q_discrete + sample.log_q_continuous - sample.log_prior).mean()),
+            "loss": float(-detached.mean()) / per_pixel,
+            "elbo": float(detached.mean()),
+            "log_lik": float(log_lik.detach().mean()),
+            "kl": float((sample.log_q_discrete + sample.log_q_continuous - sample.log_prior).detach().mean()),
             "count": float(sample.objects.pres.sum() / n),
-            "baseline_mse": float(baseline_loss),
+            "baseline_mse": float(baseline_loss.detach()),
         }

@@ -2,8 +2,11 @@
 
 A CNN encodes the 64x64 image once into a feature map F (B, C, 16, 16) with coordinate
 channels. A recurrent core (an LSTM cell) then runs up to N steps; each step attends to one
-place in F (additive attention, with the attention already spent by earlier steps fed back as a
-"coverage" map so no object is explained twice), reads a glimpse there, and outputs the
+place in F (dot-product attention, with the attention already spent by earlier steps fed back
+as a "coverage" map so no object is explained twice), and reads two glimpses there: the
+attention-weighted features, and, as in AIR, a window of the image itself cut out around the
+attention's centroid with a differentiable sampler (``grid_sample``) and encoded by a small CNN
+(the pixel glimpse carries colour and fine shape at full resolution). It then outputs the
 distribution of one more object:
 
     z_pres   Bernoulli(logit)                              is there one more object?
@@ -32,6 +35,7 @@ from torch.nn import functional as F
 from renderer.world import World
 
 FEATURE_STRIDE = 4
+GLIMPSE_SAMPLES = 16  # a step's image window is resampled to this many pixels a side
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class AIRConfig:
     hidden: LSTM state size.
     yaw_orders: per shape, its yaw symmetry order k (360 / symmetry angle; 0 = yaw unobservable).
     position_scale: metres per unit of the network's position output.
+    glimpse_fraction: side of the image window each step cuts out, as a fraction of the image.
     dair: whether each step also sees the residual image (difference AIR).
     """
 
@@ -56,6 +61,7 @@ class AIRConfig:
     hidden: int = 256
     yaw_orders: tuple[int, ...] = (4, 2, 1, 0, 0, 0)
     position_scale: float = 0.25
+    glimpse_fraction: float = 0.375
     dair: bool = False
 
     def __post_init__(self) -> None:
@@ -114,6 +120,7 @@ class Context(NamedTuple):
 
     flat: (B, L, C') feature cells (image features, stacked with residual features for DAIR).
     keys: (B, L, A) attention keys of the cells. pooled: (B, C') mean feature.
+    pixels: (B, 3, S, S) the image the pixel glimpses are cut from (the residual for DAIR).
 
     A step may run P sequences per image (orderings of the same objects): its state then has
     batch B * P, image-major, and the context is shared, never copied.
@@ -122,6 +129,7 @@ class Context(NamedTuple):
     flat: torch.Tensor
     keys: torch.Tensor
     pooled: torch.Tensor
+    pixels: torch.Tensor
 
 
 class StepOutput(NamedTuple):
@@ -175,6 +183,43 @@ class Encoder(nn.Module):
         return torch.cat([h, coords], dim=1)
 
 
+class GlimpseEncoder(nn.Module):
+    """(B, 3, G, G) image window -> (B, D) vector."""
+
+    def __init__(self, out_dim: int = 256) -> None:
+        super().__init__()
+        g = GLIMPSE_SAMPLES // 4
+        self.net = nn.Sequential(
+            nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Flatten(), nn.Linear(64 * g * g, out_dim), nn.ReLU(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x - 0.5)
+
+
+def cut_glimpses(pixels: torch.Tensor, centre: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Windows of ``fraction`` of the image side around each centre, resampled to
+    GLIMPSE_SAMPLES a side.
+
+    pixels: (B, 3, S, S). centre: (B, P, 2) window centres as (u, v) in [-1, 1] (grid_sample's
+    normalised coordinates, pixel corners at +-1). Returns (B * P, 3, G, G), image-major.
+    """
+    b = pixels.shape[0]
+    p = centre.shape[1]
+    g = GLIMPSE_SAMPLES
+    half = fraction  # half the window in normalised units (the image spans 2)
+    offs = ((torch.arange(g, device=pixels.device, dtype=pixels.dtype) + 0.5) / g * 2 - 1) * half
+    grid = torch.stack([
+        centre[:, :, None, None, 0] + offs[None, None, None, :].expand(b, p, g, g),
+        centre[:, :, None, None, 1] + offs[None, None, :, None].expand(b, p, g, g),
+    ], dim=-1)  # (B, P, G, G, 2)
+    out = F.grid_sample(pixels, grid.view(b, p * g, g, 2), align_corners=False, padding_mode="border")
+    return out.view(b, 3, p, g, g).transpose(1, 2).reshape(b * p, 3, g, g)
+
+
 class AIR(nn.Module):
     """q(z, n | x): ``step(t, prev, inputs) -> (StepState, StepOutput)`` run up to N times."""
 
@@ -195,7 +240,8 @@ class AIR(nn.Module):
         self.att_feat = nn.Linear(feat * (2 if config.dair else 1), att)
         self.att_h = nn.Linear(hdim, att)
         self.att_cov = nn.Parameter(torch.tensor(-4.0))
-        head_in = hdim + feat * (2 if config.dair else 1)
+        self.glimpse = GlimpseEncoder(256)
+        head_in = hdim + feat * (2 if config.dair else 1) + 256 + 2
         self.head = nn.Sequential(nn.Linear(head_in, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU())
         self.out_pres = nn.Linear(256, 1)
         self.out_what = nn.Linear(256, config.num_shapes + config.num_colors)
@@ -211,12 +257,14 @@ class AIR(nn.Module):
         """(B, 3, S, S) in [0, 1] -> (B, C + 2, S/4, S/4)."""
         return self.encoder(images - 0.5)
 
-    def context(self, features: torch.Tensor, residual_features: torch.Tensor | None = None) -> Context:
-        """Image features (B, C+2, H', W') [+ residual features, DAIR] -> the steps' context."""
+    def context(self, features: torch.Tensor, pixels: torch.Tensor,
+                residual_features: torch.Tensor | None = None) -> Context:
+        """Image features (B, C+2, H', W') [+ residual features, DAIR] and the image (or the
+        residual, DAIR) the glimpses are cut from (B, 3, S, S) -> the steps' context."""
         if residual_features is not None:
             features = torch.cat([features, residual_features], dim=1)
         flat = features.flatten(2).transpose(1, 2)  # (B, L, C')
-        return Context(flat, self.att_feat(flat), flat.mean(dim=1))
+        return Context(flat, self.att_feat(flat), flat.mean(dim=1), pixels)
 
     def initial_state(self, ctx: Context, sequences_per_image: int = 1) -> StepState:
         b, cells, _ = ctx.flat.shape
@@ -256,8 +304,10 @@ class AIR(nn.Module):
         logits = logits + self.att_cov * per_image(prev.coverage)
         attention = torch.softmax(logits, dim=-1)
         glimpse = torch.bmm(attention, ctx.flat).view(b, cf)
+        centre = torch.bmm(attention, ctx.flat[:, :, -2:])  # (B, P, 2) attended (u, v): the coordinate channels
+        pixel_glimpse = self.glimpse(cut_glimpses(ctx.pixels, centre, self.config.glimpse_fraction))  # (B*P, 256)
         attention = attention.view(b, cells)
-        z = self.head(torch.cat([h, glimpse], dim=-1))
+        z = self.head(torch.cat([h, glimpse, pixel_glimpse, centre.view(b, 2)], dim=-1))
         what = self.out_what(z)
         where = self.out_where(z)
         yaw = self.out_yaw(z).view(b, 3, len(YAW_ORDERS))

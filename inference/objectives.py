@@ -12,6 +12,14 @@ recurrent core runs per ordering). Unlike a fixed canonical order (e.g. nearest 
 not force the network to resolve ties between objects it cannot order reliably; unlike a
 minimum over orderings, it is the true likelihood of the set, with smooth gradients that let the
 network settle on whichever order it finds easiest.
+
+Attention target: the labels also say where each object is in the image, so each step's
+attention map gets an auxiliary cross-entropy toward the feature cell that holds the projected
+centre of the object that step explains (weight ``attention_weight``). This is supervision the
+ELBO does not have; in amortised training it only tells the network early where to look, which
+otherwise it finds slowly (measured: after 3000 iterations without it, shape accuracy was 27%
+and colour at chance while positions were already about 2.5 cm: the what-heads read blurred
+glimpses).
 """
 
 from __future__ import annotations
@@ -22,8 +30,10 @@ import math
 import torch
 from torch.nn import functional as F
 
-from inference.model import AIR, Latents, StepOutput
+from inference.model import FEATURE_STRIDE, AIR, Latents, StepOutput
+from renderer.camera import project
 from renderer.scene import SceneBatch
+from renderer.world import World
 
 
 def scene_latents(scene: SceneBatch) -> Latents:
@@ -62,13 +72,23 @@ def orderings(n: int, device: torch.device | str = "cpu") -> torch.Tensor:
     return torch.tensor(list(itertools.permutations(range(n))), dtype=torch.int64, device=device)
 
 
-def amortised_loss(model: AIR, images: torch.Tensor, scene: SceneBatch,
-                   residuals: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """-mean log q(set | x) over the batch, and per-term diagnostics.
+def attention_cells(scene: SceneBatch, world: World, image_size: int) -> torch.Tensor:
+    """(B, N) int64 index of the feature cell holding each object's projected centre."""
+    uv, _ = project(scene.position, world, image_size, image_size)
+    side = image_size // FEATURE_STRIDE
+    cell = (uv / FEATURE_STRIDE).floor().long().clamp(0, side - 1)
+    return cell[..., 1] * side + cell[..., 0]
+
+
+def amortised_loss(model: AIR, images: torch.Tensor, scene: SceneBatch, world: World | None = None,
+                   residuals: list[torch.Tensor] | None = None,
+                   attention_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """-mean log q(set | x) over the batch (+ the attention target when ``world`` is given),
+    and per-term diagnostics.
 
     images: (B, 3, S, S) in [0, 1]. scene: B scenes with present slots first (as the prior
-    draws them). residuals: DAIR only, computed by the caller per ordering is too costly, so a
-    DAIR model is trained on the scene's own slot order (one ordering).
+    draws them). residuals: DAIR only, one residual image batch per step; computing them per
+    ordering is too costly, so a DAIR model is trained on the scene's own slot order.
     """
     b, n = scene.present.shape
     if n != model.config.max_steps:
@@ -77,22 +97,28 @@ def amortised_loss(model: AIR, images: torch.Tensor, scene: SceneBatch,
     latents = scene_latents(scene)
     if model.config.dair:
         perms = torch.arange(n, device=images.device)[None]
-        ctx = [model.context(features, model.residual_encoder(r)) for r in residuals]
+        ctx = [model.context(features, r, model.residual_encoder(r)) for r in residuals]
     else:
         perms = orderings(n, images.device)
-        ctx = model.context(features)
+        ctx = model.context(features, images)
     p = perms.shape[0]
     # (B * P) sequences: scene b under ordering perm
     idx = perms[None].expand(b, p, n).reshape(b * p, n)
     rep = lambda x: x.repeat_interleave(p, dim=0)  # noqa: E731
     gather = lambda x: torch.gather(rep(x), 1, idx if x.dim() == 2 else idx[..., None].expand(-1, -1, x.shape[-1]))  # noqa: E731
     permuted = Latents(*(gather(x) for x in latents))
+    cells = gather(attention_cells(scene, world, images.shape[-1])) if world is not None else None
     outs = model.teacher_forced(ctx, permuted)
     terms: dict[str, torch.Tensor] = {}
+    attention_nll = images.new_zeros(b * p)
     for t, out in enumerate(outs):
         for name, lp in step_log_prob(model, out, permuted, t).items():
             terms[name] = terms.get(name, 0) + lp
-    seq_lp = sum(terms.values()).view(b, p)
+        if cells is not None:
+            picked = out.attention.gather(1, cells[:, t : t + 1])[:, 0]
+            attention_nll = attention_nll - torch.log(picked + 1e-8) * permuted.pres[:, t]
+    # the attention target follows the ordering q prefers, so it enters the per-ordering score
+    seq_lp = (sum(terms.values()) - attention_weight * attention_nll).view(b, p)
     # orderings that put an absent slot before a present one are not sequences q can emit
     pres = permuted.pres.view(b, p, n)
     valid = (pres[..., 1:] <= pres[..., :-1]).all(-1)
@@ -100,6 +126,8 @@ def amortised_loss(model: AIR, images: torch.Tensor, scene: SceneBatch,
     dup = torch.lgamma((n - count + 1).float())  # orderings of absent slots are the same sequence
     set_lp = torch.logsumexp(seq_lp.masked_fill(~valid, -torch.inf), dim=1) - dup
     loss = -set_lp.mean()
-    stats = {k: -(v.view(b, p)[:, 0].mean().item()) for k, v in terms.items()}
+    best = seq_lp.masked_fill(~valid, -torch.inf).argmax(1)  # diagnostics under q's preferred ordering
+    stats = {k: -(v.view(b, p).gather(1, best[:, None]).mean().item()) for k, v in terms.items()}
+    stats["attention"] = attention_nll.view(b, p).gather(1, best[:, None]).mean().item()
     stats["loss"] = loss.item()
     return loss, stats

@@ -49,7 +49,11 @@ def infer(model: AIR, images: torch.Tensor, world: World | None = None) -> Infer
     model.eval()
     b, t_max = images.shape[0], model.config.max_steps
     features = model.encode(images)
-    ctx = model.context(features, model.residual_encoder(images - _table(world, b, images)) if model.config.dair else None)
+    if model.config.dair:
+        residual = images - _table(world, b, images)
+        ctx = model.context(features, residual, model.residual_encoder(residual))
+    else:
+        ctx = model.context(features, images)
     state = model.initial_state(ctx)
     alive = torch.ones(b, dtype=torch.bool, device=images.device)
     steps = torch.zeros(b, dtype=torch.int64, device=images.device)
@@ -71,7 +75,7 @@ def infer(model: AIR, images: torch.Tensor, world: World | None = None) -> Infer
             so_far = Latents(*(torch.cat(x, 1) for x in zip(*found)))
             with torch.no_grad():
                 recon = render(to_scene(_pad(so_far, t_max), world), world).permute(0, 3, 1, 2)
-            ctx = model.context(features, model.residual_encoder(images - recon))
+            ctx = model.context(features, images - recon, model.residual_encoder(images - recon))
     objects = _pad(Latents(*(torch.cat(x, 1) for x in zip(*found))), t_max)
     pad = lambda xs: torch.nn.functional.pad(torch.stack(xs, 1), (0, t_max - len(xs)))  # noqa: E731
     return Inference(objects, pad(conf), pad(sprob), pad(cprob), steps)

@@ -13,12 +13,12 @@ from renderer.render import render
 from renderer.scene import SceneBatch
 from renderer.world import World
 
-POSITION_LR = 0.004  # metres per Adam step
-YAW_LR = 0.04  # radians per Adam step
+POSITION_LR = 0.003  # metres per Adam step
+YAW_LR = 0.03  # radians per Adam step
 
 
 def refine(scene: SceneBatch, images: torch.Tensor, world: World, steps: int,
-           blur_sigma_px: float = 0.7) -> SceneBatch:
+           blur_sigma_px: float = 0.5) -> SceneBatch:
     """scene: B inferred scenes; images: (B, 3, S, S) float in [0, 1], S = world.image_size.
     Returns a new SceneBatch whose present objects' (x, y, yaw) minimise the image error."""
     if steps < 0:

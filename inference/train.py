@@ -60,6 +60,7 @@ class TrainConfig:
     dair: bool = False  # difference AIR
     channels: int = 64  # AIRConfig.channels
     hidden: int = 256  # AIRConfig.hidden
+    attention_weight: float = 1.0  # amortised only: weight of the attention target (0 = off)
     # --- elbo only ---
     likelihood_scale: float = 0.1  # std of the Gaussian pixel likelihood
     baseline_lr: float = 3e-3  # NVIL baseline learning rate (larger than the model's)
@@ -200,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         idx = np.sort(rng.choice(n_train, cfg.batch_size, replace=False))
         images = batch_from_uint8(train.images[idx])
         if trainer is None:
-            loss, stats = amortised_loss(model, images, train.scenes(idx))
+            loss, stats = amortised_loss(model, images, train.scenes(idx), world,
+                                         attention_weight=cfg.attention_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

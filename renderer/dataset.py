@@ -134,6 +134,21 @@ def write_dataset(out: Path, count: int, seed: int, world: World, chunk: int = 2
     return out
 
 
+def reduced_world(world: World, max_objects: int | None = None, image_size: int | None = None,
+                  shapes: str | None = None, colors: str | None = None) -> World:
+    """The world with some settings overridden; shapes/colours as comma-separated names."""
+    changes: dict = {}
+    if max_objects is not None:
+        changes["max_objects"] = max_objects
+    if image_size is not None:
+        changes["image_size"] = image_size
+    if shapes is not None:
+        changes["shapes"] = tuple(world.shapes[world.shape_index(n)] for n in shapes.split(","))
+    if colors is not None:
+        changes["colors"] = tuple(world.colors[world.color_index(n)] for n in colors.split(","))
+    return world.with_(**changes)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--count", type=int, required=True, help="number of scenes to render")
@@ -144,8 +159,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--counts", type=str, default=None,
                    help="comma-separated object counts to draw from (default 0..N), e.g. 0,1,2")
     p.add_argument("--max-objects", type=int, default=None, help="override the world's N")
+    p.add_argument("--image-size", type=int, default=None, help="override the world's image size")
+    p.add_argument("--shapes", type=str, default=None, help="comma-separated subset of the shapes, e.g. cube,sphere")
+    p.add_argument("--colors", type=str, default=None, help="comma-separated subset of the colours, e.g. red,blue")
     args = p.parse_args(argv)
-    world = World() if args.max_objects is None else World(max_objects=args.max_objects)
+    try:
+        world = reduced_world(World(), args.max_objects, args.image_size, args.shapes, args.colors)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     counts = None if args.counts is None else [int(c) for c in args.counts.split(",")]
     try:
         write_dataset(args.out, args.count, args.seed, world, args.chunk, args.supersample, counts)
