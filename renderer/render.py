@@ -76,10 +76,11 @@ class RasterSettings:
 def scene_meshes(scene: SceneBatch, world: World) -> tuple[Meshes, torch.Tensor, torch.Tensor]:
     """Batch -> (meshes, face_rgb, face_slot).
 
-    meshes: B meshes of identical topology: N * F object faces (slot-major) then 2 table faces.
-    face_rgb: (B * (N * F + 2), 3) float, shaded colour of each packed face.
-    face_slot: (N * F + 2,) int64, which slot each face of a scene belongs to (N for the table).
-    Absent slots and padding faces are degenerate and never cover a pixel.
+    meshes: B meshes; scene b holds the real faces of its present objects (slot-major) then the
+        2 table faces, padded with -1 to the longest scene. Padding faces of the templates and
+        absent slots are left out, so the rasteriser never loops over them.
+    face_rgb: (P, 3) float, shaded colour of each packed face (P = real faces in the batch).
+    face_slot: (P,) int64, which slot each packed face belongs to (N for the table).
     """
     scene.validate(world)
     scene = scene.blank_absent()  # absent slots may hold out-of-range indices or NaNs
@@ -93,8 +94,9 @@ def scene_meshes(scene: SceneBatch, world: World) -> tuple[Meshes, torch.Tensor,
     template = lib.verts.to(device)[scene.shape]  # (B, N, V, 3)
     verts = torch.einsum("bnij,bnvj->bnvi", scene.rotation(), template) + scene.position[:, :, None, :]
     faces = lib.faces.to(device)[scene.shape]  # (B, N, F, 3), slot-local indices
-    faces = faces * scene.present[:, :, None, None]  # absent slot: every face -> (0, 0, 0)
     faces = faces + (torch.arange(n, device=device) * v_max)[None, :, None, None]
+    real = (torch.arange(f_max, device=device) < lib.num_faces.to(device)[scene.shape][..., None]) \
+        & scene.present[..., None]  # (B, N, F)
 
     half = world.table_size / 2
     table_v = torch.tensor([[-half, -half, 0.0], [half, -half, 0.0], [half, half, 0.0], [-half, half, 0.0]],
@@ -102,7 +104,9 @@ def scene_meshes(scene: SceneBatch, world: World) -> tuple[Meshes, torch.Tensor,
     table_f = torch.tensor([[0, 1, 2], [0, 2, 3]], device=device) + n * v_max
     all_verts = torch.cat([verts.reshape(b, n * v_max, 3), table_v.expand(b, 4, 3)], dim=1)
     all_faces = torch.cat([faces.reshape(b, n * f_max, 3), table_f.expand(b, 2, 3)], dim=1)
-    meshes = Meshes(verts=all_verts, faces=all_faces)
+    all_real = torch.cat([real.reshape(b, n * f_max), real.new_ones(b, 2)], dim=1)  # (B, Ft)
+    all_slot = torch.cat([torch.arange(n, device=device).repeat_interleave(f_max),
+                          torch.full((2,), n, device=device)]).expand(b, -1)
 
     # Flat Lambert shading per face, in the world frame.
     palette = torch.tensor([c.rgb for c in world.colors], device=device, dtype=verts.dtype)
@@ -116,11 +120,18 @@ def scene_meshes(scene: SceneBatch, world: World) -> tuple[Meshes, torch.Tensor,
     light = torch.tensor(world.light.direction, device=device, dtype=verts.dtype)
     light = light / light.norm()
     lambert = (normal @ light).clamp_min(0.0)
-    face_rgb = albedo * (world.light.ambient + world.light.diffuse * lambert)[..., None]
+    face_rgb = (albedo * (world.light.ambient + world.light.diffuse * lambert)[..., None]).clamp(0.0, 1.0)
 
-    face_slot = torch.cat([torch.arange(n, device=device).repeat_interleave(f_max),
-                           torch.full((2,), n, device=device)])
-    return meshes, face_rgb.reshape(-1, 3).clamp(0.0, 1.0), face_slot
+    # Real faces first in each scene (stable), -1 after: PyTorch3D packs the leading real faces.
+    order = torch.sort((~all_real).to(torch.int8), dim=1, stable=True).indices
+    keep = torch.gather(all_real, 1, order)
+    width = int(all_real.sum(1).max())
+    faces_padded = torch.gather(all_faces, 1, order[..., None].expand(-1, -1, 3))
+    faces_padded = torch.where(keep[..., None], faces_padded, torch.full_like(faces_padded, -1))[:, :width]
+    meshes = Meshes(verts=all_verts, faces=faces_padded)
+    packed_rgb = torch.gather(face_rgb, 1, order[..., None].expand(-1, -1, 3))[keep]
+    packed_slot = torch.gather(all_slot, 1, order)[keep]
+    return meshes, packed_rgb, packed_slot
 
 
 class SceneRasterizer(nn.Module):
@@ -249,6 +260,5 @@ def instance_map(scene: SceneBatch, world: World, height: int | None = None,
     meshes, _, face_slot = scene_meshes(scene, world)
     rasterizer = SceneRasterizer(world, RasterSettings(height, width))
     p2f = rasterizer(meshes).pix_to_face[..., 0]
-    faces_per_scene = face_slot.shape[0]
-    slot = face_slot[(p2f % faces_per_scene).clamp_min(0)]
+    slot = face_slot[p2f.clamp_min(0)]
     return torch.where((p2f >= 0) & (slot < scene.num_slots), slot, torch.full_like(slot, -1))
