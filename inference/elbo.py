@@ -19,6 +19,17 @@ rho_t = (N - t) / (N - t + 1); early in training rho is annealed from ``pres_pri
 toward that value. Shape and colour are uniform; (x, y) uniform on the placement square; yaw
 uniform.
 
+The position prior is uniform on the placement square with soft edges (a Gaussian fall-off of
+2 cm outside it), so that gradients can bring a stray object back instead of meeting -inf.
+
+Presence warm-up (``pres_warmup_iters``): the first thing an untrained q does is propose
+objects in random places, which the likelihood punishes, and the score-function gradient then
+switches presence off everywhere within ~50 iterations; with no object left there is no signal
+for where/what, and it never recovers (z_pres collapse, seen in our first run: count 0 from
+iteration 75 on). So for the first iterations every step is forced present and presence is not
+trained: position, shape and colour learn to explain the image first; then presence learns
+which proposals are worth their prior cost.
+
 For yaw, q here is a normal on k * yaw (k = the shape's symmetry order) with variance
 1 / kappa, the large-kappa form of the network's von Mises, because it can be reparameterised.
 """
@@ -73,8 +84,10 @@ def pres_prior(n: int, t: int, anneal: float, start: float) -> float:
     return (1 - anneal) * start + anneal * target
 
 
-def sample_q(model: AIR, images: torch.Tensor, world: World, anneal: float, start: float) -> Sample:
-    """Draw (z, n) ~ q(. | x) step by step; score each draw under q and the prior."""
+def sample_q(model: AIR, images: torch.Tensor, world: World, anneal: float, start: float,
+             force_present: bool = False) -> Sample:
+    """Draw (z, n) ~ q(. | x) step by step; score each draw under q and the prior.
+    force_present: every step present and presence left out of both q and the prior."""
     b, n = images.shape[0], model.config.max_steps
     ctx = model.context(model.encode(images), images)
     state = model.initial_state(ctx)
@@ -88,7 +101,7 @@ def sample_q(model: AIR, images: torch.Tensor, world: World, anneal: float, star
     for t in range(n):
         state, out = model.step(t, state, ctx)
         q_pres = Bernoulli(logits=out.pres_logit)
-        pres = q_pres.sample() * alive
+        pres = torch.ones_like(alive) if force_present else q_pres.sample() * alive
         q_shape, q_color = Categorical(logits=out.shape_logits), Categorical(logits=out.color_logits)
         shape, color = q_shape.sample(), q_color.sample()
         q_xy = Normal(out.where_mean, out.where_log_std.exp())
@@ -101,12 +114,16 @@ def sample_q(model: AIR, images: torch.Tensor, world: World, anneal: float, star
         phi = q_phi.rsample()
         yaw = phi / k.clamp_min(1).float() * has_yaw
 
-        lq_d = lq_d + alive * q_pres.log_prob(pres) + pres * (q_shape.log_prob(shape) + q_color.log_prob(color))
+        if not force_present:
+            lq_d = lq_d + alive * q_pres.log_prob(pres)
+        lq_d = lq_d + pres * (q_shape.log_prob(shape) + q_color.log_prob(color))
         lq_c = lq_c + pres * (q_xy.log_prob(xy).sum(-1) + has_yaw * q_phi.log_prob(phi))
         rho = pres_prior(n, t, anneal, start)
-        lp = lp + alive * (pres * math.log(rho) + (1 - pres) * math.log1p(-rho))
+        if not force_present:
+            lp = lp + alive * (pres * math.log(rho) + (1 - pres) * math.log1p(-rho))
+        outside = (xy.abs() - e).clamp_min(0.0) / 0.02  # soft edge of the uniform position prior
         lp = lp - pres * (math.log(len(world.shapes)) + math.log(len(world.colors)) + log_area
-                          + has_yaw * math.log(2 * math.pi))
+                          + has_yaw * math.log(2 * math.pi) + 0.5 * (outside**2).sum(-1))
         lat = Latents(pres[:, None], shape[:, None], color[:, None], xy[:, None], yaw[:, None])
         steps.append(lat)
         state = state._replace(prev=model.embed(lat, 0))
@@ -115,10 +132,12 @@ def sample_q(model: AIR, images: torch.Tensor, world: World, anneal: float, star
     return Sample(objects, lq_d, lq_c, lp)
 
 
-def log_likelihood(objects: Latents, images: torch.Tensor, world: World, scale: float) -> torch.Tensor:
-    """log p(x | z): Gaussian pixels around the soft rendering. images (B, 3, S, S) -> (B,)."""
+def log_likelihood(objects: Latents, images: torch.Tensor, world: World, scale: float,
+                   blur_sigma_px: float = 0.5) -> torch.Tensor:
+    """log p(x | z): Gaussian pixels around the soft rendering. images (B, 3, S, S) -> (B,).
+    A wider blur reaches objects further away (longer-range position gradients), blurrier."""
     s = images.shape[-1]
-    recon = render(to_scene(objects, world), world, "soft", s, s).permute(0, 3, 1, 2)
+    recon = render(to_scene(objects, world), world, "soft", s, s, blur_sigma_px=blur_sigma_px).permute(0, 3, 1, 2)
     return Normal(recon, scale).log_prob(images).flatten(1).sum(1)
 
 
@@ -137,11 +156,12 @@ class ELBOTrainer:
 
     def train_step(self, images: torch.Tensor, it: int) -> dict[str, float]:
         cfg = self.cfg
-        anneal = min(1.0, it / max(1, cfg.pres_anneal_iters))
+        warm = it < cfg.pres_warmup_iters
+        anneal = min(1.0, max(0, it - cfg.pres_warmup_iters) / max(1, cfg.pres_anneal_iters))
         if cfg.elbo_samples > 1:
             images = images.repeat(cfg.elbo_samples, 1, 1, 1)
-        sample = sample_q(self.model, images, self.world, anneal, cfg.pres_prior_start)
-        log_lik = log_likelihood(sample.objects, images, self.world, cfg.likelihood_scale)
+        sample = sample_q(self.model, images, self.world, anneal, cfg.pres_prior_start, force_present=warm)
+        log_lik = log_likelihood(sample.objects, images, self.world, cfg.likelihood_scale, cfg.elbo_blur_px)
         elbo = log_lik + sample.log_prior - sample.log_q_discrete - sample.log_q_continuous
         detached = elbo.detach()
 

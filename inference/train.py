@@ -3,6 +3,13 @@
     python -m inference.train --objective=amortised --out_dir=runs/air
     python -m inference.train --objective=amortised --out_dir=runs/air --resume=True
     python -m inference.train --objective=elbo --init_from=runs/air/ckpt.pt --out_dir=runs/air-elbo
+    python -m inference.train --objective=amortised --dair=True --out_dir=runs/dair
+    python -m inference.train --objective=supervised --out_dir=runs/supervised
+
+``--dair=True`` trains difference AIR: each step also sees the image minus a rendering of the
+true objects in earlier slots (``objectives.dair_residuals``). ``--objective=supervised`` trains
+the fixed-slot counterpart (``inference.supervised``) on the same data with the same loop;
+``channels`` and ``hidden`` then size its encoder and head.
 
 Every field of ``TrainConfig`` can be set as ``--key=value`` (the type must parse; an unknown
 key is an error). The run writes ``OUT_DIR/config.json``, ``OUT_DIR/log.csv`` (one row per
@@ -27,9 +34,10 @@ from tqdm import tqdm
 from inference.checkpoint import save_weights
 from inference.metrics import add_batch, scores_for
 from inference.model import AIR, AIRConfig
-from inference.objectives import amortised_loss
+from inference.objectives import amortised_loss, dair_residuals
 from inference.predict import infer, to_scene
 from inference.preprocess import batch_from_uint8
+from inference.supervised import SupervisedConfig, SupervisedNet, predict, save_supervised, supervised_loss
 from renderer.dataset import SceneDataset
 from renderer.world import World
 
@@ -39,7 +47,7 @@ from renderer.world import World
 class TrainConfig:
     """Training settings; each is a ``--key=value`` flag."""
 
-    objective: str = "amortised"  # amortised | elbo
+    objective: str = "amortised"  # amortised | elbo | supervised (fixed-slot baseline, inference.supervised)
     data: str = "data/train"  # rendered dataset (python -m renderer.dataset)
     val_data: str = "data/val"  # held-out rendered dataset for evaluation
     out_dir: str = "runs/air"  # checkpoints and logs
@@ -67,8 +75,13 @@ class TrainConfig:
     pres_prior_start: float = 0.99  # presence prior p(z_pres = 1), annealed ...
     pres_prior_end: float = 0.5  # ... to this value
     pres_anneal_iters: int = 2000
+    pres_warmup_iters: int = 0  # first iterations with every step forced present (no presence training)
+    elbo_blur_px: float = 0.5  # soft-renderer edge blur in the likelihood (wider: longer-range gradients)
     elbo_samples: int = 1  # samples of q per image
     max_elbo_images: int = 0  # use only the first K images of data (0 = all)
+
+
+OBJECTIVES = ("amortised", "elbo", "supervised")
 
 
 def parse_overrides(argv: list[str]) -> TrainConfig:
@@ -97,8 +110,10 @@ def parse_overrides(argv: list[str]) -> TrainConfig:
                 setattr(cfg, key, typ(value))
             except ValueError:
                 raise ValueError(f"--{key} must be {typ.__name__}, got {value!r}") from None
-    if cfg.objective not in ("amortised", "elbo"):
-        raise ValueError(f"--objective must be amortised or elbo, got {cfg.objective!r}")
+    if cfg.objective not in OBJECTIVES:
+        raise ValueError(f"--objective must be one of {OBJECTIVES}, got {cfg.objective!r}")
+    if cfg.objective == "supervised" and cfg.dair:
+        raise ValueError("--dair applies to AIR objectives, not --objective=supervised")
     return cfg
 
 
@@ -110,16 +125,22 @@ def get_lr(cfg: TrainConfig, it: int) -> float:
     return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * frac)) * (cfg.lr - cfg.min_lr)
 
 
-def evaluate(model: AIR, world: World, data: SceneDataset, scenes: int, batch: int = 250) -> dict:
-    """Greedy inference on the first ``scenes`` held-out images; the metrics summary."""
+def evaluate(model: AIR | SupervisedNet, world: World, data: SceneDataset, scenes: int, batch: int = 250) -> dict:
+    """Greedy inference on the first ``scenes`` held-out images; the metrics summary.
+    (A supervised model has no steps: it decides every slot at once; its mean_steps is N.)"""
     scores = scores_for(world)
     steps = []
     for lo in range(0, min(scenes, len(data)), batch):
         hi = min(lo + batch, scenes, len(data))
         images = batch_from_uint8(data.images[lo:hi])
-        result = infer(model, images, world)
-        add_batch(scores, to_scene(result.objects, world), data.scenes(slice(lo, hi)))
-        steps.append(result.steps.float())
+        if isinstance(model, SupervisedNet):
+            objects = predict(model, images)
+            steps.append(torch.full((hi - lo,), float(model.config.slots)))
+        else:
+            result = infer(model, images, world)
+            objects = result.objects
+            steps.append(result.steps.float())
+        add_batch(scores, to_scene(objects, world), data.scenes(slice(lo, hi)))
     summary = scores.summary()
     summary["mean_steps"] = float(torch.cat(steps).mean())
     model.train()
@@ -145,13 +166,18 @@ def main(argv: list[str] | None = None) -> int:
     n_train = len(train) if cfg.max_elbo_images <= 0 else min(cfg.max_elbo_images, len(train))
 
     # model + optimiser (resume / init_from / scratch)
-    air_cfg = AIRConfig.for_world(world, dair=cfg.dair, channels=cfg.channels, hidden=cfg.hidden)
+    supervised = cfg.objective == "supervised"
+    config_cls, net_cls = (SupervisedConfig, SupervisedNet) if supervised else (AIRConfig, AIR)
+    if supervised:
+        model_cfg = SupervisedConfig.for_world(world, channels=cfg.channels, hidden=cfg.hidden)
+    else:
+        model_cfg = AIRConfig.for_world(world, dair=cfg.dair, channels=cfg.channels, hidden=cfg.hidden)
     start, best = 0, (-1.0, math.inf)
     state = None
     if cfg.resume:
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        air_cfg = AIRConfig.from_dict(state["model_args"])  # architecture comes from the checkpoint
-    model = AIR(air_cfg)
+        model_cfg = config_cls.from_dict(state["model_args"])  # architecture comes from the checkpoint
+    model = net_cls(model_cfg)
     if cfg.objective == "elbo":
         from inference.elbo import ELBOTrainer
 
@@ -170,13 +196,14 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(cfg.seed + start)
     elif cfg.init_from:
         init = torch.load(cfg.init_from, map_location="cpu", weights_only=False)
-        if AIRConfig.from_dict(init["model_args"]) != air_cfg:
+        if config_cls.from_dict(init["model_args"]) != model_cfg:
             raise SystemExit(f"--init_from {cfg.init_from} has another architecture: {init['model_args']}")
         model.load_state_dict(init["model"])
-    (out / "config.json").write_text(json.dumps({"train": asdict(cfg), "air": air_cfg.to_dict()}, indent=1))
+    (out / "config.json").write_text(json.dumps({"train": asdict(cfg), ("supervised" if supervised else "air"):
+                                                 model_cfg.to_dict()}, indent=1))
 
     def save(path: Path, it: int) -> None:
-        doc = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "model_args": air_cfg.to_dict(),
+        doc = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "model_args": model_cfg.to_dict(),
                "iter_num": it, "best": list(best), "config": asdict(cfg), "world": world.to_dict()}
         if trainer is not None:
             doc["baseline"] = trainer.baseline.state_dict()
@@ -201,8 +228,13 @@ def main(argv: list[str] | None = None) -> int:
         idx = np.sort(rng.choice(n_train, cfg.batch_size, replace=False))
         images = batch_from_uint8(train.images[idx])
         if trainer is None:
-            loss, stats = amortised_loss(model, images, train.scenes(idx), world,
-                                         attention_weight=cfg.attention_weight)
+            scene = train.scenes(idx)
+            if supervised:
+                loss, stats = supervised_loss(model, images, scene)
+            else:
+                residuals = dair_residuals(images, scene, world) if model_cfg.dair else None
+                loss, stats = amortised_loss(model, images, scene, world, residuals=residuals,
+                                             attention_weight=cfg.attention_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -239,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.export:
         best_state = torch.load(out / "best.pt", map_location="cpu", weights_only=False)
         model.load_state_dict(best_state["model"])
-        save_weights(model, world, cfg.export, {"train": asdict(cfg), "iter": best_state["iter_num"]})
+        export = save_supervised if supervised else save_weights
+        export(model, world, cfg.export, {"train": asdict(cfg), "iter": best_state["iter_num"]})
         print(f"exported {cfg.export}")
     return 0
 
