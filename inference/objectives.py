@@ -32,6 +32,7 @@ from torch.nn import functional as F
 
 from inference.model import FEATURE_STRIDE, AIR, Latents, StepOutput
 from renderer.camera import project
+from renderer.render import render
 from renderer.scene import SceneBatch
 from renderer.world import World
 
@@ -80,6 +81,24 @@ def attention_cells(scene: SceneBatch, world: World, image_size: int) -> torch.T
     return cell[..., 1] * side + cell[..., 0]
 
 
+@torch.no_grad()
+def dair_residuals(images: torch.Tensor, scene: SceneBatch, world: World) -> list[torch.Tensor]:
+    """DAIR's per-step inputs for teacher-forced training, in the scene's own slot order.
+
+    Step t sees the image minus a ``hard`` rendering (at the image's size, as
+    ``inference.predict.infer`` renders its own finds) of the true objects in slots < t; step 0
+    sees the image minus the empty table. images: (B, 3, S, S) in [0, 1]; scene: B scenes,
+    present slots first. Returns N tensors (B, 3, S, S).
+    """
+    s = images.shape[-1]
+    slots = torch.arange(scene.num_slots, device=scene.present.device)
+    out = []
+    for t in range(scene.num_slots):
+        earlier = SceneBatch(scene.present & (slots < t), scene.shape, scene.color, scene.position, scene.yaw)
+        out.append(images - render(earlier, world, "hard", s, s).permute(0, 3, 1, 2))
+    return out
+
+
 def amortised_loss(model: AIR, images: torch.Tensor, scene: SceneBatch, world: World | None = None,
                    residuals: list[torch.Tensor] | None = None,
                    attention_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
@@ -96,6 +115,9 @@ def amortised_loss(model: AIR, images: torch.Tensor, scene: SceneBatch, world: W
     features = model.encode(images)
     latents = scene_latents(scene)
     if model.config.dair:
+        if residuals is None or len(residuals) != n:
+            raise ValueError(f"a DAIR model needs {n} residual batches (see dair_residuals), got "
+                             f"{None if residuals is None else len(residuals)}")
         perms = torch.arange(n, device=images.device)[None]
         ctx = [model.context(features, r, model.residual_encoder(r)) for r in residuals]
     else:

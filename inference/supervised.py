@@ -1,0 +1,255 @@
+"""The supervised counterpart: AIR's encoder with N fixed output slots, trained on labels.
+
+The same CNN as AIR (``inference.model.Encoder``: image -> (B, C + 2, S/4, S/4) features with
+coordinate channels) feeds a small head that outputs, for each of N slots at once, the same
+distributions AIR outputs per step:
+
+    z_pres   Bernoulli(logit)                       is this slot used?
+    z_what   Categorical(shape logits), Categorical(colour logits)
+    z_where  (x, y) diagonal Gaussian (metres); yaw von Mises on k * yaw (k = symmetry order)
+
+There is no recurrence, no attention and no stopping: every slot is decided in one pass. Slots
+are unordered, so the loss is a set loss: the true objects (absent ones included) are assigned
+to the slots by the ordering that fits best, ``min`` over the N! orderings (N <= 3: 6; the same
+as Hungarian matching on the per-pair negative log-likelihood), and the loss is the negative
+log-likelihood of that assignment. Every slot's presence is scored; what/where only for slots
+assigned a present object. The loss is therefore invariant to the order of the true objects.
+
+Trained by ``python -m inference.train --objective=supervised`` on the same data and with the
+same budget machinery as AIR. Weights are saved like AIR's (safetensors + a json holding
+``"supervised"``: the ``SupervisedConfig``, the world and metadata).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.nn import functional as F
+
+from inference.checkpoint import config_path
+from inference.model import FEATURE_STRIDE, YAW_ORDERS, Encoder, Latents
+from inference.objectives import orderings, scene_latents, von_mises_log_prob
+from renderer.scene import SceneBatch
+from renderer.world import World
+
+
+@dataclass(frozen=True)
+class SupervisedConfig:
+    """Architecture of the slot network.
+
+    num_shapes, num_colors: sizes of the categorical heads.
+    slots: N, the number of output slots (the most objects one image can hold).
+    image_size: side of the square input in pixels (a multiple of 8).
+    channels: width of the CNN feature map (as ``AIRConfig.channels``).
+    hidden: width of the head's two hidden layers.
+    yaw_orders: per shape, its yaw symmetry order k (0 = yaw unobservable).
+    position_scale: metres per unit of the position output.
+    """
+
+    num_shapes: int = 6
+    num_colors: int = 6
+    slots: int = 3
+    image_size: int = 64
+    channels: int = 64
+    hidden: int = 256
+    yaw_orders: tuple[int, ...] = (4, 2, 1, 0, 0, 0)
+    position_scale: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.image_size % (2 * FEATURE_STRIDE):
+            raise ValueError(f"image_size must be a multiple of {2 * FEATURE_STRIDE}, got {self.image_size}")
+        if len(self.yaw_orders) != self.num_shapes:
+            raise ValueError(f"yaw_orders has {len(self.yaw_orders)} entries for {self.num_shapes} shapes")
+        if not 1 <= self.slots <= 6:
+            raise ValueError(f"slots must be in 1..6 (the loss enumerates slots! orderings), got {self.slots}")
+
+    @classmethod
+    def for_world(cls, world: World, **overrides: Any) -> SupervisedConfig:
+        orders = tuple(0 if s.yaw_symmetry_deg is None else round(360.0 / s.yaw_symmetry_deg) for s in world.shapes)
+        base = dict(num_shapes=len(world.shapes), num_colors=len(world.colors), slots=world.max_objects,
+                    image_size=world.image_size, yaw_orders=orders)
+        return cls(**{**base, **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SupervisedConfig:
+        known = {f.name for f in fields(cls)}
+        if set(d) - known:
+            raise ValueError(f"unknown SupervisedConfig fields: {sorted(set(d) - known)}")
+        d = dict(d)
+        if "yaw_orders" in d:
+            d["yaw_orders"] = tuple(d["yaw_orders"])
+        return cls(**d)
+
+
+class SlotOutput(NamedTuple):
+    """Distribution parameters of all N slots (the per-step ``StepOutput`` of AIR, stacked).
+
+    pres_logit (B, N), shape_logits (B, N, S), color_logits (B, N, K), where_mean (B, N, 2)
+    metres, where_log_std (B, N, 2), yaw_mu (B, N, 3) mean of k*yaw for k in (1, 2, 4),
+    yaw_log_kappa (B, N, 3).
+    """
+
+    pres_logit: torch.Tensor
+    shape_logits: torch.Tensor
+    color_logits: torch.Tensor
+    where_mean: torch.Tensor
+    where_log_std: torch.Tensor
+    yaw_mu: torch.Tensor
+    yaw_log_kappa: torch.Tensor
+
+
+class SupervisedNet(nn.Module):
+    """(B, 3, S, S) image in [0, 1] -> ``SlotOutput`` for N slots."""
+
+    def __init__(self, config: SupervisedConfig) -> None:
+        super().__init__()
+        self.config = config
+        c, n = config.channels, config.slots
+        self.encoder = Encoder(3, c)  # AIR's encoder, unchanged
+        self.reduce = nn.Sequential(nn.Conv2d(c + 2, c, 3, stride=2, padding=1), nn.ReLU())  # (B, C, S/8, S/8)
+        cells = (config.image_size // (2 * FEATURE_STRIDE)) ** 2
+        self.per_slot = 1 + config.num_shapes + config.num_colors + 4 + 3 * len(YAW_ORDERS)
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(c * cells, config.hidden), nn.ReLU(),
+            nn.Linear(config.hidden, config.hidden), nn.ReLU(),
+            nn.Linear(config.hidden, n * self.per_slot),
+        )
+        self.register_buffer("yaw_orders", torch.tensor(config.yaw_orders), persistent=False)
+        slot = [YAW_ORDERS.index(k) if k in YAW_ORDERS else 0 for k in config.yaw_orders]
+        self.register_buffer("yaw_slot", torch.tensor(slot), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> SlotOutput:
+        cfg = self.config
+        b = images.shape[0]
+        out = self.head(self.reduce(self.encoder(images - 0.5))).view(b, cfg.slots, self.per_slot)
+        s, k = cfg.num_shapes, cfg.num_colors
+        pres, shape, color, where, yaw = out.split([1, s, k, 4, 3 * len(YAW_ORDERS)], dim=-1)
+        yaw = yaw.reshape(b, cfg.slots, 3, len(YAW_ORDERS))
+        return SlotOutput(
+            pres_logit=pres[..., 0],
+            shape_logits=shape,
+            color_logits=color,
+            where_mean=where[..., :2] * cfg.position_scale,
+            where_log_std=where[..., 2:].clamp(-9.0, 2.0) + math.log(cfg.position_scale),
+            yaw_mu=torch.atan2(yaw[..., 1, :], yaw[..., 0, :]),
+            yaw_log_kappa=yaw[..., 2, :].clamp(-5.0, 9.0),
+        )
+
+
+def slot_log_prob(model: SupervisedNet, out: SlotOutput, target: Latents) -> dict[str, torch.Tensor]:
+    """Per-term log q of targets assigned to slots, each (B, P, N), already masked.
+
+    out: the network's (B, N, ...) slots. target: Latents with a leading (B, P, N) shape:
+    P candidate assignments of the true objects to the N slots. pres is scored in every slot;
+    what/where only where the assigned object is present.
+    """
+    pres = target.pres
+    lift = lambda x: x[:, None].expand(-1, pres.shape[1], *x.shape[1:])  # noqa: E731 (B, N, ...) -> (B, P, N, ...)
+    shape = target.shape
+    k = model.yaw_orders[shape]
+    yaw_slot = model.yaw_slot[shape][..., None]
+    mu = lift(out.yaw_mu).gather(-1, yaw_slot)[..., 0]
+    log_kappa = lift(out.yaw_log_kappa).gather(-1, yaw_slot)[..., 0]
+    yaw_lp = von_mises_log_prob(k.float() * target.yaw, mu, log_kappa) * (k > 0).float()
+    xy = torch.distributions.Normal(lift(out.where_mean), lift(out.where_log_std).exp()) \
+        .log_prob(target.position).sum(-1)
+    pick = lambda logits, idx: lift(F.log_softmax(logits, dim=-1)).gather(-1, idx[..., None])[..., 0]  # noqa: E731
+    return {
+        "pres": -F.binary_cross_entropy_with_logits(lift(out.pres_logit), pres, reduction="none"),
+        "shape": pick(out.shape_logits, shape) * pres,
+        "color": pick(out.color_logits, target.color) * pres,
+        "where": xy * pres,
+        "yaw": yaw_lp * pres,
+    }
+
+
+def supervised_loss(model: SupervisedNet, images: torch.Tensor,
+                    scene: SceneBatch) -> tuple[torch.Tensor, dict[str, float]]:
+    """Set loss: mean over images of min over the N! slot assignments of the negative
+    log-likelihood of the true objects; and per-term diagnostics (at the best assignment).
+
+    images: (B, 3, S, S) in [0, 1]. scene: B scenes with N slots (any order; absent slots may
+    hold anything).
+    """
+    b, n = scene.present.shape
+    if n != model.config.slots:
+        raise ValueError(f"scene has {n} slots, the model {model.config.slots}")
+    out = model(images)
+    latents = scene_latents(scene.blank_absent())
+    perms = orderings(n, images.device)  # (P, N): slot i gets true object perms[p, i]
+    p = perms.shape[0]
+    idx = perms[None].expand(b, p, n)
+    assign = lambda x: torch.gather(x[:, None].expand(b, p, *x.shape[1:]), 2,  # noqa: E731
+                                    idx if x.dim() == 2 else idx[..., None].expand(-1, -1, -1, x.shape[-1]))
+    target = Latents(*(assign(x) for x in latents))  # each (B, P, N, ...)
+    terms = slot_log_prob(model, out, target)
+    nll = -sum(t.sum(-1) for t in terms.values())  # (B, P)
+    best, which = nll.min(dim=1)
+    loss = best.mean()
+    stats = {k: -(v.sum(-1).gather(1, which[:, None]).mean().item()) for k, v in terms.items()}
+    stats["loss"] = loss.item()
+    return loss, stats
+
+
+def yaw_from(model: SupervisedNet, out: SlotOutput, shape: torch.Tensor) -> torch.Tensor:
+    """Point estimate of yaw (B, N) for the given shapes (B, N): mu_k / k, 0 where unobservable."""
+    k = model.yaw_orders[shape]
+    mu = out.yaw_mu.gather(-1, model.yaw_slot[shape][..., None])[..., 0]
+    return torch.where(k > 0, mu / k.clamp_min(1).float(), torch.zeros_like(mu))
+
+
+@torch.no_grad()
+def predict(model: SupervisedNet, images: torch.Tensor) -> Latents:
+    """images (B, 3, S, S) in [0, 1] -> Latents (B, N): slots with q(pres) > 0.5 are present,
+    moved first (in order of confidence); ``inference.predict.to_scene`` makes a scene of it."""
+    model.eval()
+    out = model(images)
+    prob = torch.sigmoid(out.pres_logit)
+    order = prob.argsort(dim=1, descending=True, stable=True)
+    take = lambda x: x.gather(1, order if x.dim() == 2 else order[..., None].expand_as(x))  # noqa: E731
+    shape = out.shape_logits.argmax(-1)
+    objects = Latents((prob > 0.5).float(), shape, out.color_logits.argmax(-1), out.where_mean,
+                      yaw_from(model, out, shape))
+    return Latents(*(take(x) for x in objects))
+
+
+# ---- weights ----------------------------------------------------------------------------------
+def save_supervised(model: SupervisedNet, world: World, path: str | Path, meta: dict[str, Any] | None = None) -> None:
+    """Write ``path`` (.safetensors) and its ``.json`` (``"supervised"`` config, world, meta)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(path))
+    doc = {"supervised": model.config.to_dict(), "world": world.to_dict(), "meta": meta or {}}
+    config_path(path).write_text(json.dumps(doc, indent=1))
+
+
+def load_supervised(path: str | Path) -> tuple[SupervisedNet, World, dict[str, Any]]:
+    """Load weights written by ``save_supervised`` -> (model in eval mode, world, metadata)."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"weights file {path} does not exist")
+    cfg = config_path(path)
+    if not cfg.exists():
+        raise ValueError(f"weights config {cfg} is missing (it sits beside the .safetensors)")
+    doc = json.loads(cfg.read_text())
+    if "supervised" not in doc:
+        raise ValueError(f"{cfg} holds no supervised config (keys: {sorted(doc)}); AIR weights load with "
+                         "inference.checkpoint.load_weights")
+    model = SupervisedNet(SupervisedConfig.from_dict(doc["supervised"]))
+    try:
+        missing, unexpected = model.load_state_dict(load_file(str(path), device="cpu"), strict=False)
+    except RuntimeError as e:
+        raise ValueError(f"{path} does not fit its config: {e}") from None
+    if missing or unexpected:
+        raise ValueError(f"{path} does not fit its config: missing {missing}, unexpected {unexpected}")
+    return model.eval(), World.from_dict(doc["world"]), doc.get("meta", {})
