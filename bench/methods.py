@@ -1,0 +1,237 @@
+"""What ``bench.compare`` and ``bench.generalise`` share: the held-out set, the methods as
+image -> scene functions, scoring and timing them, training commands and the report's cells.
+
+A method is ``predict(images (B, 3, S, S) float in [0, 1]) -> SceneBatch (B, N)``, or "not
+trained" (its weights are missing: no number is made up; the report prints the command that
+trains it).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytorch3d
+import torch
+
+from inference.checkpoint import load_weights
+from inference.metrics import add_batch, scores_for
+from inference.predict import infer, to_scene
+from inference.refine import refine
+from inference.supervised import load_supervised, predict
+from renderer.dataset import render_images
+from renderer.prior import sample_scenes
+from renderer.scene import SceneBatch
+from renderer.world import World
+
+# Held-out scenes are drawn from a generator seeded HELD_OUT_SEED_BASE + seed. Datasets seed
+# chunk i of ``--seed s`` with s * 1_000_003 + i, so a small seed used directly (7) would draw
+# the very scenes of chunk 7 of data/train (measured: about a quarter of 200 scenes identical).
+HELD_OUT_SEED_BASE = 1 << 40
+CALIBRATION_SEED_BASE = 1 << 41  # render-and-compare's penalty is tuned on another disjoint set
+
+# The shipped AIR's training budget (runs/air/config.json), used for commands when no AIR
+# weights are there to read it from.
+SHIPPED_BUDGET = {"data": "data/train", "val_data": "data/val", "batch_size": 64, "max_iters": 18000,
+                  "eval_interval": 1000, "eval_scenes": 500, "threads": 2}
+BUDGET_KEYS = ("data", "val_data", "batch_size", "max_iters", "lr", "min_lr", "warmup_iters",
+               "eval_interval", "eval_scenes", "threads", "channels", "hidden", "seed")
+
+Predict = Callable[[torch.Tensor], SceneBatch]
+
+
+def held_out_set(world: World, scenes: int, seed: int, objects: int | None = None,
+                 base: int = HELD_OUT_SEED_BASE) -> tuple[torch.Tensor, SceneBatch]:
+    """``scenes`` prior scenes (exactly ``objects`` objects each if given), rendered as the
+    training data is: images (B, 3, S, S) float in [0, 1] and the true SceneBatch (B, N)."""
+    scene = sample_scenes(world, scenes, generator=torch.Generator().manual_seed(base + seed), counts=objects)
+    images = torch.cat([render_images(scene.select(slice(lo, lo + 250)), world)
+                        for lo in range(0, scenes, 250)]) if scenes else torch.zeros(0, world.image_size,
+                                                                                       world.image_size, 3)
+    return images.permute(0, 3, 1, 2).float() / 255.0, scene
+
+
+def leaked(truth: SceneBatch, data_dir: str | Path) -> int | None:
+    """How many held-out scenes with objects appear in a training set (same first object's
+    exact x, y); None when the set is not on disk."""
+    path = Path(data_dir) / "position.npy"
+    if not path.exists():
+        return None
+    seen = set(map(tuple, np.asarray(np.load(path, mmap_mode="r")[:, 0, :2], dtype=np.float32).tolist()))
+    mine = truth.position[truth.present[:, 0], 0, :2].numpy().astype(np.float32).tolist()
+    return sum(tuple(xy) in seen for xy in mine)
+
+
+# ---- methods ----------------------------------------------------------------------------------
+@dataclass
+class Method:
+    """One row of a report.
+
+    name: row label. predict: images -> scenes, or None when not trained.
+    command: how to train it (printed when not trained). note: weights, budget, settings.
+    batch: images per ``predict`` call in the accuracy (batched) pass.
+    scenes: score only the first K held-out scenes (None = all): for the costly methods.
+    timing_images: single images timed at batch 1 (median).
+    warmup: call once on one image before timing (networks: first-call costs are a large part
+        of a millisecond; render-and-compare takes seconds per image, so it is not warmed up).
+    family: rows of one family are joined by a line in the plot (render-and-compare budgets).
+    """
+
+    name: str
+    predict: Predict | None
+    command: str = ""
+    note: str = ""
+    batch: int = 64
+    scenes: int | None = None
+    timing_images: int = 20
+    warmup: bool = True
+    family: str = ""
+
+
+@dataclass
+class Result:
+    """A method's answers and timings. pred: SceneBatch of the scored scenes (None when not
+    trained). ms_batch1 / ms_batched: median / mean wall-clock ms per image."""
+
+    method: Method
+    pred: SceneBatch | None = None
+    summary: dict | None = None
+    ms_batch1: float = math.nan
+    ms_batched: float = math.nan
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def trained(self) -> bool:
+        return self.summary is not None
+
+
+def air_predict(model, world: World, refine_steps: int = 0) -> Predict:
+    def run(images: torch.Tensor) -> SceneBatch:
+        scene = to_scene(infer(model, images, world).objects, world)
+        return refine(scene, images, world, refine_steps) if refine_steps else scene
+    return run
+
+
+def supervised_predict(model, world: World) -> Predict:
+    return lambda images: to_scene(predict(model, images), world)
+
+
+def load_model(path: str | Path, kind: str):
+    """(model, world, meta) from weights, or None when the file is missing. kind: air | supervised."""
+    if not Path(path).exists():
+        return None
+    return load_supervised(path) if kind == "supervised" else load_weights(path)
+
+
+def check_world(name: str, got: World, want: World) -> None:
+    if got != want:
+        raise ValueError(f"{name} was trained for another world than the held-out scenes' "
+                         f"(max_objects {got.max_objects} vs {want.max_objects}, image_size "
+                         f"{got.image_size} vs {want.image_size}, ...)")
+
+
+def budget_note(meta: dict) -> str:
+    """'18000 it x 64 on data/train (best at 17000)' from weights metadata, or '' if unknown."""
+    t = meta.get("train") or {}
+    if not t:
+        return ""
+    best = f", best at it {meta['iter']}" if "iter" in meta else ""
+    return f"{t.get('max_iters')} it x batch {t.get('batch_size')} on {t.get('data')}{best}"
+
+
+def train_command(objective: str, out_dir: str, export: str, dair: bool = False,
+                  budget: dict | None = None) -> str:
+    """The ``python -m inference.train`` line with the given budget (default: the shipped one)."""
+    b = {**SHIPPED_BUDGET, **{k: v for k, v in (budget or {}).items() if k in BUDGET_KEYS}}
+    flags = [f"--objective={objective}"] + (["--dair=True"] if dair else [])
+    flags += [f"--{k}={b[k]}" for k in BUDGET_KEYS if k in b]
+    flags += [f"--out_dir={out_dir}", f"--export={export}"]
+    return "python -m inference.train " + " ".join(flags)
+
+
+# ---- scoring and timing -----------------------------------------------------------------------
+def run_method(method: Method, images: torch.Tensor, truth: SceneBatch, world: World) -> Result:
+    """Batch-1 timing (single images, after a warm-up call), then the batched pass that is
+    scored and timed."""
+    if method.predict is None:
+        return Result(method)
+    n = images.shape[0] if method.scenes is None else min(method.scenes, images.shape[0])
+    if method.warmup:
+        method.predict(images[:1])  # caches, allocator, lazy init
+    one = []
+    for i in range(min(method.timing_images, n)):
+        t = time.perf_counter()
+        method.predict(images[i : i + 1])
+        one.append((time.perf_counter() - t) * 1000)
+    preds, spent = [], 0.0
+    for lo in range(0, n, method.batch):
+        t = time.perf_counter()
+        preds.append(method.predict(images[lo : lo + method.batch]))
+        spent += time.perf_counter() - t
+    pred = SceneBatch(*(torch.cat([getattr(p, f) for p in preds]) for f in
+                        ("present", "shape", "color", "position", "yaw")))
+    result = Result(method, pred, None, statistics.median(one) if one else math.nan, spent * 1000 / max(n, 1))
+    result.summary = score(result, truth, world)
+    return result
+
+
+def score(result: Result, truth: SceneBatch, world: World, first: int | None = None) -> dict:
+    """Metrics summary of a result on its first ``first`` scenes (all it scored by default)."""
+    n = result.pred.batch_size if first is None else min(first, result.pred.batch_size)
+    scores = scores_for(world)
+    add_batch(scores, result.pred.select(slice(0, n)), truth.select(slice(0, n)))
+    return scores.summary()
+
+
+def count_ci(p: float, n: int) -> float:
+    """Half-width of the normal-approximation 95% interval of an accuracy p over n scenes."""
+    return 1.96 * math.sqrt(max(p * (1 - p), 0.0) / n) if n else math.nan
+
+
+def metric_cells(summary: dict) -> list[str]:
+    """count (± 95%), shape, colour, position median, p90, yaw median."""
+    f = lambda x, fmt: "–" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)  # noqa: E731
+    ca = summary["count_accuracy"]
+    return [f"{f(ca * 100, '.1f')} ± {f(count_ci(ca, summary['scenes']) * 100, '.1f')}",
+            f(summary["shape_accuracy"] * 100, ".1f"), f(summary["color_accuracy"] * 100, ".1f"),
+            f(summary["position_error_cm"]["median"], ".2f"), f(summary["position_error_cm"]["p90"], ".2f"),
+            f(summary["yaw_error_deg"]["median"], ".1f")]
+
+
+def fmt_ms(ms: float) -> str:
+    if math.isnan(ms):
+        return "–"
+    return f"{ms:.0f}" if ms >= 100 else f"{ms:.2f}" if ms >= 1 else f"{ms:.3f}"
+
+
+def machine() -> str:
+    model = platform.processor() or "unknown cpu"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (f"{model}, {os.cpu_count()} cores, torch {torch.__version__} (threads: {torch.get_num_threads()}), "
+            f"pytorch3d {pytorch3d.__version__}, Python {platform.python_version()}")
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, check=False).stdout.strip()
+        return out.stdout.strip() + (" (+ uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def stamp() -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

@@ -1,0 +1,232 @@
+"""The baselines AIR is measured against, and the report commands (bench.compare, bench.generalise)
+run end to end on a tiny setting."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from bench import compare, generalise
+from inference.analysis_by_synthesis import (
+    FitSettings,
+    calibrate_penalty,
+    choose_count,
+    fit_poses,
+    image_error,
+    parse_budget,
+    sweep_discrete,
+    with_pose,
+)
+from inference.metrics import yaw_error_deg
+from inference.objectives import dair_residuals
+from inference.supervised import (
+    SupervisedConfig,
+    SupervisedNet,
+    load_supervised,
+    predict,
+    save_supervised,
+    supervised_loss,
+)
+from inference.train import main as train_main
+from inference.train import parse_overrides
+from renderer.dataset import render_images, write_dataset
+from renderer.prior import sample_scenes
+from renderer.render import render
+from renderer.scene import SceneBatch
+from renderer.world import World
+
+WORLD = World()
+FIELDS = ("present", "shape", "color", "position", "yaw")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: with two on a 2-core machine that another job shares, every OpenMP
+    region waits for its second thread (measured: a tiny training step 0.6 s instead of 5 ms)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _images(scene: SceneBatch, world: World = WORLD) -> torch.Tensor:
+    return render_images(scene, world).permute(0, 3, 1, 2).float() / 255.0
+
+
+def _permute_slots(scene: SceneBatch, order: list[int]) -> SceneBatch:
+    return SceneBatch(*(getattr(scene, f)[:, order] for f in FIELDS))
+
+
+# ---- render-and-compare -----------------------------------------------------------------------
+def test_render_and_compare_recovers_a_single_objects_pose_from_a_nearby_start():
+    torch.manual_seed(0)
+    truth = sample_scenes(WORLD, 1, seed=5, counts=1)
+    start = SceneBatch(truth.present, truth.shape, truth.color,
+                       truth.position + torch.tensor([0.025, -0.02, 0.0]), truth.yaw + 0.2)
+    fitted = fit_poses(start, _images(truth), WORLD, FitSettings(steps=12, sweeps=0))
+    before = (start.position - truth.position)[0, 0, :2].norm()
+    after = (fitted.position - truth.position)[0, 0, :2].norm()
+    assert after < 0.5 * before
+    assert torch.equal(fitted.shape, truth.shape) and torch.equal(fitted.present, truth.present)
+
+
+def test_image_error_is_zero_for_the_true_scene_only():
+    truth = sample_scenes(WORLD, 2, seed=9, counts=2)
+    images = _images(truth)
+    assert torch.equal(image_error(truth, images, WORLD), torch.zeros(2))
+    wrong = SceneBatch(truth.present, (truth.shape + 1) % len(WORLD.shapes), truth.color, truth.position, truth.yaw)
+    assert (image_error(wrong, images, WORLD) > 0).all()
+
+
+def test_discrete_sweep_recovers_shape_yaw_and_colour_at_the_true_position():
+    truth = sample_scenes(WORLD, 1, seed=6, counts=1)
+    truth = SceneBatch(truth.present, torch.tensor([[2, 0, 0]]), truth.color, truth.position, truth.yaw)  # a wedge
+    truth = with_pose(truth, truth.position[..., :2], truth.yaw, WORLD)
+    wrong = SceneBatch(truth.present, torch.tensor([[3, 0, 0]]), (truth.color + 1) % len(WORLD.colors),
+                       truth.position, truth.yaw + 2.0)  # a sphere of another colour, turned away
+    swept = sweep_discrete(with_pose(wrong, wrong.position[..., :2], wrong.yaw, WORLD), _images(truth), WORLD)
+    assert swept.shape[0, 0] == 2 and swept.color[0, 0] == truth.color[0, 0]
+    assert yaw_error_deg(swept.yaw[0, 0].item(), truth.yaw[0, 0].item(), 360.0) <= 360 / 8 / 2 + 1e-3
+
+
+def test_count_choice_trades_fit_against_the_per_object_penalty():
+    errors = torch.tensor([[0.01, 0.002, 0.0019, 0.0019]])
+    assert choose_count(errors, 0.0).item() == 2  # the smaller count on ties
+    assert choose_count(errors, 5e-4).item() == 1
+    assert choose_count(errors, 1.0).item() == 0
+    penalty = calibrate_penalty(errors.repeat(3, 1), torch.tensor([1, 1, 1]))
+    assert choose_count(errors, penalty).item() == 1
+
+
+def test_budget_strings_parse_and_bad_ones_are_refused():
+    s = parse_budget("4x30", sweeps=1)
+    assert (s.starts, s.steps, s.sweeps, s.label) == (4, 30, 1, "4x30")
+    with pytest.raises(ValueError, match="STARTSxSTEPS"):
+        parse_budget("4-30")
+    with pytest.raises(ValueError, match="starts must be >= 1"):
+        parse_budget("0x5")
+
+
+# ---- supervised counterpart -------------------------------------------------------------------
+def test_supervised_loss_is_invariant_to_the_order_of_true_objects():
+    torch.manual_seed(0)
+    scene = sample_scenes(WORLD, 6, seed=3)
+    images = _images(scene)
+    model = SupervisedNet(SupervisedConfig.for_world(WORLD, channels=8, hidden=16))
+    a, _ = supervised_loss(model, images, scene)
+    for order in ([2, 1, 0], [1, 2, 0], [0, 2, 1]):  # absent slots may come first too
+        b, _ = supervised_loss(model, images, _permute_slots(scene, order))
+        assert a.item() == pytest.approx(b.item(), rel=1e-6)
+
+
+def test_supervised_training_lowers_the_loss_and_predicts_a_renderable_scene(tmp_path):
+    torch.manual_seed(0)
+    scene = sample_scenes(WORLD, 8, seed=4)
+    images = _images(scene)
+    model = SupervisedNet(SupervisedConfig.for_world(WORLD, channels=16, hidden=64))
+    opt = torch.optim.Adam(model.parameters(), 2e-3)
+    first, _ = supervised_loss(model, images, scene)
+    for _ in range(30):
+        loss, _ = supervised_loss(model, images, scene)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < first.item() - 1.0
+    objects = predict(model, images)
+    assert (objects.pres[:, 1:] <= objects.pres[:, :-1]).all(), "present slots come first"
+    save_supervised(model, WORLD, tmp_path / "s.safetensors", {"note": "test"})
+    loaded, world, meta = load_supervised(tmp_path / "s.safetensors")
+    assert world == WORLD and meta == {"note": "test"}
+    assert torch.equal(predict(loaded, images).shape, objects.shape)
+
+
+# ---- DAIR training inputs ---------------------------------------------------------------------
+def test_dair_residuals_subtract_the_true_objects_of_earlier_slots():
+    scene = sample_scenes(WORLD, 3, seed=2, counts=2)
+    images = render(scene, WORLD, "hard").permute(0, 3, 1, 2)  # as infer renders its finds
+    res = dair_residuals(images, scene, WORLD)
+    assert len(res) == WORLD.max_objects
+    table = render(SceneBatch(scene.present & False, *(getattr(scene, f) for f in FIELDS[1:])), WORLD, "hard")
+    assert torch.allclose(res[0], images - table.permute(0, 3, 1, 2))
+    assert res[1].abs().sum() < res[0].abs().sum()  # one object explained
+    assert torch.equal(res[2], torch.zeros_like(images))  # both explained: nothing left
+
+
+# ---- training and reports, end to end, tiny ---------------------------------------------------
+TINY = ["--channels=8", "--hidden=16", "--batch_size=4", "--max_iters=2", "--warmup_iters=1", "--log_interval=1",
+        "--eval_interval=2", "--eval_scenes=4", "--threads=1"]
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    """AIR, DAIR and supervised weights from 2 training iterations each on 16 scenes."""
+    root = tmp_path_factory.mktemp("tiny")
+    write_dataset(root / "train", 16, seed=0, world=WORLD, chunk=16, progress=False)
+    write_dataset(root / "val", 4, seed=1, world=WORLD, chunk=4, progress=False)
+    paths = {}
+    for name, flags in (("air", []), ("dair", ["--dair=True"]), ("supervised", ["--objective=supervised"])):
+        paths[name] = root / f"{name}.safetensors"
+        assert train_main(TINY + flags + [f"--data={root / 'train'}", f"--val_data={root / 'val'}",
+                                          f"--out_dir={root / 'runs' / name}", f"--export={paths[name]}"]) == 0
+        assert paths[name].exists()
+    return paths
+
+
+def test_train_accepts_the_supervised_objective_but_not_with_dair():
+    assert parse_overrides(["--objective=supervised"]).objective == "supervised"
+    with pytest.raises(ValueError, match="--dair applies to AIR"):
+        parse_overrides(["--objective=supervised", "--dair=true"])
+
+
+def test_compare_report_has_every_method_row_and_a_plot(tiny_weights, tmp_path):
+    out = tmp_path / "compare.md"
+    argv = ["--scenes", "3", "--seed", "7", "--air", str(tiny_weights["air"]), "--dair", str(tiny_weights["dair"]),
+            "--supervised", str(tiny_weights["supervised"]), "--refine", "1", "--rc-budgets", "1x1,1x2",
+            "--rc-scenes", "2", "--rc-calibrate", "1", "--rc-sweeps", "1", "--rc-batch", "2",
+            "--rc-timing-images", "1", "--timing-images", "1", "--batch", "2", "--threads", "1", "--out", str(out)]
+    assert compare.main(argv) == 0
+    text = out.read_text()
+    for row in ("AIR", "AIR + refinement", "DAIR", "Supervised", "Render-and-compare 1x1", "Render-and-compare 1x2"):
+        assert f"\n| {row} | " in text
+    assert "not trained" not in text
+    assert "## Targets" in text and "faster per image than render-and-compare" in text
+    assert out.with_suffix(".png").stat().st_size > 0
+
+
+def test_compare_report_says_not_trained_and_how_to_train_when_weights_are_missing(tmp_path):
+    out = tmp_path / "compare.md"
+    missing = tmp_path / "none"
+    argv = ["--scenes", "2", "--air", str(missing / "air.safetensors"), "--dair", str(missing / "dair.safetensors"),
+            "--supervised", str(missing / "s.safetensors"), "--rc-budgets", "", "--threads", "1", "--out", str(out)]
+    assert compare.main(argv) == 0
+    text = out.read_text()
+    for row in ("AIR", "AIR + refinement", "DAIR", "Supervised"):
+        assert f"\n| {row} | not trained |" in text
+    assert "--objective=supervised" in text and "--dair=True" in text
+    assert "not measured" in text
+
+
+def test_generalise_report_evaluates_present_weights_and_lists_the_missing(tiny_weights, tmp_path):
+    wdir = tmp_path / "w"
+    wdir.mkdir()
+    for src, dst in (("dair", "dair-012"), ("supervised", "supervised-013")):
+        for suffix in (".safetensors", ".json"):
+            shutil.copy(tiny_weights[src].with_suffix(suffix), wdir / f"{dst}{suffix}")
+    out = tmp_path / "generalise.md"
+    assert generalise.main(["--scenes", "2", "--weights-dir", str(wdir), "--threads", "1", "--out", str(out)]) == 0
+    text = out.read_text()
+    rows = [line for line in text.splitlines() if line.startswith(("| extrapolation |", "| interpolation |"))]
+    assert len(rows) == 6
+    assert sum("not trained" in r for r in rows) == 4
+    assert "warning: that dataset draws counts 0..N, not 0,1,2" in text  # the tiny weights saw every count
+    assert "--counts 0,1,2" in text and "--counts 0,1,3" in text
+    assert "DAIR extrapolation count accuracy >= 90%:" in text and "not measured" not in text.split("## Target")[1]
+
+
+def test_generalise_prints_the_dataset_and_training_commands(capsys):
+    assert generalise.main(["--print-commands"]) == 0
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("python")]
+    assert sum("renderer.dataset" in x for x in lines) == 4
+    assert sum("inference.train" in x for x in lines) == 6
