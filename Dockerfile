@@ -32,8 +32,9 @@ COPY app ./app
 COPY bench ./bench
 RUN pip install .
 
-# The shipped weights, inside the image
+# The shipped weights, inside the image (readable by the service user whatever their mode here)
 COPY weights ./weights
+RUN chmod -R a+rX weights
 
 ENV AIRSCENE_WEIGHTS=/srv/airscene/weights/air.safetensors \
     AIRSCENE_DEVICE=auto
