@@ -44,7 +44,8 @@ class Settings(BaseSettings):
     max_pixels: int = Field(40_000_000, ge=1, description="most pixels in one decoded image (413 beyond): "
                                                           "the decompression-bomb guard")
     max_render_side: int = Field(1024, ge=1, le=RENDER_SIDE_CAP, description="largest /render width or height")
-    max_refine_steps: int = Field(200, ge=0, description="largest 'refine' query value")
+    max_refine_steps: int = Field(50, ge=0, description="largest 'refine' query value (refinement holds the "
+                                                        "model thread: ~0.1 s per step on the CPU)")
     warmup: bool = Field(True, description="run a forward pass and a render before /readyz says ready")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="level of the service's own log ('airscene' logger)")
