@@ -30,8 +30,11 @@ from renderer.world import World
 
 
 def held_out(world: World, scenes: int, seed: int, objects: int | None, batch: int = 250):
-    """Yield (images (B, 3, S, S) float, true SceneBatch) for the held-out set."""
-    g = torch.Generator().manual_seed(seed)
+    """Yield (images (B, 3, S, S) float, true SceneBatch) for the held-out set.
+
+    The generator is seeded with 2**40 + seed: datasets seed chunk i with seed * 1_000_003 + i,
+    so a small plain seed would redraw training scenes."""
+    g = torch.Generator().manual_seed(2**40 + seed)
     for lo in range(0, scenes, batch):
         scene = sample_scenes(world, min(batch, scenes - lo), generator=g, counts=objects)
         yield render_images(scene, world).permute(0, 3, 1, 2).float() / 255.0, scene

@@ -115,7 +115,7 @@ def test_elbo_training_lowers_the_negative_elbo_on_a_handful_of_images():
     scene = sample_scenes(SMALL, 4, seed=1, counts=1)
     images = _images(scene, SMALL)
     model = AIR(AIRConfig.for_world(SMALL, channels=16, hidden=32))
-    cfg = TrainConfig(lr=3e-3, baseline_lr=1e-2, likelihood_scale=0.1)
+    cfg = TrainConfig(lr=1e-2, baseline_lr=3e-2, likelihood_scale=0.1)
     trainer = ELBOTrainer(model, SMALL, cfg)
 
     def neg_elbo() -> float:
@@ -129,7 +129,9 @@ def test_elbo_training_lowers_the_negative_elbo_on_a_handful_of_images():
     for it in range(25):
         trainer.train_step(images, it + cfg.pres_anneal_iters)
     after = neg_elbo()
-    assert after < before - 50.0
+    # measured drops: 11 to 15 nats with 1 torch thread, over 50 with 2 (sampling differs);
+    # an untrained network's estimate moves by under 1 nat between two draws of this size
+    assert after < before - 5.0
 
 
 def test_yaw_error_folds_by_symmetry():
