@@ -233,7 +233,6 @@ class AIR(nn.Module):
         self.latent_dim = 1 + config.num_shapes + config.num_colors + 2 + 2
         in_dim = feat * (2 if config.dair else 1) + self.latent_dim
         self.core = nn.LSTMCell(in_dim + feat * (2 if config.dair else 1), hdim)  # + the explained features
-        # additive attention over feature cells
         # dot-product attention over feature cells; coverage (attention already spent) lowers a
         # cell's logit by a learned amount, so later steps look elsewhere
         att = 64

@@ -47,5 +47,5 @@ def to_network_input(image: Image.Image, size: int) -> torch.Tensor:
 
 def batch_from_uint8(images: torch.Tensor | np.ndarray) -> torch.Tensor:
     """(B, S, S, 3) uint8 (as the dataset stores them) -> (B, 3, S, S) float32 in [0, 1]."""
-    t = torch.as_tensor(np.asarray(images))
+    t = torch.tensor(np.asarray(images))  # a copy: dataset arrays are read-only memory maps
     return t.permute(0, 3, 1, 2).float().div_(255.0)
