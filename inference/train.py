@@ -72,8 +72,7 @@ class TrainConfig:
     # --- elbo only ---
     likelihood_scale: float = 0.1  # std of the Gaussian pixel likelihood
     baseline_lr: float = 3e-3  # NVIL baseline learning rate (larger than the model's)
-    pres_prior_start: float = 0.99  # presence prior p(z_pres = 1), annealed ...
-    pres_prior_end: float = 0.5  # ... to this value
+    pres_prior_start: float = 0.99  # presence prior p(z_pres = 1), annealed to the truncated-uniform count prior
     pres_anneal_iters: int = 2000
     pres_warmup_iters: int = 0  # first iterations with every step forced present (no presence training)
     elbo_blur_px: float = 0.5  # soft-renderer edge blur in the likelihood (wider: longer-range gradients)
