@@ -9,8 +9,6 @@ trains it).
 from __future__ import annotations
 
 import math
-import os
-import platform
 import statistics
 import subprocess
 import time
@@ -19,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pytorch3d
 import torch
 
+from bench.render import machine  # noqa: F401  (re-exported for the report writers)
 from inference.checkpoint import load_weights
 from inference.metrics import add_batch, scores_for
 from inference.predict import infer, to_scene
@@ -210,17 +208,6 @@ def fmt_ms(ms: float) -> str:
     if math.isnan(ms):
         return "–"
     return f"{ms:.0f}" if ms >= 100 else f"{ms:.2f}" if ms >= 1 else f"{ms:.3f}"
-
-
-def machine() -> str:
-    model = platform.processor() or "unknown cpu"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (f"{model}, {os.cpu_count()} cores, torch {torch.__version__} (threads: {torch.get_num_threads()}), "
-            f"pytorch3d {pytorch3d.__version__}, Python {platform.python_version()}")
 
 
 def git_commit() -> str:

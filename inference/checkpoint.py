@@ -23,31 +23,43 @@ def config_path(weights: str | Path) -> Path:
     return Path(weights).with_suffix(".json")
 
 
-def save_weights(model: AIR, world: World, path: str | Path, meta: dict[str, Any] | None = None) -> None:
-    """Write ``path`` (.safetensors) and its ``.json`` config."""
+def write_weights(model: torch.nn.Module, doc: dict[str, Any], path: str | Path) -> None:
+    """Write the model's tensors to ``path`` (.safetensors) and ``doc`` to the ``.json`` beside it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path))
-    doc = {"air": model.config.to_dict(), "world": world.to_dict(), "meta": meta or {}}
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(path))
     config_path(path).write_text(json.dumps(doc, indent=1))
 
 
-def load_weights(path: str | Path, device: torch.device | str = "cpu") -> tuple[AIR, World, dict[str, Any]]:
-    """Load shipped weights -> (model in eval mode, its world, metadata)."""
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The ``.json`` beside existing weights; ValueError naming whichever file is missing."""
     path = Path(path)
     if not path.exists():
         raise ValueError(f"weights file {path} does not exist")
     cfg = config_path(path)
     if not cfg.exists():
         raise ValueError(f"weights config {cfg} is missing (it sits beside the .safetensors)")
-    doc = json.loads(cfg.read_text())
-    model = AIR(AIRConfig.from_dict(doc["air"]))
-    state = load_file(str(path), device="cpu")
+    return json.loads(cfg.read_text())
+
+
+def load_tensors(model: torch.nn.Module, path: str | Path) -> None:
+    """Load ``path``'s tensors into ``model``; ValueError unless they fit it exactly."""
     try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing, unexpected = model.load_state_dict(load_file(str(path), device="cpu"), strict=False)
     except RuntimeError as e:  # a tensor of the wrong size
         raise ValueError(f"{path} does not fit its config: {e}") from None
     if missing or unexpected:
         raise ValueError(f"{path} does not fit its config: missing {missing}, unexpected {unexpected}")
+
+
+def save_weights(model: AIR, world: World, path: str | Path, meta: dict[str, Any] | None = None) -> None:
+    """Write ``path`` (.safetensors) and its ``.json`` config."""
+    write_weights(model, {"air": model.config.to_dict(), "world": world.to_dict(), "meta": meta or {}}, path)
+
+
+def load_weights(path: str | Path, device: torch.device | str = "cpu") -> tuple[AIR, World, dict[str, Any]]:
+    """Load shipped weights -> (model in eval mode, its world, metadata)."""
+    doc = read_config(path)
+    model = AIR(AIRConfig.from_dict(doc["air"]))
+    load_tensors(model, path)
     return model.to(device).eval(), World.from_dict(doc["world"]), doc.get("meta", {})

@@ -38,6 +38,24 @@ FEATURE_STRIDE = 4
 GLIMPSE_SAMPLES = 16  # a step's image window is resampled to this many pixels a side
 
 
+def world_sizes(world: World) -> dict[str, Any]:
+    """The architecture fields a world fixes: class counts, image size, yaw symmetry orders."""
+    orders = tuple(0 if s.yaw_symmetry_deg is None else round(360.0 / s.yaw_symmetry_deg) for s in world.shapes)
+    return dict(num_shapes=len(world.shapes), num_colors=len(world.colors),
+                image_size=world.image_size, yaw_orders=orders)
+
+
+def config_from_dict(cls: type, d: dict[str, Any]) -> Any:
+    """Rebuild a frozen config dataclass from its JSON dict; unknown keys are an error."""
+    known = {f.name for f in fields(cls)}
+    if set(d) - known:
+        raise ValueError(f"unknown {cls.__name__} fields: {sorted(set(d) - known)}")
+    d = dict(d)
+    if "yaw_orders" in d:
+        d["yaw_orders"] = tuple(d["yaw_orders"])
+    return cls(**d)
+
+
 @dataclass(frozen=True)
 class AIRConfig:
     """Architecture. Everything a checkpoint needs to rebuild the network.
@@ -72,23 +90,14 @@ class AIRConfig:
 
     @classmethod
     def for_world(cls, world: World, **overrides: Any) -> AIRConfig:
-        orders = tuple(0 if s.yaw_symmetry_deg is None else round(360.0 / s.yaw_symmetry_deg) for s in world.shapes)
-        base = dict(num_shapes=len(world.shapes), num_colors=len(world.colors), max_steps=world.max_objects,
-                    image_size=world.image_size, yaw_orders=orders)
-        return cls(**{**base, **overrides})
+        return cls(**{**world_sizes(world), "max_steps": world.max_objects, **overrides})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AIRConfig:
-        known = {f.name for f in fields(cls)}
-        if set(d) - known:
-            raise ValueError(f"unknown AIRConfig fields: {sorted(set(d) - known)}")
-        d = dict(d)
-        if "yaw_orders" in d:
-            d["yaw_orders"] = tuple(d["yaw_orders"])
-        return cls(**d)
+        return config_from_dict(cls, d)
 
 
 class Latents(NamedTuple):

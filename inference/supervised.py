@@ -22,19 +22,17 @@ same budget machinery as AIR. Weights are saved like AIR's (safetensors + a json
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
-from inference.checkpoint import config_path
-from inference.model import FEATURE_STRIDE, YAW_ORDERS, Encoder, Latents
+from inference.checkpoint import config_path, load_tensors, read_config, write_weights
+from inference.model import FEATURE_STRIDE, YAW_ORDERS, Encoder, Latents, config_from_dict, world_sizes
 from inference.objectives import orderings, scene_latents, von_mises_log_prob
 from renderer.scene import SceneBatch
 from renderer.world import World
@@ -72,23 +70,14 @@ class SupervisedConfig:
 
     @classmethod
     def for_world(cls, world: World, **overrides: Any) -> SupervisedConfig:
-        orders = tuple(0 if s.yaw_symmetry_deg is None else round(360.0 / s.yaw_symmetry_deg) for s in world.shapes)
-        base = dict(num_shapes=len(world.shapes), num_colors=len(world.colors), slots=world.max_objects,
-                    image_size=world.image_size, yaw_orders=orders)
-        return cls(**{**base, **overrides})
+        return cls(**{**world_sizes(world), "slots": world.max_objects, **overrides})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SupervisedConfig:
-        known = {f.name for f in fields(cls)}
-        if set(d) - known:
-            raise ValueError(f"unknown SupervisedConfig fields: {sorted(set(d) - known)}")
-        d = dict(d)
-        if "yaw_orders" in d:
-            d["yaw_orders"] = tuple(d["yaw_orders"])
-        return cls(**d)
+        return config_from_dict(cls, d)
 
 
 class SlotOutput(NamedTuple):
@@ -226,30 +215,15 @@ def predict(model: SupervisedNet, images: torch.Tensor) -> Latents:
 # ---- weights ----------------------------------------------------------------------------------
 def save_supervised(model: SupervisedNet, world: World, path: str | Path, meta: dict[str, Any] | None = None) -> None:
     """Write ``path`` (.safetensors) and its ``.json`` (``"supervised"`` config, world, meta)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(path))
-    doc = {"supervised": model.config.to_dict(), "world": world.to_dict(), "meta": meta or {}}
-    config_path(path).write_text(json.dumps(doc, indent=1))
+    write_weights(model, {"supervised": model.config.to_dict(), "world": world.to_dict(), "meta": meta or {}}, path)
 
 
 def load_supervised(path: str | Path) -> tuple[SupervisedNet, World, dict[str, Any]]:
     """Load weights written by ``save_supervised`` -> (model in eval mode, world, metadata)."""
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"weights file {path} does not exist")
-    cfg = config_path(path)
-    if not cfg.exists():
-        raise ValueError(f"weights config {cfg} is missing (it sits beside the .safetensors)")
-    doc = json.loads(cfg.read_text())
+    doc = read_config(path)
     if "supervised" not in doc:
-        raise ValueError(f"{cfg} holds no supervised config (keys: {sorted(doc)}); AIR weights load with "
-                         "inference.checkpoint.load_weights")
+        raise ValueError(f"{config_path(path)} holds no supervised config (keys: {sorted(doc)}); AIR weights "
+                         "load with inference.checkpoint.load_weights")
     model = SupervisedNet(SupervisedConfig.from_dict(doc["supervised"]))
-    try:
-        missing, unexpected = model.load_state_dict(load_file(str(path), device="cpu"), strict=False)
-    except RuntimeError as e:
-        raise ValueError(f"{path} does not fit its config: {e}") from None
-    if missing or unexpected:
-        raise ValueError(f"{path} does not fit its config: missing {missing}, unexpected {unexpected}")
+    load_tensors(model, path)
     return model.eval(), World.from_dict(doc["world"]), doc.get("meta", {})
