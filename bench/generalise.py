@@ -1,6 +1,6 @@
 """Do the networks generalise to object counts they never saw? The paper's two tests, on our world.
 
-    python -m bench.generalise --print-commands > generalise.sh   # datasets + the 6 trainings
+    python -m bench.generalise --print-commands > generalise.sh   # the 6 trainings
     sh generalise.sh                                              # hours on a 2-core CPU
     python -m bench.generalise --scenes 200 --seed 7              # the report
 
@@ -8,10 +8,13 @@
 - Interpolation: trained on scenes with 0, 1 or 3 objects, tested on scenes with exactly 2.
 
 For AIR, DAIR and the supervised counterpart each. The world is unchanged (N = 3 slots, so a
-network can answer 3 even if it never saw 3); only the training data's counts differ
-(``python -m renderer.dataset ... --counts 0,1,2``). The variants train with a smaller budget
-than the shipped model (``--iters``, default 6000 iterations of 64 images); the report reads each
-one's budget from its weights. Missing weights make a "not trained" row with the command.
+network can answer 3 even if it never saw 3); only the training scenes' counts differ: each
+variant trains on the scenes of the shipped model's dataset (data/train, data/val) whose count is
+allowed (``python -m inference.train --counts=0,1,2``; the prior draws the count uniformly and
+independently of the objects, so keeping the scenes with an allowed count is exactly sampling
+the prior restricted to those counts). The variants train with a smaller budget than the
+shipped model (``--iters``); the report reads each one's budget from its weights. Missing
+weights make a "not trained" row with the command.
 
 Writes ``--out`` (default bench/results/generalise.md) and prints it. Held-out scenes come from
 ``bench.methods.held_out_set`` (seeded far from every dataset chunk seed).
@@ -50,53 +53,44 @@ EXTRAPOLATION_TARGET = 0.90  # DAIR's count accuracy on 3 objects after training
 
 @dataclass(frozen=True)
 class Experiment:
-    """name; counts the training data draws from; the exact count of the test scenes;
-    tag in file names (weights/generalise/air-012.safetensors); dataset seeds (train, val)."""
+    """name; the object counts of the training scenes; the exact count of the test scenes;
+    tag in file names (weights/generalise/air-012.safetensors)."""
 
     name: str
     train_counts: str
     test_objects: int
     tag: str
-    seeds: tuple[int, int]
 
 
 EXPERIMENTS = (
-    Experiment("extrapolation", "0,1,2", 3, "012", (100, 101)),
-    Experiment("interpolation", "0,1,3", 2, "013", (102, 103)),
+    Experiment("extrapolation", "0,1,2", 3, "012"),
+    Experiment("interpolation", "0,1,3", 2, "013"),
 )
 METHODS = (("AIR", "air", "amortised", False), ("DAIR", "dair", "amortised", True),
            ("Supervised", "supervised", "supervised", False))  # row, file stem, objective, dair
 
 
-def data_counts(data_dir: str) -> str | None:
-    """The counts a dataset was drawn with ("0,1,2"; "0..N" for all), or None if it is not here."""
-    meta = Path(data_dir) / "meta.json"
-    if not meta.exists():
-        return None
-    counts = json.loads(meta.read_text()).get("counts")
-    return "0..N" if counts is None else ",".join(map(str, counts))
+def trained_counts(meta: dict) -> str:
+    """The object counts a variant trained on ("0,1,2"; "0..N" for all), from its weights' metadata."""
+    counts = (meta.get("train") or {}).get("counts", "")
+    return counts or "0..N"
 
 
 def weights_path(weights_dir: Path, stem: str, exp: Experiment) -> Path:
     return weights_dir / f"{stem}-{exp.tag}.safetensors"
 
 
-def dataset_commands(exp: Experiment, train_count: int, val_count: int) -> list[str]:
-    return [f"python -m renderer.dataset --count {n} --seed {seed} --out data/{part}-{exp.tag} --counts {exp.train_counts}"
-            for part, n, seed in (("train", train_count, exp.seeds[0]), ("val", val_count, exp.seeds[1]))]
-
-
 def train_commands(exp: Experiment, weights_dir: Path, iters: int) -> dict[str, str]:
-    budget = {"data": f"data/train-{exp.tag}", "val_data": f"data/val-{exp.tag}", "max_iters": iters}
+    budget = {"counts": exp.train_counts, "max_iters": iters, "threads": 1}
     return {row: train_command(objective, f"runs/generalise/{stem}-{exp.tag}",
                                str(weights_path(weights_dir, stem, exp)), dair=dair, budget=budget)
             for row, stem, objective, dair in METHODS}
 
 
-def all_commands(weights_dir: Path, iters: int, train_count: int, val_count: int) -> list[str]:
-    lines = ["# bench.generalise: datasets, then one training per method and experiment (nice them if the CPU is shared)"]
-    for exp in EXPERIMENTS:
-        lines += dataset_commands(exp, train_count, val_count)
+def all_commands(weights_dir: Path, iters: int) -> list[str]:
+    lines = ["# bench.generalise: one training per method and experiment, on the scenes of data/train and data/val",
+             "# with the allowed counts (python -m renderer.dataset --count 100000 --seed 0 --out data/train; "
+             "--count 2000 --seed 1 --out data/val)"]
     for exp in EXPERIMENTS:
         lines += list(train_commands(exp, weights_dir, iters).values())
     return lines
@@ -127,10 +121,7 @@ def format_report(rows: list[tuple[Experiment, Result, dict]], args: argparse.Na
         answered = r.pred.count.float().mean().item()
         lines.append(head + " " + " | ".join(metric_cells(r.summary)) + f" | {answered:.2f} | {info['budget']} |")
     if missing:
-        lines += ["", "Not trained (weights missing). Make the datasets, then train:", ""]
-        needed = {exp.name: exp for exp, _ in missing}
-        for exp in needed.values():
-            lines += [f"- `{c}`" for c in dataset_commands(exp, args.train_count, args.val_count)]
+        lines += ["", "Not trained (weights missing). Train with:", ""]
         lines += [f"- {r.method.name}, {exp.name}: `{r.method.command}`" for exp, r in missing]
     lines += ["", "## Target", ""]
     dair = next((r for exp, r, _ in rows if exp.name == "extrapolation" and r.method.name == "DAIR"), None)
@@ -155,9 +146,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=7, help="seed of the held-out scenes")
     p.add_argument("--weights-dir", type=Path, default=Path("weights/generalise"),
                    help="where the variants' weights are (STEM-TAG.safetensors, e.g. dair-012)")
-    p.add_argument("--iters", type=int, default=6000, help="training iterations in the printed commands")
-    p.add_argument("--train-count", type=int, default=50000, help="training scenes per dataset in the commands")
-    p.add_argument("--val-count", type=int, default=1000, help="validation scenes per dataset in the commands")
+    p.add_argument("--iters", type=int, default=3000, help="training iterations in the printed commands")
     p.add_argument("--batch", type=int, default=64, help="images per call")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--out", type=Path, default=Path("bench/results/generalise.md"), help="markdown report")
@@ -168,7 +157,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.print_commands:
-        print("\n".join(all_commands(args.weights_dir, args.iters, args.train_count, args.val_count)))
+        print("\n".join(all_commands(args.weights_dir, args.iters)))
         return 0
     torch.set_num_threads(args.threads)
     rows = []
@@ -194,13 +183,12 @@ def main(argv: list[str] | None = None) -> int:
                 held[exp.test_objects] = held_out_set(world, args.scenes, args.seed, objects=exp.test_objects)
             images, truth = held[exp.test_objects]
             predict = supervised_predict(model, world) if stem == "supervised" else air_predict(model, world)
-            trained_on = (meta.get("train") or {}).get("data", "?")
             method = Method(row, predict, command=commands[row], batch=args.batch, timing_images=1)
             print(f"{exp.name} {row} ...", file=sys.stderr, flush=True)
-            note = budget_note(meta) or f"not recorded (data {trained_on})"
-            drew = data_counts(trained_on)
-            if drew is not None and drew != exp.train_counts:
-                note += f" (**warning: that dataset draws counts {drew}, not {exp.train_counts}**)"
+            note = budget_note(meta) or "not recorded"
+            drew = trained_counts(meta)
+            if drew != exp.train_counts:
+                note += f" (**warning: trained on counts {drew}, not {exp.train_counts}**)"
             rows.append((exp, run_method(method, images, truth, world), {"budget": note}))
     setup = {"argv": sys.argv[1:] if argv is None else argv, "date": stamp(), "commit": git_commit(),
              "machine": machine()}

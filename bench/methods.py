@@ -38,9 +38,9 @@ CALIBRATION_SEED_BASE = 1 << 41  # render-and-compare's penalty is tuned on anot
 
 # The shipped AIR's training budget (runs/air/config.json), used for commands when no AIR
 # weights are there to read it from.
-SHIPPED_BUDGET = {"data": "data/train", "val_data": "data/val", "batch_size": 64, "max_iters": 18000,
+SHIPPED_BUDGET = {"data": "data/train", "val_data": "data/val", "batch_size": 64, "max_iters": 12000,
                   "eval_interval": 1000, "eval_scenes": 500, "threads": 2}
-BUDGET_KEYS = ("data", "val_data", "batch_size", "max_iters", "lr", "min_lr", "warmup_iters",
+BUDGET_KEYS = ("data", "val_data", "counts", "batch_size", "max_iters", "lr", "min_lr", "warmup_iters",
                "eval_interval", "eval_scenes", "threads", "channels", "hidden", "seed")
 
 Predict = Callable[[torch.Tensor], SceneBatch]
@@ -142,7 +142,8 @@ def budget_note(meta: dict) -> str:
     if not t:
         return ""
     best = f", best at it {meta['iter']}" if "iter" in meta else ""
-    return f"{t.get('max_iters')} it x batch {t.get('batch_size')} on {t.get('data')}{best}"
+    counts = f" (counts {t['counts']})" if t.get("counts") else ""
+    return f"{t.get('max_iters')} it x batch {t.get('batch_size')} on {t.get('data')}{counts}{best}"
 
 
 def train_command(objective: str, out_dir: str, export: str, dair: bool = False,

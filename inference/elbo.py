@@ -41,6 +41,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.distributions import Bernoulli, Categorical, Normal
 
 from inference.model import AIR, Latents
@@ -132,12 +133,29 @@ def sample_q(model: AIR, images: torch.Tensor, world: World, anneal: float, star
     return Sample(objects, lq_d, lq_c, lp)
 
 
+def gaussian_blur(images: torch.Tensor, sigma_px: float) -> torch.Tensor:
+    """(B, C, S, S) blurred by a separable Gaussian of ``sigma_px`` (edges replicated); as is for 0."""
+    if sigma_px <= 0:
+        return images
+    radius = max(1, math.ceil(3 * sigma_px))
+    r = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+    k = torch.exp(-0.5 * (r / sigma_px) ** 2)
+    k = k / k.sum()
+    c = images.shape[1]
+    x = F.pad(images, (radius, radius, radius, radius), mode="replicate")
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
 def log_likelihood(objects: Latents, images: torch.Tensor, world: World, scale: float,
-                   blur_sigma_px: float = 0.5) -> torch.Tensor:
+                   blur_sigma_px: float = 0.5, image_blur_px: float = 0.0) -> torch.Tensor:
     """log p(x | z): Gaussian pixels around the soft rendering. images (B, 3, S, S) -> (B,).
-    A wider blur reaches objects further away (longer-range position gradients), blurrier."""
+    A wider edge blur (``blur_sigma_px``) reaches objects further away (longer-range position
+    gradients). ``image_blur_px`` compares image and rendering both blurred by a Gaussian: a
+    coarse view in which a proposal a few pixels off still overlaps its object."""
     s = images.shape[-1]
     recon = render(to_scene(objects, world), world, "soft", s, s, blur_sigma_px=blur_sigma_px).permute(0, 3, 1, 2)
+    recon, images = gaussian_blur(recon, image_blur_px), gaussian_blur(images, image_blur_px)
     return Normal(recon, scale).log_prob(images).flatten(1).sum(1)
 
 
@@ -161,7 +179,9 @@ class ELBOTrainer:
         if cfg.elbo_samples > 1:
             images = images.repeat(cfg.elbo_samples, 1, 1, 1)
         sample = sample_q(self.model, images, self.world, anneal, cfg.pres_prior_start, force_present=warm)
-        log_lik = log_likelihood(sample.objects, images, self.world, cfg.likelihood_scale, cfg.elbo_blur_px)
+        image_blur = cfg.elbo_image_blur_px * max(0.0, 1 - it / max(1, cfg.elbo_image_blur_iters))
+        log_lik = log_likelihood(sample.objects, images, self.world, cfg.likelihood_scale, cfg.elbo_blur_px,
+                                 image_blur)
         elbo = log_lik + sample.log_prior - sample.log_q_discrete - sample.log_q_continuous
         detached = elbo.detach()
 

@@ -51,9 +51,35 @@ def config_from_dict(cls: type, d: dict[str, Any]) -> Any:
     if set(d) - known:
         raise ValueError(f"unknown {cls.__name__} fields: {sorted(set(d) - known)}")
     d = dict(d)
-    if "yaw_orders" in d:
-        d["yaw_orders"] = tuple(d["yaw_orders"])
+    for key in ("yaw_orders", "anchor"):
+        if key in d:
+            d[key] = tuple(d[key])
     return cls(**d)
+
+
+ANCHOR_TERMS = ("1", "u", "v", "uu", "uv", "vv")
+
+
+def _anchor_features(uv: torch.Tensor) -> torch.Tensor:
+    """(..., 2) normalised image coordinates -> (..., 6) the terms of ANCHOR_TERMS."""
+    u, v = uv[..., 0], uv[..., 1]
+    return torch.stack([torch.ones_like(u), u, v, u * u, u * v, v * v], dim=-1)
+
+
+def table_anchor(world: World, height: float = 0.08) -> tuple[float, ...]:
+    """Least-squares quadratic map from normalised image coordinates (u, v in [-1, 1], as the
+    attention centroid) to table (x, y) in metres, for points ``height`` above the table (about an
+    object's centre). Fitted on a grid of table points projected by the world's camera; the
+    residual is a few millimetres over the placement square."""
+    from renderer.camera import project
+
+    r = torch.linspace(-world.placement_half_extent - 0.05, world.placement_half_extent + 0.05, 21)
+    x, y = torch.meshgrid(r, r, indexing="ij")
+    xyz = torch.stack([x.flatten(), y.flatten(), torch.full_like(x.flatten(), height)], dim=-1)
+    s = world.image_size
+    uv = project(xyz, world, s, s)[0] / s * 2 - 1
+    coef = torch.linalg.lstsq(_anchor_features(uv).double(), xyz[:, :2].double()).solution  # (6, 2)
+    return tuple(float(c) for c in coef.T.flatten())
 
 
 @dataclass(frozen=True)
@@ -69,6 +95,11 @@ class AIRConfig:
     position_scale: metres per unit of the network's position output.
     glimpse_fraction: side of the image window each step cuts out, as a fraction of the image.
     dair: whether each step also sees the residual image (difference AIR).
+    anchor: empty, or 12 coefficients (see ``table_anchor``) of a quadratic map from a step's
+        attention centroid in the image to a point on the table; the step's position is then
+        that point plus an offset of at most position_scale, so a step that attends to an
+        object starts next to it and no step can put its object where it did not look. Used for ELBO training from scratch, where position must be
+        found through the renderer's short-range gradients.
     """
 
     num_shapes: int = 6
@@ -81,8 +112,11 @@ class AIRConfig:
     position_scale: float = 0.25
     glimpse_fraction: float = 0.375
     dair: bool = False
+    anchor: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.anchor and len(self.anchor) != 2 * len(ANCHOR_TERMS):
+            raise ValueError(f"anchor needs {2 * len(ANCHOR_TERMS)} coefficients, got {len(self.anchor)}")
         if self.image_size % FEATURE_STRIDE:
             raise ValueError(f"image_size must be a multiple of {FEATURE_STRIDE}, got {self.image_size}")
         if len(self.yaw_orders) != self.num_shapes:
@@ -259,6 +293,8 @@ class AIR(nn.Module):
         # which of the YAW_ORDERS outputs each shape reads (any one for k = 0: unused)
         slot = [YAW_ORDERS.index(k) if k in YAW_ORDERS else 0 for k in config.yaw_orders]
         self.register_buffer("yaw_slot", torch.tensor(slot), persistent=False)
+        anchor = torch.tensor(config.anchor, dtype=torch.float32).view(2, -1).T if config.anchor else None
+        self.register_buffer("anchor", anchor, persistent=False)  # (6, 2) or None
 
     # ---- pieces -----------------------------------------------------------------------------
     def encode(self, images: torch.Tensor) -> torch.Tensor:
@@ -318,12 +354,17 @@ class AIR(nn.Module):
         z = self.head(torch.cat([h, glimpse, pixel_glimpse, centre.view(b, 2)], dim=-1))
         what = self.out_what(z)
         where = self.out_where(z)
+        if self.anchor is None:
+            where_mean = where[:, :2] * self.config.position_scale
+        else:  # the table point under the attention centroid, plus an offset of at most position_scale
+            where_mean = torch.tanh(where[:, :2]) * self.config.position_scale \
+                + _anchor_features(centre.view(b, 2)) @ self.anchor
         yaw = self.out_yaw(z).view(b, 3, len(YAW_ORDERS))
         out = StepOutput(
             pres_logit=self.out_pres(z)[:, 0],
             shape_logits=what[:, : self.config.num_shapes],
             color_logits=what[:, self.config.num_shapes :],
-            where_mean=where[:, :2] * self.config.position_scale,
+            where_mean=where_mean,
             where_log_std=where[:, 2:].clamp(-9.0, 2.0) + math.log(self.config.position_scale),
             yaw_mu=torch.atan2(yaw[:, 1], yaw[:, 0]),
             yaw_log_kappa=yaw[:, 2].clamp(-5.0, 9.0),

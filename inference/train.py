@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from inference.checkpoint import save_weights
 from inference.metrics import add_batch, scores_for
-from inference.model import AIR, AIRConfig
+from inference.model import AIR, AIRConfig, table_anchor
 from inference.objectives import amortised_loss, dair_residuals
 from inference.predict import infer, to_scene
 from inference.preprocess import batch_from_uint8
@@ -69,6 +69,7 @@ class TrainConfig:
     channels: int = 64  # AIRConfig.channels
     hidden: int = 256  # AIRConfig.hidden
     attention_weight: float = 1.0  # amortised only: weight of the attention target (0 = off)
+    anchor_where: bool = False  # AIR: position = table point under the attention centroid + a 5 cm-scale offset
     # --- elbo only ---
     likelihood_scale: float = 0.1  # std of the Gaussian pixel likelihood
     baseline_lr: float = 3e-3  # NVIL baseline learning rate (larger than the model's)
@@ -76,8 +77,11 @@ class TrainConfig:
     pres_anneal_iters: int = 2000
     pres_warmup_iters: int = 0  # first iterations with every step forced present (no presence training)
     elbo_blur_px: float = 0.5  # soft-renderer edge blur in the likelihood (wider: longer-range gradients)
+    elbo_image_blur_px: float = 0.0  # Gaussian blur of image and rendering in the likelihood at the start ...
+    elbo_image_blur_iters: int = 1000  # ... annealed linearly to none over these iterations (coarse to fine)
     elbo_samples: int = 1  # samples of q per image
     max_elbo_images: int = 0  # use only the first K images of data (0 = all)
+    counts: str = ""  # train and evaluate only on scenes with these object counts, e.g. "0,1,2" (empty: all)
 
 
 OBJECTIVES = ("amortised", "elbo", "supervised")
@@ -124,22 +128,39 @@ def get_lr(cfg: TrainConfig, it: int) -> float:
     return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * frac)) * (cfg.lr - cfg.min_lr)
 
 
-def evaluate(model: AIR | SupervisedNet, world: World, data: SceneDataset, scenes: int, batch: int = 250) -> dict:
-    """Greedy inference on the first ``scenes`` held-out images; the metrics summary.
-    (A supervised model has no steps: it decides every slot at once; its mean_steps is N.)"""
+def scene_pool(data: SceneDataset, counts: str, limit: int = 0) -> np.ndarray:
+    """Indices of the written scenes (the first ``limit`` if > 0) whose object count is in
+    ``counts`` ("0,1,2"; empty: every count)."""
+    n = len(data) if limit <= 0 else min(limit, len(data))
+    if not counts:
+        return np.arange(n)
+    wanted = [int(c) for c in counts.split(",")]
+    have = np.asarray(data.latents["present"][:n]).sum(axis=1)
+    pool = np.flatnonzero(np.isin(have, wanted))
+    if len(pool) == 0:
+        raise SystemExit(f"{data.root} has no scenes with {counts} objects")
+    return pool
+
+
+def evaluate(model: AIR | SupervisedNet, world: World, data: SceneDataset, scenes: int, batch: int = 250,
+             index: np.ndarray | None = None) -> dict:
+    """Greedy inference on the first ``scenes`` held-out images (of ``index``, if given); the
+    metrics summary. (A supervised model has no steps: it decides every slot at once; its
+    mean_steps is N.)"""
     scores = scores_for(world)
     steps = []
-    for lo in range(0, min(scenes, len(data)), batch):
-        hi = min(lo + batch, scenes, len(data))
-        images = batch_from_uint8(data.images[lo:hi])
+    chosen = (np.arange(len(data)) if index is None else index)[:scenes]
+    for lo in range(0, len(chosen), batch):
+        sel = chosen[lo : lo + batch]
+        images = batch_from_uint8(data.images[sel])
         if isinstance(model, SupervisedNet):
             objects = predict(model, images)
-            steps.append(torch.full((hi - lo,), float(model.config.slots)))
+            steps.append(torch.full((len(sel),), float(model.config.slots)))
         else:
             result = infer(model, images, world)
             objects = result.objects
             steps.append(result.steps.float())
-        add_batch(scores, to_scene(objects, world), data.scenes(slice(lo, hi)))
+        add_batch(scores, to_scene(objects, world), data.scenes(sel))
     summary = scores.summary()
     summary["mean_steps"] = float(torch.cat(steps).mean())
     model.train()
@@ -162,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     train = SceneDataset.open(cfg.data)
     val = SceneDataset.open(cfg.val_data)
     world = train.world
-    n_train = len(train) if cfg.max_elbo_images <= 0 else min(cfg.max_elbo_images, len(train))
+    pool, seen = scene_pool(train, cfg.counts, cfg.max_elbo_images), len(train)
+    val_pool = scene_pool(val, cfg.counts)
 
     # model + optimiser (resume / init_from / scratch)
     supervised = cfg.objective == "supervised"
@@ -170,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     if supervised:
         model_cfg = SupervisedConfig.for_world(world, channels=cfg.channels, hidden=cfg.hidden)
     else:
-        model_cfg = AIRConfig.for_world(world, dair=cfg.dair, channels=cfg.channels, hidden=cfg.hidden)
+        anchored = dict(anchor=table_anchor(world), position_scale=0.05) if cfg.anchor_where else {}
+        model_cfg = AIRConfig.for_world(world, dair=cfg.dair, channels=cfg.channels, hidden=cfg.hidden, **anchored)
     start, best = 0, (-1.0, math.inf)
     state = None
     if cfg.resume:
@@ -224,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         lr = get_lr(cfg, it)
         for g in optimizer.param_groups:
             g["lr"] = lr * g.get("lr_scale", 1.0)
-        idx = np.sort(rng.choice(n_train, cfg.batch_size, replace=False))
+        idx = np.sort(pool[rng.choice(len(pool), cfg.batch_size, replace=False)])
         images = batch_from_uint8(train.images[idx])
         if trainer is None:
             scene = train.scenes(idx)
@@ -244,14 +267,14 @@ def main(argv: list[str] | None = None) -> int:
             running[k] = running.get(k, 0.0) + v
         last = it + 1 == cfg.max_iters
         if (it + 1) % cfg.log_interval == 0 or last:
-            if cfg.max_elbo_images <= 0:
-                n_train = train.refresh()  # the dataset may still be rendering
+            if cfg.max_elbo_images <= 0 and train.refresh() > seen:  # the dataset is still rendering
+                pool, seen = scene_pool(train, cfg.counts), len(train)
             avg = {k: v / cfg.log_interval for k, v in running.items()}
             running = {}
             row = [it + 1, round(time.time() - t0, 1), lr, avg.get("loss", math.nan),
                    json.dumps({k: round(v, 4) for k, v in avg.items()})]
             if (it + 1) % cfg.eval_interval == 0 or last:
-                ev = evaluate(model, world, val, cfg.eval_scenes)
+                ev = evaluate(model, world, val, cfg.eval_scenes, index=val_pool)
                 row += [ev["count_accuracy"], ev["shape_accuracy"], ev["color_accuracy"],
                         ev["position_error_cm"]["median"], ev["yaw_error_deg"]["median"], ev["mean_steps"]]
                 key = (ev["count_accuracy"], -avg.get("loss", math.inf))

@@ -10,15 +10,16 @@ import torch
 from PIL import Image
 
 from inference.checkpoint import load_weights, save_weights
-from inference.elbo import ELBOTrainer, log_likelihood, sample_q
+from inference.elbo import ELBOTrainer, gaussian_blur, log_likelihood, sample_q
 from inference.metrics import Scores, match, yaw_error_deg
-from inference.model import AIR, AIRConfig, Latents
+from inference.model import AIR, AIRConfig, Latents, table_anchor
 from inference.objectives import amortised_loss, scene_latents
 from inference.predict import infer, to_scene
 from inference.preprocess import to_network_input
 from inference.refine import refine
-from inference.train import TrainConfig, get_lr, parse_overrides
-from renderer.dataset import render_images
+from inference.train import TrainConfig, get_lr, parse_overrides, scene_pool
+from renderer.camera import project
+from renderer.dataset import SceneDataset, render_images, write_dataset
 from renderer.prior import sample_scenes
 from renderer.scene import SceneBatch
 from renderer.world import World
@@ -233,3 +234,51 @@ def test_inferred_latents_convert_to_a_renderable_scene():
     scene.validate(WORLD)
     assert scene.position[0, 0, 2].item() == pytest.approx(WORLD.shapes[5].resting_z)
     assert scene.present.tolist() == [[True, False, False]]
+
+
+def test_table_anchor_maps_projected_object_centres_back_to_the_table():
+    coef = torch.tensor(table_anchor(WORLD)).view(2, -1).T
+    xy = torch.tensor([[0.0, 0.0], [0.2, -0.2], [-0.25, 0.1], [0.1, 0.25]])
+    s = WORLD.image_size
+    uv = project(torch.cat([xy, torch.full((4, 1), 0.08)], 1), WORLD, s, s)[0] / s * 2 - 1
+    u, v = uv[:, 0], uv[:, 1]
+    back = torch.stack([torch.ones_like(u), u, v, u * u, u * v, v * v], 1) @ coef
+    assert (back - xy).norm(dim=1).max() < 0.005  # metres
+
+
+def test_anchored_positions_follow_the_attention_and_stay_within_the_offset(batch):
+    images, _ = batch
+    torch.manual_seed(0)
+    cfg = AIRConfig.for_world(WORLD, channels=16, hidden=32, anchor=table_anchor(WORLD), position_scale=0.05)
+    model = AIR(AIRConfig.from_dict(cfg.to_dict()))  # the anchor survives the JSON round trip
+    with torch.no_grad():
+        model.out_where.bias[:2] = 50.0  # a huge raw offset is bounded by position_scale
+        ctx = model.context(model.encode(images), images)
+        _, out = model.step(0, model.initial_state(ctx), ctx)
+    centre = (out.attention[:, :, None] * ctx.flat[:, :, -2:]).sum(1)
+    u, v = centre[:, 0], centre[:, 1]
+    under = torch.stack([torch.ones_like(u), u, v, u * u, u * v, v * v], 1) @ model.anchor
+    offset = out.where_mean - under
+    assert torch.allclose(offset, torch.full_like(offset, 0.05), atol=1e-4)
+    with pytest.raises(ValueError, match="anchor needs"):
+        AIRConfig(anchor=(1.0, 2.0))
+
+
+def test_gaussian_blur_keeps_the_mean_and_spreads_a_point():
+    x = torch.zeros(1, 3, 15, 15)
+    x[0, :, 7, 7] = 1.0
+    y = gaussian_blur(x, 1.5)
+    assert torch.allclose(y.sum(), x.sum(), atol=1e-5)
+    assert y[0, 0, 7, 7] < 0.1 and y[0, 0, 7, 9] > 0.01
+    assert torch.equal(gaussian_blur(x, 0.0), x)
+
+
+def test_scene_pool_keeps_only_the_allowed_counts(tmp_path):
+    write_dataset(tmp_path / "d", 40, seed=5, world=SMALL, chunk=20, progress=False)
+    data = SceneDataset.open(tmp_path / "d")
+    counts = np.asarray(data.latents["present"]).sum(1)
+    pool = scene_pool(data, "1")
+    assert 0 < len(pool) == int((counts == 1).sum()) < 40
+    assert set(counts[pool].tolist()) == {1}
+    assert np.array_equal(scene_pool(data, ""), np.arange(40))
+    assert np.array_equal(scene_pool(data, "", limit=7), np.arange(7))
