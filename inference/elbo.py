@@ -37,7 +37,7 @@ For yaw, q here is a normal on k * yaw (k = the shape's symmetry order) with var
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -71,12 +71,14 @@ class Sample:
     """One draw from q for B images.
 
     objects: Latents (B, N). log_q_discrete, log_q_continuous, log_prior: (B,).
+    albedo: (B, N, 3) the relaxed (expected) colour of each object, or None when colours were drawn.
     """
 
     objects: Latents
     log_q_discrete: torch.Tensor
     log_q_continuous: torch.Tensor
     log_prior: torch.Tensor
+    albedo: torch.Tensor | None = None
 
 
 def pres_prior(n: int, t: int, anneal: float, start: float) -> float:
@@ -86,9 +88,14 @@ def pres_prior(n: int, t: int, anneal: float, start: float) -> float:
 
 
 def sample_q(model: AIR, images: torch.Tensor, world: World, anneal: float, start: float,
-             force_present: bool = False) -> Sample:
+             force_present: bool = False, relax_color: bool = False) -> Sample:
     """Draw (z, n) ~ q(. | x) step by step; score each draw under q and the prior.
-    force_present: every step present and presence left out of both q and the prior."""
+    force_present: every step present and presence left out of both q and the prior.
+    relax_color: instead of drawing a colour, each object is rendered in the q-weighted mean of
+    the palette (differentiable), and log q(colour) is replaced by its expectation (minus the
+    entropy, also differentiable). Early in training this lets a proposal that overlaps an object
+    take on its colour by gradient; with drawn colours a wrong-coloured proposal is pushed *off*
+    the object it overlaps (red over green costs more than red and green apart)."""
     b, n = images.shape[0], model.config.max_steps
     ctx = model.context(model.encode(images), images)
     state = model.initial_state(ctx)
@@ -99,6 +106,8 @@ def sample_q(model: AIR, images: torch.Tensor, world: World, anneal: float, star
     e = world.placement_half_extent
     log_area = math.log((2 * e) ** 2)
     steps: list[Latents] = []
+    albedos: list[torch.Tensor] = []
+    palette = torch.tensor([c.rgb for c in world.colors], device=images.device, dtype=images.dtype)
     for t in range(n):
         state, out = model.step(t, state, ctx)
         q_pres = Bernoulli(logits=out.pres_logit)
@@ -117,8 +126,14 @@ def sample_q(model: AIR, images: torch.Tensor, world: World, anneal: float, star
 
         if not force_present:
             lq_d = lq_d + alive * q_pres.log_prob(pres)
-        lq_d = lq_d + pres * (q_shape.log_prob(shape) + q_color.log_prob(color))
+        lq_d = lq_d + pres * q_shape.log_prob(shape)
         lq_c = lq_c + pres * (q_xy.log_prob(xy).sum(-1) + has_yaw * q_phi.log_prob(phi))
+        if relax_color:
+            probs = q_color.probs
+            albedos.append(probs @ palette)
+            lq_c = lq_c + pres * (probs * q_color.logits).sum(-1)  # E_q[log q(colour)]
+        else:
+            lq_d = lq_d + pres * q_color.log_prob(color)
         rho = pres_prior(n, t, anneal, start)
         if not force_present:
             lp = lp + alive * (pres * math.log(rho) + (1 - pres) * math.log1p(-rho))
@@ -130,7 +145,8 @@ def sample_q(model: AIR, images: torch.Tensor, world: World, anneal: float, star
         state = state._replace(prev=model.embed(lat, 0))
         alive = alive * pres
     objects = _pad(Latents(*(torch.cat(x, 1) for x in zip(*steps))), n)
-    return Sample(objects, lq_d, lq_c, lp)
+    albedo = torch.stack(albedos, 1) if relax_color else None
+    return Sample(objects, lq_d, lq_c, lp, albedo)
 
 
 def gaussian_blur(images: torch.Tensor, sigma_px: float) -> torch.Tensor:
@@ -148,13 +164,16 @@ def gaussian_blur(images: torch.Tensor, sigma_px: float) -> torch.Tensor:
 
 
 def log_likelihood(objects: Latents, images: torch.Tensor, world: World, scale: float,
-                   blur_sigma_px: float = 0.5, image_blur_px: float = 0.0) -> torch.Tensor:
+                   blur_sigma_px: float = 0.5, image_blur_px: float = 0.0,
+                   albedo: torch.Tensor | None = None) -> torch.Tensor:
     """log p(x | z): Gaussian pixels around the soft rendering. images (B, 3, S, S) -> (B,).
     A wider edge blur (``blur_sigma_px``) reaches objects further away (longer-range position
     gradients). ``image_blur_px`` compares image and rendering both blurred by a Gaussian: a
-    coarse view in which a proposal a few pixels off still overlaps its object."""
+    coarse view in which a proposal a few pixels off still overlaps its object. ``albedo``
+    (B, N, 3): relaxed object colours (``sample_q(relax_color=True)``)."""
     s = images.shape[-1]
-    recon = render(to_scene(objects, world), world, "soft", s, s, blur_sigma_px=blur_sigma_px).permute(0, 3, 1, 2)
+    scene = replace(to_scene(objects, world), albedo=albedo)
+    recon = render(scene, world, "soft", s, s, blur_sigma_px=blur_sigma_px).permute(0, 3, 1, 2)
     recon, images = gaussian_blur(recon, image_blur_px), gaussian_blur(images, image_blur_px)
     return Normal(recon, scale).log_prob(images).flatten(1).sum(1)
 
@@ -178,10 +197,11 @@ class ELBOTrainer:
         anneal = min(1.0, max(0, it - cfg.pres_warmup_iters) / max(1, cfg.pres_anneal_iters))
         if cfg.elbo_samples > 1:
             images = images.repeat(cfg.elbo_samples, 1, 1, 1)
-        sample = sample_q(self.model, images, self.world, anneal, cfg.pres_prior_start, force_present=warm)
+        sample = sample_q(self.model, images, self.world, anneal, cfg.pres_prior_start, force_present=warm,
+                          relax_color=it < cfg.elbo_relax_color_iters)
         image_blur = cfg.elbo_image_blur_px * max(0.0, 1 - it / max(1, cfg.elbo_image_blur_iters))
         log_lik = log_likelihood(sample.objects, images, self.world, cfg.likelihood_scale, cfg.elbo_blur_px,
-                                 image_blur)
+                                 image_blur, sample.albedo)
         elbo = log_lik + sample.log_prior - sample.log_q_discrete - sample.log_q_continuous
         detached = elbo.detach()
 

@@ -113,6 +113,7 @@ class AIRConfig:
     glimpse_fraction: float = 0.375
     dair: bool = False
     anchor: tuple[float, ...] = ()
+    position_bound: float = 0.0
 
     def __post_init__(self) -> None:
         if self.anchor and len(self.anchor) != 2 * len(ANCHOR_TERMS):
@@ -359,6 +360,8 @@ class AIR(nn.Module):
         else:  # the table point under the attention centroid, plus an offset of at most position_scale
             where_mean = torch.tanh(where[:, :2]) * self.config.position_scale \
                 + _anchor_features(centre.view(b, 2)) @ self.anchor
+        if self.config.position_bound > 0:
+            where_mean = self.config.position_bound * torch.tanh(where_mean / self.config.position_bound)
         yaw = self.out_yaw(z).view(b, 3, len(YAW_ORDERS))
         out = StepOutput(
             pres_logit=self.out_pres(z)[:, 0],

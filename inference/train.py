@@ -70,6 +70,7 @@ class TrainConfig:
     hidden: int = 256  # AIRConfig.hidden
     attention_weight: float = 1.0  # amortised only: weight of the attention target (0 = off)
     anchor_where: bool = False  # AIR: position = table point under the attention centroid + a 5 cm-scale offset
+    bound_position: bool = False  # AIR: squash the mean position into the prior's placement square
     # --- elbo only ---
     likelihood_scale: float = 0.1  # std of the Gaussian pixel likelihood
     baseline_lr: float = 3e-3  # NVIL baseline learning rate (larger than the model's)
@@ -79,6 +80,7 @@ class TrainConfig:
     elbo_blur_px: float = 0.5  # soft-renderer edge blur in the likelihood (wider: longer-range gradients)
     elbo_image_blur_px: float = 0.0  # Gaussian blur of image and rendering in the likelihood at the start ...
     elbo_image_blur_iters: int = 1000  # ... annealed linearly to none over these iterations (coarse to fine)
+    elbo_relax_color_iters: int = 0  # first iterations render the q-mean colour instead of drawing one
     elbo_samples: int = 1  # samples of q per image
     max_elbo_images: int = 0  # use only the first K images of data (0 = all)
     counts: str = ""  # train and evaluate only on scenes with these object counts, e.g. "0,1,2" (empty: all)
@@ -193,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         model_cfg = SupervisedConfig.for_world(world, channels=cfg.channels, hidden=cfg.hidden)
     else:
         anchored = dict(anchor=table_anchor(world), position_scale=0.05) if cfg.anchor_where else {}
+        if cfg.bound_position:
+            anchored["position_bound"] = world.placement_half_extent
         model_cfg = AIRConfig.for_world(world, dair=cfg.dair, channels=cfg.channels, hidden=cfg.hidden, **anchored)
     start, best = 0, (-1.0, math.inf)
     state = None

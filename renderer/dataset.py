@@ -29,7 +29,7 @@ from numpy.lib.format import open_memmap
 from tqdm import tqdm
 
 from renderer.prior import sample_scenes
-from renderer.render import render
+from renderer.render import render_antialiased
 from renderer.scene import SceneBatch
 from renderer.world import World
 
@@ -38,11 +38,8 @@ FIELDS = ("present", "shape", "color", "position", "yaw")
 
 def render_images(scene: SceneBatch, world: World, supersample: int = 2) -> torch.Tensor:
     """Hard render at ``supersample`` x the world's image size, box-filtered: (B, S, S, 3) uint8."""
-    size = world.image_size
     with torch.no_grad():
-        img = render(scene, world, "hard", size * supersample, size * supersample)
-        if supersample > 1:
-            img = torch.nn.functional.avg_pool2d(img.permute(0, 3, 1, 2), supersample).permute(0, 2, 3, 1)
+        img = render_antialiased(scene, world, supersample=supersample)
     return (img * 255).round().to(torch.uint8)
 
 

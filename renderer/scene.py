@@ -25,6 +25,9 @@ class SceneBatch:
     quat: optional (B, N, 4) float32 unit quaternion (x, y, z, w); when given it is the full
         orientation and ``yaw`` is ignored by the renderer (the prior and the network use yaw
         only: the tabletop world turns objects about z).
+    albedo: optional (B, N, 3) float32 base RGB per object; when given the renderer uses it
+        instead of ``world.colors[color]`` (a blend of palette colours, differentiable: ELBO
+        training relaxes the colour choice this way early on).
     """
 
     present: torch.Tensor
@@ -33,6 +36,7 @@ class SceneBatch:
     position: torch.Tensor
     yaw: torch.Tensor
     quat: torch.Tensor | None = None
+    albedo: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -58,6 +62,7 @@ class SceneBatch:
             self.present.to(device), self.shape.to(device), self.color.to(device),
             self.position.to(device), self.yaw.to(device),
             None if self.quat is None else self.quat.to(device),
+            None if self.albedo is None else self.albedo.to(device),
         )
 
     def select(self, index: torch.Tensor | slice) -> SceneBatch:
@@ -66,11 +71,12 @@ class SceneBatch:
             self.present[index], self.shape[index], self.color[index],
             self.position[index], self.yaw[index],
             None if self.quat is None else self.quat[index],
+            None if self.albedo is None else self.albedo[index],
         )
 
     def blank_absent(self) -> SceneBatch:
         """The same scenes with every absent slot reset to shape 0, colour 0, the origin, yaw 0
-        (and the identity quaternion). Present slots are returned bit for bit.
+        (and the identity quaternion, black albedo). Present slots are returned bit for bit.
 
         Absent slots may hold anything; code that indexes tables or builds vertices from every
         slot calls this first, so garbage there can neither raise nor spread NaNs.
@@ -80,14 +86,16 @@ class SceneBatch:
         if self.quat is not None:
             identity = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=self.quat.dtype, device=self.quat.device)
             quat = torch.where(p[..., None], self.quat, identity)
+        albedo = None if self.albedo is None else torch.where(p[..., None], self.albedo, 0.0)
         return SceneBatch(
             p, torch.where(p, self.shape, 0), torch.where(p, self.color, 0),
-            torch.where(p[..., None], self.position, 0.0), torch.where(p, self.yaw, 0.0), quat,
+            torch.where(p[..., None], self.position, 0.0), torch.where(p, self.yaw, 0.0), quat, albedo,
         )
 
     def detach(self) -> SceneBatch:
         return replace(self, position=self.position.detach(), yaw=self.yaw.detach(),
-                       quat=None if self.quat is None else self.quat.detach())
+                       quat=None if self.quat is None else self.quat.detach(),
+                       albedo=None if self.albedo is None else self.albedo.detach())
 
     def validate(self, world: World) -> None:
         """Raise ValueError naming the first bad field."""
@@ -99,6 +107,8 @@ class SceneBatch:
         expected = {"shape": (b, n), "color": (b, n), "position": (b, n, 3), "yaw": (b, n)}
         if self.quat is not None:
             expected["quat"] = (b, n, 4)
+        if self.albedo is not None:
+            expected["albedo"] = (b, n, 3)
         for name, shp in expected.items():
             got = tuple(getattr(self, name).shape)
             if got != shp:
@@ -109,7 +119,7 @@ class SceneBatch:
             if idx.numel() and (idx.min() < 0 or idx.max() >= limit):
                 bad = idx[(idx < 0) | (idx >= limit)][0].item()
                 raise ValueError(f"{name} index {bad} out of range 0..{limit - 1}")
-        for name in ("position", "yaw", "quat"):
+        for name in ("position", "yaw", "quat", "albedo"):
             value = getattr(self, name)
             if value is not None and not torch.isfinite(value[p]).all():
                 raise ValueError(f"{name} has non-finite values")
