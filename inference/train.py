@@ -76,6 +76,8 @@ class TrainConfig:
     baseline_lr: float = 3e-3  # NVIL baseline learning rate (larger than the model's)
     pres_prior_start: float = 0.99  # presence prior p(z_pres = 1), annealed to the truncated-uniform count prior
     pres_anneal_iters: int = 2000
+    pres_prior_end: float = 0.0  # > 0: anneal to this p(z_pres = 1) per step instead (AIR's sparsity prior:
+    # an object must explain this many nats more than log(1/p) to be worth it, so duplicates go)
     pres_warmup_iters: int = 0  # first iterations with every step forced present (no presence training)
     elbo_blur_px: float = 0.5  # soft-renderer edge blur in the likelihood (wider: longer-range gradients)
     elbo_image_blur_px: float = 0.0  # Gaussian blur of image and rendering in the likelihood at the start ...

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from inference.checkpoint import load_weights, save_weights
-from inference.elbo import ELBOTrainer, gaussian_blur, log_likelihood, sample_q
+from inference.elbo import ELBOTrainer, gaussian_blur, log_likelihood, pres_prior, sample_q
 from inference.metrics import Scores, match, yaw_error_deg
 from inference.model import AIR, AIRConfig, Latents, table_anchor
 from inference.objectives import amortised_loss, scene_latents
@@ -110,6 +110,13 @@ def test_every_elbo_term_is_finite_on_random_input():
     for term in (sample.log_q_discrete, sample.log_q_continuous, sample.log_prior, log_lik):
         assert term.shape == (3,)
         assert torch.isfinite(term).all()
+
+
+def test_presence_prior_anneals_to_the_count_prior_or_to_a_sparsity_constant():
+    assert pres_prior(2, 0, 0.0, 0.99) == 0.99
+    assert pres_prior(2, 0, 1.0, 0.99) == pytest.approx(2 / 3) and pres_prior(2, 1, 1.0, 0.99) == pytest.approx(1 / 2)
+    assert pres_prior(2, 1, 1.0, 0.99, end=0.01) == pytest.approx(0.01)
+    assert pres_prior(2, 0, 0.5, 0.99, end=0.01) == pytest.approx(0.5)
 
 
 def test_relaxed_colour_renders_the_q_mean_and_trains_colour_by_gradient():
