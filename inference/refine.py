@@ -15,10 +15,15 @@ from renderer.world import World
 
 POSITION_LR = 0.003  # metres per Adam step
 YAW_LR = 0.03  # radians per Adam step
+# Edge blur of the soft rendering compared with the image. 0.25 px, not the renderer's default
+# 0.5: the wider rim biases the fit against the box-filtered images. Measured on 40 held-out
+# scenes, 20 steps, shipped weights: position median 0.25 -> 0.11 cm (p90 0.50 -> 0.27) at
+# 0.25 px; no gain at 0.5 px (0.25 -> 0.26 cm).
+BLUR_PX = 0.25
 
 
 def refine(scene: SceneBatch, images: torch.Tensor, world: World, steps: int,
-           blur_sigma_px: float = 0.5) -> SceneBatch:
+           blur_sigma_px: float = BLUR_PX) -> SceneBatch:
     """scene: B inferred scenes; images: (B, 3, S, S) float in [0, 1], S = world.image_size.
     Returns a new SceneBatch whose present objects' (x, y, yaw) minimise the image error."""
     if steps < 0:
@@ -30,6 +35,9 @@ def refine(scene: SceneBatch, images: torch.Tensor, world: World, steps: int,
     yaw = scene.yaw.detach().clone().requires_grad_(True)
     z = scene.position[..., 2:].detach()
     opt = torch.optim.Adam([{"params": [xy], "lr": POSITION_LR}, {"params": [yaw], "lr": YAW_LR}])
+    # Adam's steps are about lr long whatever the gradient, so a constant lr leaves the pose
+    # jittering by ~lr around the optimum (3 mm: the network's own median error); decay it to 0.
+    decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1 - t / steps)
     size = target.shape[1]
     for _ in range(steps):
         current = SceneBatch(scene.present, scene.shape, scene.color, torch.cat([xy, z], -1), yaw)
@@ -38,6 +46,7 @@ def refine(scene: SceneBatch, images: torch.Tensor, world: World, steps: int,
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        decay.step()
     with torch.no_grad():
         e = world.placement_half_extent + world.table_size  # keep answers finite and near the table
         xy.clamp_(-e, e)
