@@ -82,6 +82,21 @@ def attention_cells(scene: SceneBatch, world: World, image_size: int) -> torch.T
 
 
 @torch.no_grad()
+def nearest_first(scene: SceneBatch) -> SceneBatch:
+    """The same scenes with present objects reordered nearest to the camera first (smallest x:
+    the camera looks from the -x side), absent slots after.
+
+    DAIR is trained on one slot order (see ``amortised_loss``), and that order must be one the
+    network can see: in the prior's own order which object sits in slot 0 is arbitrary, so step
+    0 can only learn the average position (measured: 14 cm median error, count 69% after 2000
+    iterations). Nearest first is readable from the image and never occluded by a later object."""
+    key = torch.where(scene.present, scene.position[..., 0], torch.full_like(scene.position[..., 0], math.inf))
+    order = torch.argsort(key, dim=1, stable=True)
+    take = lambda x: torch.gather(x, 1, order if x.dim() == 2 else order[..., None].expand_as(x))  # noqa: E731
+    return SceneBatch(take(scene.present), take(scene.shape), take(scene.color), take(scene.position),
+                      take(scene.yaw))
+
+
 def dair_residuals(images: torch.Tensor, scene: SceneBatch, world: World) -> list[torch.Tensor]:
     """DAIR's per-step inputs for teacher-forced training, in the scene's own slot order.
 
@@ -107,7 +122,8 @@ def amortised_loss(model: AIR, images: torch.Tensor, scene: SceneBatch, world: W
 
     images: (B, 3, S, S) in [0, 1]. scene: B scenes with present slots first (as the prior
     draws them). residuals: DAIR only, one residual image batch per step; computing them per
-    ordering is too costly, so a DAIR model is trained on the scene's own slot order.
+    ordering is too costly, so a DAIR model is trained on the scene's own slot order, which the
+    caller makes a readable one (``nearest_first``).
     """
     b, n = scene.present.shape
     if n != model.config.max_steps:

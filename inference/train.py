@@ -34,7 +34,7 @@ from tqdm import tqdm
 from inference.checkpoint import save_weights
 from inference.metrics import add_batch, scores_for
 from inference.model import AIR, AIRConfig, table_anchor
-from inference.objectives import amortised_loss, dair_residuals
+from inference.objectives import amortised_loss, dair_residuals, nearest_first
 from inference.predict import infer, to_scene
 from inference.preprocess import batch_from_uint8
 from inference.supervised import SupervisedConfig, SupervisedNet, predict, save_supervised, supervised_loss
@@ -269,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
             if supervised:
                 loss, stats = supervised_loss(model, images, scene)
             else:
+                if model_cfg.dair:
+                    scene = nearest_first(scene)
                 residuals = dair_residuals(images, scene, world) if model_cfg.dair else None
                 loss, stats = amortised_loss(model, images, scene, world, residuals=residuals,
                                              attention_weight=cfg.attention_weight)

@@ -20,7 +20,7 @@ from inference.analysis_by_synthesis import (
     with_pose,
 )
 from inference.metrics import yaw_error_deg
-from inference.objectives import dair_residuals
+from inference.objectives import dair_residuals, nearest_first
 from inference.supervised import (
     SupervisedConfig,
     SupervisedNet,
@@ -152,6 +152,24 @@ def test_dair_residuals_subtract_the_true_objects_of_earlier_slots():
     assert torch.allclose(res[0], images - table.permute(0, 3, 1, 2))
     assert res[1].abs().sum() < res[0].abs().sum()  # one object explained
     assert torch.equal(res[2], torch.zeros_like(images))  # both explained: nothing left
+
+
+def test_nearest_first_sorts_present_objects_by_distance_to_the_camera_and_keeps_them_whole():
+    scene = sample_scenes(WORLD, 40, seed=9)
+    ordered = nearest_first(scene)
+    assert torch.equal(ordered.count, scene.count)
+    for b in range(40):
+        n = int(scene.count[b])
+        assert ordered.present[b, :n].all() and not ordered.present[b, n:].any()
+        x = ordered.position[b, :n, 0]
+        assert (x[1:] >= x[:-1]).all()
+        # each object keeps its own shape, colour, position and yaw
+        before = {(int(scene.shape[b, i]), int(scene.color[b, i]), round(float(scene.yaw[b, i]), 5))
+                  for i in range(n)}
+        after = {(int(ordered.shape[b, i]), int(ordered.color[b, i]), round(float(ordered.yaw[b, i]), 5))
+                 for i in range(n)}
+        assert before == after
+    assert (nearest_first(scene).position != scene.position).any()  # the prior's order is not this one
 
 
 # ---- training and reports, end to end, tiny ---------------------------------------------------
