@@ -49,7 +49,7 @@ from torch.distributions import Bernoulli, Categorical, Normal
 
 from inference.model import AIR, Latents
 from inference.predict import to_scene, _pad
-from renderer.render import render
+from renderer.render import palette_rgb, render
 from renderer.world import World
 
 
@@ -111,7 +111,7 @@ def sample_q(model: AIR, images: torch.Tensor, world: World, anneal: float, star
     log_area = math.log((2 * e) ** 2)
     steps: list[Latents] = []
     albedos: list[torch.Tensor] = []
-    palette = torch.tensor([c.rgb for c in world.colors], device=images.device, dtype=images.dtype)
+    palette = palette_rgb(world, images.device, images.dtype)
     for t in range(n):
         state, out = model.step(t, state, ctx)
         q_pres = Bernoulli(logits=out.pres_logit)

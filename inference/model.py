@@ -98,8 +98,9 @@ class AIRConfig:
     anchor: empty, or 12 coefficients (see ``table_anchor``) of a quadratic map from a step's
         attention centroid in the image to a point on the table; the step's position is then
         that point plus an offset of at most position_scale, so a step that attends to an
-        object starts next to it and no step can put its object where it did not look. Used for ELBO training from scratch, where position must be
-        found through the renderer's short-range gradients.
+        object starts next to it and no step can put its object where it did not look. Used for
+        ELBO training from scratch, where position must be found through the renderer's
+        short-range gradients.
     """
 
     num_shapes: int = 6

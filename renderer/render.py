@@ -74,6 +74,17 @@ class RasterSettings:
         return math.log(1.0 / 1e-4 - 1.0) * self.sigma_ndc2
 
 
+def image_size(world: World, height: int | None, width: int | None) -> tuple[int, int]:
+    """(height, width) of a rendering: the world's image size by default, square by default."""
+    height = world.image_size if height is None else height
+    return height, height if width is None else width
+
+
+def palette_rgb(world: World, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(K, 3) base RGB of the world's colours, in index order."""
+    return torch.tensor([c.rgb for c in world.colors], device=device, dtype=dtype)
+
+
 def scene_meshes(scene: SceneBatch, world: World) -> tuple[Meshes, torch.Tensor, torch.Tensor]:
     """Batch -> (meshes, face_rgb, face_slot).
 
@@ -110,7 +121,7 @@ def scene_meshes(scene: SceneBatch, world: World) -> tuple[Meshes, torch.Tensor,
                           torch.full((2,), n, device=device)]).expand(b, -1)
 
     # Flat Lambert shading per face, in the world frame.
-    palette = torch.tensor([c.rgb for c in world.colors], device=device, dtype=verts.dtype)
+    palette = palette_rgb(world, device, verts.dtype)
     albedo = torch.cat([
         (palette[scene.color] if scene.albedo is None else scene.albedo.to(verts.dtype))[:, :, None, :]
         .expand(b, n, f_max, 3).reshape(b, n * f_max, 3),
@@ -237,8 +248,7 @@ def make_renderer(world: World, mode: str = "hard", height: int | None = None, w
     """Assemble a renderer. ``blur_sigma_px`` and ``faces_per_pixel`` apply to ``soft`` only."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    height = world.image_size if height is None else height
-    width = height if width is None else width
+    height, width = image_size(world, height, width)
     if mode == "hard":
         settings = RasterSettings(height, width)
         shader: nn.Module = HardShader(world.background_rgb)
@@ -262,8 +272,7 @@ def render(scene: SceneBatch, world: World, mode: str = "hard", height: int | No
     height/width default to ``world.image_size`` (square). ``hard`` is the fast
     nearest-face image; ``soft`` is differentiable in position and yaw (see ``SoftShader``).
     """
-    height = world.image_size if height is None else height
-    width = height if width is None else width
+    height, width = image_size(world, height, width)
     return _cached_renderer(world, mode, height, width, blur_sigma_px, faces_per_pixel)(scene)
 
 
@@ -271,8 +280,7 @@ def render_antialiased(scene: SceneBatch, world: World, height: int | None = Non
                        supersample: int = 2) -> torch.Tensor:
     """``hard`` at ``supersample`` times the size, box-filtered: (B, H, W, 3) float in [0, 1]. How
     the datasets' images are made (``renderer.dataset.render_images``)."""
-    height = world.image_size if height is None else height
-    width = height if width is None else width
+    height, width = image_size(world, height, width)
     img = render(scene, world, "hard", height * supersample, width * supersample)
     if supersample > 1:
         img = F.avg_pool2d(img.permute(0, 3, 1, 2), supersample).permute(0, 2, 3, 1)
@@ -282,8 +290,7 @@ def render_antialiased(scene: SceneBatch, world: World, height: int | None = Non
 def instance_map(scene: SceneBatch, world: World, height: int | None = None,
                  width: int | None = None) -> torch.Tensor:
     """Which slot is visible at each pixel: (B, H, W) int64, -1 for table or background."""
-    height = world.image_size if height is None else height
-    width = height if width is None else width
+    height, width = image_size(world, height, width)
     meshes, _, face_slot = scene_meshes(scene, world)
     rasterizer = SceneRasterizer(world, RasterSettings(height, width))
     p2f = rasterizer(meshes).pix_to_face[..., 0]
