@@ -12,9 +12,11 @@ Methods (rows):
 
 - AIR, the shipped weights (``--air``), greedy, one forward pass; and AIR + test-time refinement
   (``--refine`` Adam steps on pose through the soft renderer, ``inference.refine``).
-- DAIR (``--dair``): difference AIR trained with AIR's budget.
-- Supervised (``--supervised``): AIR's encoder with N fixed slots trained on the same labels
-  with a set loss (``inference.supervised``).
+- DAIR (``--dair``): difference AIR trained with AIR's budget, its teacher-forced residuals
+  read from canvases rendered once with pose jitter (``inference.dair_canvas``).
+- Supervised (``--supervised``): AIR's encoder with N fixed slots, each reading the image by
+  its own attention, trained on the same labels and budget with a set loss and AIR's attention
+  target (``inference.supervised``).
 - Render-and-compare (``inference.analysis_by_synthesis``) at each ``--rc-budgets`` entry
   STARTSxSTEPS, on the first ``--rc-scenes`` held-out scenes (it costs seconds per image). Its
   per-object count penalty is calibrated per budget on ``--rc-calibrate`` other labelled scenes

@@ -43,6 +43,11 @@ SHIPPED_BUDGET = {"data": "data/train", "val_data": "data/val", "batch_size": 64
 BUDGET_KEYS = ("data", "val_data", "counts", "batch_size", "max_iters", "lr", "min_lr", "warmup_iters",
                "eval_interval", "eval_scenes", "threads", "channels", "hidden", "seed")
 
+# DAIR trains on teacher-forced canvases rendered once, with pose jitter (``inference.dair_canvas``;
+# measured at 3000 iterations on 0..2 objects: validation count 86.6% with it, 81.6% without). Its
+# command makes them from the training data first (a no-op when they are there).
+DAIR_JITTER_CM, DAIR_JITTER_DEG = 0.25, 2.0
+
 Predict = Callable[[torch.Tensor], SceneBatch]
 
 
@@ -143,7 +148,9 @@ def budget_note(meta: dict) -> str:
         return ""
     best = f", best at it {meta['iter']}" if "iter" in meta else ""
     counts = f" (counts {t['counts']})" if t.get("counts") else ""
-    return f"{t.get('max_iters')} it x batch {t.get('batch_size')} on {t.get('data')}{counts}{best}"
+    c = meta.get("dair_canvas")
+    canvas = f", canvases jittered {c['jitter_cm']} cm / {c['jitter_deg']} deg" if c else ""
+    return f"{t.get('max_iters')} it x batch {t.get('batch_size')} on {t.get('data')}{counts}{canvas}{best}"
 
 
 def train_command(objective: str, out_dir: str, export: str, dair: bool = False,
@@ -152,8 +159,14 @@ def train_command(objective: str, out_dir: str, export: str, dair: bool = False,
     b = {**SHIPPED_BUDGET, **{k: v for k, v in (budget or {}).items() if k in BUDGET_KEYS}}
     flags = [f"--objective={objective}"] + (["--dair=True"] if dair else [])
     flags += [f"--{k}={b[k]}" for k in BUDGET_KEYS if k in b]
+    prefix = ""
+    if dair:
+        canvas = f"{b['data']}-canvas-j{round(DAIR_JITTER_CM * 100)}"
+        prefix = (f"python -m inference.dair_canvas --data={b['data']} --out={canvas} --jitter_cm={DAIR_JITTER_CM} "
+                  f"--jitter_deg={DAIR_JITTER_DEG} && ")
+        flags.append(f"--dair_canvas={canvas}")
     flags += [f"--out_dir={out_dir}", f"--export={export}"]
-    return "python -m inference.train " + " ".join(flags)
+    return prefix + "python -m inference.train " + " ".join(flags)
 
 
 # ---- scoring and timing -----------------------------------------------------------------------

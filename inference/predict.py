@@ -50,7 +50,7 @@ def infer(model: AIR, images: torch.Tensor, world: World | None = None) -> Infer
     b, t_max = images.shape[0], model.config.max_steps
     features = model.encode(images)
     if model.config.dair:
-        residual = images - _table(world, b, images)
+        residual = images - table_image(world, b, images)
         ctx = model.context(features, residual, model.residual_encoder(residual))
     else:
         ctx = model.context(features, images)
@@ -96,7 +96,7 @@ def _pad(lat: Latents, t_max: int) -> Latents:
     )
 
 
-def _table(world: World | None, b: int, like: torch.Tensor) -> torch.Tensor:
+def table_image(world: World | None, b: int, like: torch.Tensor) -> torch.Tensor:
     """The empty-table image (B, 3, S, S): DAIR's residual before any object is found."""
     from renderer.scene import empty_scenes
 

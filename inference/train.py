@@ -32,6 +32,7 @@ import torch
 from tqdm import tqdm
 
 from inference.checkpoint import save_weights
+from inference.dair_canvas import CanvasStore
 from inference.metrics import add_batch, scores_for
 from inference.model import AIR, AIRConfig, table_anchor
 from inference.objectives import amortised_loss, dair_residuals, nearest_first
@@ -66,9 +67,12 @@ class TrainConfig:
     eval_scenes: int = 1000
     threads: int = 2  # torch CPU threads
     dair: bool = False  # difference AIR
+    dair_canvas: str = ""  # DAIR: read the teacher-forced residuals' canvases from here (python -m
+    # inference.dair_canvas, made from --data; may carry pose jitter) instead of rendering them per batch
     channels: int = 64  # AIRConfig.channels
     hidden: int = 256  # AIRConfig.hidden
-    attention_weight: float = 1.0  # amortised only: weight of the attention target (0 = off)
+    attention_weight: float = 1.0  # amortised and supervised: weight of the attention target (0 = off)
+    slot_attention: bool = True  # supervised: each slot reads the image by attention (SupervisedConfig)
     anchor_where: bool = False  # AIR: position = table point under the attention centroid + a 5 cm-scale offset
     bound_position: bool = False  # AIR: squash the mean position into the prior's placement square
     # --- elbo only ---
@@ -121,6 +125,8 @@ def parse_overrides(argv: list[str]) -> TrainConfig:
         raise ValueError(f"--objective must be one of {OBJECTIVES}, got {cfg.objective!r}")
     if cfg.objective == "supervised" and cfg.dair:
         raise ValueError("--dair applies to AIR objectives, not --objective=supervised")
+    if cfg.dair_canvas and not (cfg.dair and cfg.objective == "amortised"):
+        raise ValueError("--dair_canvas applies to --objective=amortised --dair=True only")
     return cfg
 
 
@@ -196,12 +202,14 @@ def main(argv: list[str] | None = None) -> int:
     world = train.world
     pool, seen = scene_pool(train, cfg.counts, cfg.max_elbo_images), len(train)
     val_pool = scene_pool(val, cfg.counts)
+    canvases = CanvasStore.open(cfg.dair_canvas, train) if cfg.dair_canvas else None
 
     # model + optimiser (resume / init_from / scratch)
     supervised = cfg.objective == "supervised"
     config_cls, net_cls = (SupervisedConfig, SupervisedNet) if supervised else (AIRConfig, AIR)
     if supervised:
-        model_cfg = SupervisedConfig.for_world(world, channels=cfg.channels, hidden=cfg.hidden)
+        model_cfg = SupervisedConfig.for_world(world, channels=cfg.channels, hidden=cfg.hidden,
+                                               slot_attention=cfg.slot_attention)
     else:
         anchored = dict(anchor=table_anchor(world), position_scale=0.05) if cfg.anchor_where else {}
         if cfg.bound_position:
@@ -267,11 +275,13 @@ def main(argv: list[str] | None = None) -> int:
         if trainer is None:
             scene = train.scenes(idx)
             if supervised:
-                loss, stats = supervised_loss(model, images, scene)
+                loss, stats = supervised_loss(model, images, scene, world, attention_weight=cfg.attention_weight)
             else:
+                residuals = None
                 if model_cfg.dair:
                     scene = nearest_first(scene)
-                residuals = dair_residuals(images, scene, world) if model_cfg.dair else None
+                    residuals = (canvases.residuals(images, idx, world) if canvases is not None
+                                 else dair_residuals(images, scene, world))
                 loss, stats = amortised_loss(model, images, scene, world, residuals=residuals,
                                              attention_weight=cfg.attention_weight)
             optimizer.zero_grad(set_to_none=True)
@@ -284,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
             running[k] = running.get(k, 0.0) + v
         last = it + 1 == cfg.max_iters
         if (it + 1) % cfg.log_interval == 0 or last:
-            if cfg.max_elbo_images <= 0 and train.refresh() > seen:  # the dataset is still rendering
+            if cfg.max_elbo_images <= 0 and canvases is None and train.refresh() > seen:  # still rendering
                 pool, seen = scene_pool(train, cfg.counts), len(train)
             avg = {k: v / cfg.log_interval for k, v in running.items()}
             running = {}
@@ -311,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         best_state = torch.load(out / "best.pt", map_location="cpu", weights_only=False)
         model.load_state_dict(best_state["model"])
         export = save_supervised if supervised else save_weights
-        export(model, world, cfg.export, {"train": asdict(cfg), "iter": best_state["iter_num"]})
+        extra = {"dair_canvas": {k: v for k, v in canvases.meta.items() if k != "world"}} if canvases else {}
+        export(model, world, cfg.export, {"train": asdict(cfg), "iter": best_state["iter_num"], **extra})
         print(f"exported {cfg.export}")
     return 0
 

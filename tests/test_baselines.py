@@ -3,8 +3,11 @@ run end to end on a tiny setting."""
 
 from __future__ import annotations
 
+import json
+import math
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -19,6 +22,7 @@ from inference.analysis_by_synthesis import (
     sweep_discrete,
     with_pose,
 )
+from inference.dair_canvas import CanvasStore, jittered, write_canvases
 from inference.metrics import yaw_error_deg
 from inference.objectives import dair_residuals, nearest_first
 from inference.supervised import (
@@ -31,7 +35,7 @@ from inference.supervised import (
 )
 from inference.train import main as train_main
 from inference.train import parse_overrides
-from renderer.dataset import render_images, write_dataset
+from renderer.dataset import SceneDataset, render_images, write_dataset
 from renderer.prior import sample_scenes
 from renderer.render import render
 from renderer.scene import SceneBatch
@@ -110,26 +114,43 @@ def test_budget_strings_parse_and_bad_ones_are_refused():
 
 
 # ---- supervised counterpart -------------------------------------------------------------------
-def test_supervised_loss_is_invariant_to_the_order_of_true_objects():
+@pytest.mark.parametrize("slot_attention", [False, True])
+def test_supervised_loss_is_invariant_to_the_order_of_true_objects(slot_attention):
     torch.manual_seed(0)
     scene = sample_scenes(WORLD, 6, seed=3)
     images = _images(scene)
-    model = SupervisedNet(SupervisedConfig.for_world(WORLD, channels=8, hidden=16))
-    a, _ = supervised_loss(model, images, scene)
+    model = SupervisedNet(SupervisedConfig.for_world(WORLD, channels=8, hidden=16, slot_attention=slot_attention))
+    a, _ = supervised_loss(model, images, scene, WORLD)
     for order in ([2, 1, 0], [1, 2, 0], [0, 2, 1]):  # absent slots may come first too
-        b, _ = supervised_loss(model, images, _permute_slots(scene, order))
+        b, _ = supervised_loss(model, images, _permute_slots(scene, order), WORLD)
         assert a.item() == pytest.approx(b.item(), rel=1e-6)
 
 
-def test_supervised_training_lowers_the_loss_and_predicts_a_renderable_scene(tmp_path):
+def test_supervised_attention_target_scores_each_slot_on_its_assigned_objects_cell():
+    torch.manual_seed(0)
+    scene = sample_scenes(WORLD, 6, seed=3, counts=2)
+    images = _images(scene)
+    model = SupervisedNet(SupervisedConfig.for_world(WORLD, channels=8, hidden=16, slot_attention=True))
+    out = model(images)
+    assert out.attention.shape == (6, 3, (WORLD.image_size // 4) ** 2)
+    assert torch.allclose(out.attention.sum(-1), torch.ones(6, 3))
+    without, _ = supervised_loss(model, images, scene)
+    with_target, stats = supervised_loss(model, images, scene, WORLD, attention_weight=2.0)
+    # two present objects, each slot's weights near uniform at init: about 2 * 2 * log(L) nats more
+    assert 0 < stats["attention"] and with_target.item() > without.item() + 0.5 * 4 * math.log(256)
+    assert SupervisedNet(SupervisedConfig.for_world(WORLD, channels=8, hidden=16))(images).attention is None
+
+
+@pytest.mark.parametrize("slot_attention", [False, True])
+def test_supervised_training_lowers_the_loss_and_predicts_a_renderable_scene(tmp_path, slot_attention):
     torch.manual_seed(0)
     scene = sample_scenes(WORLD, 8, seed=4)
     images = _images(scene)
-    model = SupervisedNet(SupervisedConfig.for_world(WORLD, channels=16, hidden=64))
+    model = SupervisedNet(SupervisedConfig.for_world(WORLD, channels=16, hidden=64, slot_attention=slot_attention))
     opt = torch.optim.Adam(model.parameters(), 2e-3)
-    first, _ = supervised_loss(model, images, scene)
+    first, _ = supervised_loss(model, images, scene, WORLD)
     for _ in range(30):
-        loss, _ = supervised_loss(model, images, scene)
+        loss, _ = supervised_loss(model, images, scene, WORLD)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -172,6 +193,52 @@ def test_nearest_first_sorts_present_objects_by_distance_to_the_camera_and_keeps
     assert (nearest_first(scene).position != scene.position).any()  # the prior's order is not this one
 
 
+def test_stored_canvases_give_the_rendered_residuals_of_the_nearest_first_order(tmp_path):
+    write_dataset(tmp_path / "d", 24, seed=4, world=WORLD, chunk=24, progress=False)
+    data = SceneDataset.open(tmp_path / "d")
+    store = CanvasStore.open(write_canvases(data, tmp_path / "c", progress=False), data)
+    idx = np.array([2, 5, 11, 23])
+    images = torch.from_numpy(np.array(data.images[idx])).permute(0, 3, 1, 2).float() / 255
+    expected = dair_residuals(images, nearest_first(data.scenes(idx)), WORLD)
+    got = store.residuals(images, idx, WORLD)
+    assert len(got) == len(expected) == WORLD.max_objects
+    for g, e in zip(got, expected):
+        assert (g - e).abs().max() <= 0.5 / 255 + 1e-6  # canvases are stored as uint8
+
+
+def test_canvas_jitter_moves_only_table_position_and_yaw_by_about_its_std():
+    scene = sample_scenes(WORLD, 500, seed=6, counts=3)
+    moved = jittered(scene, 0.25, 2.0, torch.Generator().manual_seed(0))
+    d = (moved.position - scene.position)[scene.present]
+    assert torch.equal(d[:, 2], torch.zeros_like(d[:, 2]))
+    assert abs(float(d[:, :2].std()) - 0.0025) < 0.0002  # metres
+    assert abs(math.degrees(float((moved.yaw - scene.yaw).std())) - 2.0) < 0.15
+    assert torch.equal(moved.shape, scene.shape) and torch.equal(moved.color, scene.color)
+    still = jittered(scene, 0.0, 0.0, torch.Generator().manual_seed(0))
+    assert torch.equal(still.position, scene.position) and torch.equal(still.yaw, scene.yaw)
+
+
+def test_canvases_resume_with_the_same_jitter_and_refuse_other_settings_or_data(tmp_path):
+    write_dataset(tmp_path / "d", 12, seed=4, world=WORLD, chunk=12, progress=False)
+    write_dataset(tmp_path / "e", 12, seed=5, world=WORLD, chunk=12, progress=False)
+    data = SceneDataset.open(tmp_path / "d")
+    whole = np.load(write_canvases(data, tmp_path / "a", 1.0, 10.0, seed=3, progress=False) / "canvas.npy")
+    meta = json.loads((tmp_path / "a" / "meta.json").read_text())
+    assert meta["done"] == 12 and meta["jitter_cm"] == 1.0
+    meta["done"] = 0  # as if interrupted before the first chunk was flushed
+    (tmp_path / "a" / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="canvases for 0 of 12"):
+        CanvasStore.open(tmp_path / "a", data)
+    again = np.load(write_canvases(data, tmp_path / "a", 1.0, 10.0, seed=3, progress=False) / "canvas.npy")
+    assert np.array_equal(whole, again)
+    with pytest.raises(ValueError, match="other settings"):
+        write_canvases(data, tmp_path / "a", 0.5, 10.0, seed=3, progress=False)
+    with pytest.raises(ValueError, match="was made from"):
+        CanvasStore.open(tmp_path / "a", SceneDataset.open(tmp_path / "e"))
+    with pytest.raises(ValueError, match="applies to --objective=amortised --dair=True"):
+        parse_overrides(["--dair_canvas=x"])
+
+
 # ---- training and reports, end to end, tiny ---------------------------------------------------
 TINY = ["--channels=8", "--hidden=16", "--batch_size=4", "--max_iters=2", "--warmup_iters=1", "--log_interval=1",
         "--eval_interval=2", "--eval_scenes=4", "--threads=1"]
@@ -179,12 +246,15 @@ TINY = ["--channels=8", "--hidden=16", "--batch_size=4", "--max_iters=2", "--war
 
 @pytest.fixture(scope="module")
 def tiny_weights(tmp_path_factory):
-    """AIR, DAIR and supervised weights from 2 training iterations each on 16 scenes."""
+    """AIR, DAIR (from stored jittered canvases) and supervised weights from 2 training
+    iterations each on 16 scenes."""
     root = tmp_path_factory.mktemp("tiny")
     write_dataset(root / "train", 16, seed=0, world=WORLD, chunk=16, progress=False)
     write_dataset(root / "val", 4, seed=1, world=WORLD, chunk=4, progress=False)
+    canvas = write_canvases(SceneDataset.open(root / "train"), root / "canvas", 0.25, 2.0, progress=False)
     paths = {}
-    for name, flags in (("air", []), ("dair", ["--dair=True"]), ("supervised", ["--objective=supervised"])):
+    for name, flags in (("air", []), ("dair", ["--dair=True", f"--dair_canvas={canvas}"]),
+                        ("supervised", ["--objective=supervised"])):
         paths[name] = root / f"{name}.safetensors"
         assert train_main(TINY + flags + [f"--data={root / 'train'}", f"--val_data={root / 'val'}",
                                           f"--out_dir={root / 'runs' / name}", f"--export={paths[name]}"]) == 0
