@@ -44,8 +44,9 @@ BUDGET_KEYS = ("data", "val_data", "counts", "batch_size", "max_iters", "lr", "m
                "eval_interval", "eval_scenes", "threads", "channels", "hidden", "seed")
 
 # DAIR trains on teacher-forced canvases rendered once, with pose jitter (``inference.dair_canvas``;
-# measured at 3000 iterations on 0..2 objects: validation count 86.6% with it, 81.6% without). Its
-# command makes them from the training data first (a no-op when they are there).
+# measured with 3000 iterations on 0..2 objects: best validation count 85.0% with it, 81.6% without;
+# on 3 objects 97.0% and 95.0%). Its command makes them from the training data first (a no-op when
+# they are there).
 DAIR_JITTER_CM, DAIR_JITTER_DEG = 0.25, 2.0
 
 Predict = Callable[[torch.Tensor], SceneBatch]

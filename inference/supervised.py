@@ -16,15 +16,14 @@ image is ``SupervisedConfig.slot_attention``:
   and colour to the slot that holds its position (colour 16%, chance; shape 53%): nothing ties
   slot i's colour outputs to the image region slot i's position points at.
 - True: each slot gets a query from the global summary and reads the feature cells by softmax
-  attention (as in DETR-style set prediction), so its heads see the features, coordinates
-  included, of the region it attends. The slots are still fixed and decided together; only
-  their read-out is spatial. This is the fair counterpart: the binding AIR gets from its
-  attention, without AIR's recurrence or stopping.
+  attention (as in DETR-style set prediction), so its heads see the features (coordinates
+  included) and the mean pixel patch of the region it attends. The slots are still fixed and
+  decided together; only their read-out is spatial. This is the fair counterpart: the binding
+  AIR gets from its attention, without AIR's recurrence or stopping.
 
-Slots
-are unordered, so the loss is a set loss: the true objects (absent ones included) are assigned
-to the slots by the ordering that fits best, ``min`` over the N! orderings (N <= 3: 6; the same
-as Hungarian matching on the per-pair negative log-likelihood), and the loss is the negative
+Slots are unordered, so the loss is a set loss: the true objects (absent ones included) are
+assigned to the slots by the ordering that fits best, ``min`` over the N! orderings (N <= 3: 6;
+the same as Hungarian matching on the per-pair negative log-likelihood), and the loss is the negative
 log-likelihood of that assignment. Every slot's presence is scored; what/where only for slots
 assigned a present object. The loss is therefore invariant to the order of the true objects.
 
