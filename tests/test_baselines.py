@@ -141,6 +141,12 @@ def test_supervised_attention_target_scores_each_slot_on_its_assigned_objects_ce
     assert SupervisedNet(SupervisedConfig.for_world(WORLD, channels=8, hidden=16))(images).attention is None
 
 
+def test_supervised_config_written_before_slot_attention_loads_as_the_mlp_head():
+    old = SupervisedConfig.for_world(WORLD, channels=8, hidden=16).to_dict()
+    del old["slot_attention"]
+    assert SupervisedConfig.from_dict(old).slot_attention is False
+
+
 @pytest.mark.parametrize("slot_attention", [False, True])
 def test_supervised_training_lowers_the_loss_and_predicts_a_renderable_scene(tmp_path, slot_attention):
     torch.manual_seed(0)
