@@ -34,7 +34,7 @@ import torch
 from numpy.lib.format import open_memmap
 from tqdm import tqdm
 
-from inference.objectives import nearest_first
+from inference.objectives import earlier_slots, nearest_first
 from inference.predict import table_image
 from renderer.dataset import SceneDataset
 from renderer.render import render
@@ -60,21 +60,19 @@ def jittered(scene: SceneBatch, jitter_cm: float, jitter_deg: float, generator: 
 def render_canvases(scene: SceneBatch, world: World, size: int) -> torch.Tensor:
     """(B, N - 1, S, S, 3) uint8: canvas t - 1 renders the objects in slots < t (t = 1 .. N - 1)
     ``hard`` at S x S. The scene's slot order is the one training uses (``nearest_first``)."""
-    slots = torch.arange(scene.num_slots)
-    out = []
-    for t in range(1, scene.num_slots):
-        earlier = SceneBatch(scene.present & (slots < t), scene.shape, scene.color, scene.position, scene.yaw)
-        out.append(render(earlier, world, "hard", size, size))
+    out = [render(earlier_slots(scene, t), world, "hard", size, size) for t in range(1, scene.num_slots)]
     return (torch.stack(out, dim=1).clamp(0, 1) * 255).round().to(torch.uint8)
 
 
 @dataclass(frozen=True)
 class CanvasStore:
-    """Canvases of one dataset, opened read-only (``canvas``: (M, N - 1, S, S, 3) uint8)."""
+    """Canvases of one dataset, opened read-only (``canvas``: (M, N - 1, S, S, 3) uint8) and
+    the empty table step 0 subtracts (``table``: (1, 3, S, S) float in [0, 1], rendered once)."""
 
     root: Path
     canvas: np.ndarray
     meta: dict
+    table: torch.Tensor
 
     @classmethod
     def open(cls, root: str | Path, data: SceneDataset) -> CanvasStore:
@@ -87,15 +85,16 @@ class CanvasStore:
             raise ValueError(f"{root} was made from {meta['dataset']}, not {data.root}")
         if meta["done"] < len(data):
             raise ValueError(f"{root} has canvases for {meta['done']} of {len(data)} scenes; rerun the command")
-        return cls(root, np.load(root / "canvas.npy", mmap_mode="r"), meta)
+        size = data.world.image_size
+        table = table_image(data.world, 1, torch.zeros(1, 3, size, size)).clone()
+        return cls(root, np.load(root / "canvas.npy", mmap_mode="r"), meta, table)
 
-    def residuals(self, images: torch.Tensor, index: np.ndarray, world: World) -> list[torch.Tensor]:
+    def residuals(self, images: torch.Tensor, index: np.ndarray) -> list[torch.Tensor]:
         """DAIR's per-step inputs for the dataset scenes ``index`` (as ``dair_residuals`` makes them
         for the scenes in nearest-first order): images (B, 3, S, S) in [0, 1] -> N tensors
         (B, 3, S, S)."""
         canvas = torch.from_numpy(np.array(self.canvas[index])).permute(0, 1, 4, 2, 3).float() / 255
-        table = table_image(world, images.shape[0], images)
-        return [images - table] + [images - canvas[:, t] for t in range(canvas.shape[1])]
+        return [images - self.table] + [images - canvas[:, t] for t in range(canvas.shape[1])]
 
 
 def write_canvases(data: SceneDataset, out: Path, jitter_cm: float = 0.0, jitter_deg: float = 0.0, seed: int = 0,

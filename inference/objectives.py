@@ -97,6 +97,13 @@ def nearest_first(scene: SceneBatch) -> SceneBatch:
                       take(scene.yaw))
 
 
+def earlier_slots(scene: SceneBatch, t: int) -> SceneBatch:
+    """The same scenes with only the objects in slots < t present: what DAIR has explained
+    before step t (t = 0: nothing, the empty table)."""
+    slots = torch.arange(scene.num_slots, device=scene.present.device)
+    return SceneBatch(scene.present & (slots < t), scene.shape, scene.color, scene.position, scene.yaw)
+
+
 def dair_residuals(images: torch.Tensor, scene: SceneBatch, world: World) -> list[torch.Tensor]:
     """DAIR's per-step inputs for teacher-forced training, in the scene's own slot order.
 
@@ -106,12 +113,8 @@ def dair_residuals(images: torch.Tensor, scene: SceneBatch, world: World) -> lis
     present slots first. Returns N tensors (B, 3, S, S).
     """
     s = images.shape[-1]
-    slots = torch.arange(scene.num_slots, device=scene.present.device)
-    out = []
-    for t in range(scene.num_slots):
-        earlier = SceneBatch(scene.present & (slots < t), scene.shape, scene.color, scene.position, scene.yaw)
-        out.append(images - render(earlier, world, "hard", s, s).permute(0, 3, 1, 2))
-    return out
+    return [images - render(earlier_slots(scene, t), world, "hard", s, s).permute(0, 3, 1, 2)
+            for t in range(scene.num_slots)]
 
 
 def amortised_loss(model: AIR, images: torch.Tensor, scene: SceneBatch, world: World | None = None,

@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
                 residuals = None
                 if model_cfg.dair:
                     scene = nearest_first(scene)
-                    residuals = (canvases.residuals(images, idx, world) if canvases is not None
+                    residuals = (canvases.residuals(images, idx) if canvases is not None
                                  else dair_residuals(images, scene, world))
                 loss, stats = amortised_loss(model, images, scene, world, residuals=residuals,
                                              attention_weight=cfg.attention_weight)

@@ -206,7 +206,7 @@ def test_stored_canvases_give_the_rendered_residuals_of_the_nearest_first_order(
     idx = np.array([2, 5, 11, 23])
     images = torch.from_numpy(np.array(data.images[idx])).permute(0, 3, 1, 2).float() / 255
     expected = dair_residuals(images, nearest_first(data.scenes(idx)), WORLD)
-    got = store.residuals(images, idx, WORLD)
+    got = store.residuals(images, idx)
     assert len(got) == len(expected) == WORLD.max_objects
     for g, e in zip(got, expected):
         assert (g - e).abs().max() <= 0.5 / 255 + 1e-6  # canvases are stored as uint8
