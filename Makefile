@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test serve system-tools clean-data
+.PHONY: install test serve system-tools clean-data blender-env
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,3 +36,17 @@ system-tools:
 
 clean-data:
 	rm -rf data
+
+# Optional: Blender's Cycles as a Python module (bpy 4.5, about 370 MB) for the
+# cross-renderer development set (bench/crossrender.py, bench/blender_scene.py).
+# The product never imports bpy; tests that need it skip when .venv-blender is absent.
+BLENDER_VENV := .venv-blender
+BLENDER_PYTHON ?= python3.11
+$(BLENDER_VENV)/.installed:
+	test -x $(BLENDER_VENV)/bin/python || $(BLENDER_PYTHON) -m venv $(BLENDER_VENV)
+	$(BLENDER_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BLENDER_VENV)/bin/python -m pip install --quiet 'bpy==4.5.*' numpy
+	$(BLENDER_VENV)/bin/python -c 'import bpy; print("bpy", bpy.app.version_string)'
+	touch $@
+
+blender-env: $(BLENDER_VENV)/.installed
