@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +28,37 @@ import torch
 from numpy.lib.format import open_memmap
 from tqdm import tqdm
 
+from renderer.appearance import LookPrior, default_look, sample_looks, shade_palette
+from renderer.photo import jpeg, render_photo
+from renderer.pinhole import Cameras, canonical_cameras, coverage, sample_cameras, spec_cameras
 from renderer.prior import sample_scenes
 from renderer.render import render_antialiased
 from renderer.scene import SceneBatch
 from renderer.world import World
 
 FIELDS = ("present", "shape", "color", "position", "yaw")
+CAMERA_FIELDS = ("camera", "image_hw")  # photo datasets: each image's own camera
+
+
+def pack_cameras(cams: Cameras) -> tuple[np.ndarray, np.ndarray]:
+    """Cameras -> ((B, 16) float32 [position 3, rotation 9 row-major, focal 2, principal 2],
+    (B, 2) int32 [height, width])."""
+    b = cams.batch_size
+    flat = torch.cat([cams.position, cams.rotation.reshape(b, 9), cams.focal, cams.principal], dim=1)
+    hw = np.tile(np.array([[cams.height, cams.width]], dtype=np.int32), (b, 1))
+    return flat.float().numpy(), hw
+
+
+def unpack_cameras(flat: np.ndarray, hw: np.ndarray) -> list[tuple[np.ndarray, Cameras]]:
+    """Inverse of ``pack_cameras`` for rows that may differ in image size: a list of
+    (row indices, Cameras) groups, one per distinct size."""
+    t = torch.from_numpy(np.asarray(flat, dtype=np.float32))
+    out = []
+    for h, w in sorted({(int(a), int(b)) for a, b in np.asarray(hw)}):
+        idx = np.nonzero((hw[:, 0] == h) & (hw[:, 1] == w))[0]
+        r = t[idx]
+        out.append((idx, Cameras(r[:, :3], r[:, 3:12].reshape(-1, 3, 3), r[:, 12:14], r[:, 14:16], h, w)))
+    return out
 
 
 def render_images(scene: SceneBatch, world: World, supersample: int = 2) -> torch.Tensor:
@@ -45,6 +70,54 @@ def render_images(scene: SceneBatch, world: World, supersample: int = 2) -> torc
 
 def chunk_scenes(world: World, seed: int, chunk: int, size: int, counts=None) -> SceneBatch:
     return sample_scenes(world, size, seed=seed * 1_000_003 + chunk, counts=counts)
+
+
+@dataclass(frozen=True)
+class PhotoData:
+    """How a photo dataset draws its images: the world's cameras and looks as distributions,
+    each image the network's canonical view (``renderer.pinhole.canonical_cameras``, side
+    ``world.image_size``) of a camera drawn from ``world.envelope``, black where that camera's
+    own image does not reach.
+
+    look: the look prior. image_sizes: (height, width) of the camera images, one drawn per
+        chunk (only their aspect matters: the views are rendered at the network's size).
+    default_camera, default_look: chance (per chunk) of the world's fixed camera, and
+        independently of its fixed look, so the original world stays in the data.
+    details: tessellation levels of curved shapes, one drawn per chunk.
+    supersample: render at this many times the size, then box-filter.
+    """
+
+    look: LookPrior = LookPrior()
+    image_sizes: tuple[tuple[int, int], ...] = ((480, 480), (480, 640), (360, 640), (640, 480))
+    default_camera: float = 0.1
+    default_look: float = 0.1
+    details: tuple[int, ...] = (1, 2, 3)
+    supersample: int = 2
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+
+def photo_chunk(world: World, data: PhotoData, seed: int, chunk: int, size: int,
+                counts=None) -> tuple[np.ndarray, SceneBatch, Cameras]:
+    """Chunk ``chunk`` of a photo dataset: (size, S, S, 3) uint8 views, their scenes, and the
+    cameras they were seen by. Drawn from its own generator (seed * 1_000_003 + chunk)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + chunk)
+    pick = lambda n: int(torch.randint(n, (1,), generator=g))  # noqa: E731
+    fixed_camera = float(torch.rand(1, generator=g)) < data.default_camera
+    fixed_look = float(torch.rand(1, generator=g)) < data.default_look
+    h, w = data.image_sizes[pick(len(data.image_sizes))]
+    detail = 1 if fixed_look else data.details[pick(len(data.details))]
+    cams = spec_cameras(world.camera, size, h, w) if fixed_camera else sample_cameras(world.envelope, size, g, h, w)
+    view = canonical_cameras(cams.position, world.image_size, world.view_half_width)
+    scene = sample_scenes(world, size, generator=g, counts=counts, cameras=(cams, view))
+    look = default_look(world, size) if fixed_look else sample_looks(data.look, size, g)
+    shaded = scene if fixed_look else replace(scene, albedo=shade_palette(scene, world, data.look, g))
+    with torch.no_grad():
+        img = render_photo(shaded, world, view, look, g, detail, data.supersample)
+    u8 = jpeg((img * 255).round().to(torch.uint8).numpy(), look.jpeg_quality.numpy())
+    u8 = u8 * coverage(cams, view).numpy()[..., None]
+    return u8, scene, cams
 
 
 @dataclass
@@ -65,6 +138,8 @@ class SceneDataset:
         meta = json.loads(meta_path.read_text())
         images = np.load(root / "images.npy", mmap_mode="r")
         latents = {f: np.load(root / f"{f}.npy", mmap_mode="r") for f in FIELDS}
+        if "photo" in meta:
+            latents.update({f: np.load(root / f"{f}.npy", mmap_mode="r") for f in CAMERA_FIELDS})
         return cls(root, images, latents, meta)
 
     @property
@@ -79,6 +154,19 @@ class SceneDataset:
         self.meta = json.loads((self.root / "meta.json").read_text())
         return len(self)
 
+    @property
+    def has_cameras(self) -> bool:
+        """Whether each image has its own camera (a photo dataset)."""
+        return "camera" in self.latents
+
+    def cameras(self, index: np.ndarray) -> list[tuple[np.ndarray, Cameras]]:
+        """The cameras of scenes ``index`` (an index array), grouped by image size: a list of
+        (positions within ``index``, Cameras). Only for photo datasets."""
+        if not self.has_cameras:
+            raise ValueError(f"{self.root} has no per-image cameras (not made with --photo)")
+        index = np.asarray(index)
+        return unpack_cameras(self.latents["camera"][index], self.latents["image_hw"][index])
+
     def scenes(self, index: np.ndarray | slice) -> SceneBatch:
         # np.array copies: the maps are read-only, and a tensor viewing them must not be written.
         t = {f: torch.from_numpy(np.array(self.latents[f][index])) for f in FIELDS}
@@ -86,8 +174,11 @@ class SceneDataset:
 
 
 def write_dataset(out: Path, count: int, seed: int, world: World, chunk: int = 256,
-                  supersample: int = 2, counts: list[int] | None = None, progress: bool = True) -> Path:
-    """Render ``count`` scenes into ``out``, resuming a partial run made with the same settings."""
+                  supersample: int = 2, counts: list[int] | None = None, progress: bool = True,
+                  photo: PhotoData | None = None) -> Path:
+    """Render ``count`` scenes into ``out``, resuming a partial run made with the same settings.
+    ``photo``: draw cameras and looks (``photo_chunk``) instead of the world's fixed ones; the
+    dataset then also holds each image's camera (``CAMERA_FIELDS``)."""
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
     if supersample < 1:
@@ -96,10 +187,14 @@ def write_dataset(out: Path, count: int, seed: int, world: World, chunk: int = 2
     meta_path = out / "meta.json"
     settings = {"count": count, "seed": seed, "chunk": chunk, "supersample": supersample,
                 "counts": counts, "world": world.to_dict()}
+    if photo is not None:
+        settings["photo"] = photo.to_dict()
     size, n = world.image_size, world.max_objects
     shapes = {"images": ((count, size, size, 3), np.uint8), "present": ((count, n), np.bool_),
               "shape": ((count, n), np.int64), "color": ((count, n), np.int64),
               "position": ((count, n, 3), np.float32), "yaw": ((count, n), np.float32)}
+    if photo is not None:
+        shapes.update(camera=((count, 16), np.float32), image_hw=((count, 2), np.int32))
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
         if {k: meta[k] for k in settings} != json.loads(json.dumps(settings)):
@@ -112,11 +207,18 @@ def write_dataset(out: Path, count: int, seed: int, world: World, chunk: int = 2
     bar = tqdm(total=count, initial=done, unit="img", desc=f"render {out}", disable=not progress)
     while done < count:
         ci = done // chunk
-        scene = chunk_scenes(world, seed, ci, chunk, counts)
         take = min(chunk, count - ci * chunk)
-        scene = scene.select(slice(0, take))
         lo = ci * chunk
-        arrays["images"][lo : lo + take] = render_images(scene, world, supersample).numpy()
+        if photo is None:
+            scene = chunk_scenes(world, seed, ci, chunk, counts).select(slice(0, take))
+            arrays["images"][lo : lo + take] = render_images(scene, world, supersample).numpy()
+        else:
+            images, scene, cams = photo_chunk(world, photo, seed, ci, chunk, counts)
+            scene = scene.select(slice(0, take))
+            arrays["images"][lo : lo + take] = images[:take]
+            flat, hw = pack_cameras(cams.select(slice(0, take)))
+            arrays["camera"][lo : lo + take] = flat
+            arrays["image_hw"][lo : lo + take] = hw
         for f in FIELDS:
             arrays[f][lo : lo + take] = getattr(scene, f).numpy()
         for a in arrays.values():
@@ -159,7 +261,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image-size", type=int, default=None, help="override the world's image size")
     p.add_argument("--shapes", type=str, default=None, help="comma-separated subset of the shapes, e.g. cube,sphere")
     p.add_argument("--colors", type=str, default=None, help="comma-separated subset of the colours, e.g. red,blue")
+    p.add_argument("--photo", action="store_true",
+                   help="draw cameras from the world's envelope and looks from the look prior (PhotoData); "
+                        "images are the network's canonical views")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     try:
         world = reduced_world(World(), args.max_objects, args.image_size, args.shapes, args.colors)
     except ValueError as e:
@@ -167,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     counts = None if args.counts is None else [int(c) for c in args.counts.split(",")]
     try:
-        write_dataset(args.out, args.count, args.seed, world, args.chunk, args.supersample, counts)
+        write_dataset(args.out, args.count, args.seed, world, args.chunk, args.supersample, counts,
+                      photo=PhotoData(supersample=args.supersample) if args.photo else None)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

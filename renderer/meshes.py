@@ -91,12 +91,47 @@ _BUILDERS = {"cube": _cuboid, "box": _cuboid, "wedge": _wedge,
              "sphere": _sphere, "cylinder": _cylinder, "cone": _cone}
 
 
-def primitive(spec: ShapeSpec) -> tuple[torch.Tensor, torch.Tensor]:
+def _detail_args(name: str, detail: int) -> dict:
+    """Tessellation of curved shapes at ``detail`` level 1, 2, 3...: 1 is the world's meshes."""
+    if detail < 1:
+        raise ValueError(f"detail must be >= 1, got {detail}")
+    if name == "sphere":
+        return {"segments": 12 + 8 * (detail - 1), "rings": 6 + 4 * (detail - 1)}
+    if name in ("cylinder", "cone"):
+        return {"segments": 16 + 8 * (detail - 1)}
+    return {}
+
+
+def primitive(spec: ShapeSpec, detail: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Mesh of one shape: verts (V, 3) float32 metres, faces (F, 3) int64."""
     if spec.name not in _BUILDERS:
         raise ValueError(f"no mesh builder for shape {spec.name!r}; known: {sorted(_BUILDERS)}")
-    verts, faces = _BUILDERS[spec.name](*spec.size)
+    verts, faces = _BUILDERS[spec.name](*spec.size, **_detail_args(spec.name, detail))
     return torch.tensor(verts, dtype=torch.float32), torch.tensor(faces, dtype=torch.int64)
+
+
+def corner_normals(spec: ShapeSpec, verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """(F, 3, 3) unit normal at each corner of each face, object frame, for smooth shading:
+    the curved surface's true normal on curved faces (sphere; the sides of cylinder and
+    cone), the face's own normal on flat ones."""
+    tri = verts[faces]  # (F, 3, 3)
+    flat = torch.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=-1)
+    flat = flat / flat.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    out = flat[:, None, :].expand(-1, 3, -1).clone()
+    a, b, c = (x / 2 for x in spec.size)
+    if spec.name == "sphere":  # gradient of the ellipsoid
+        out = tri / torch.tensor([a * a, b * b, c * c])
+    elif spec.name in ("cylinder", "cone"):
+        side = flat[:, 2].abs() < 0.999  # not a cap
+        # radial direction at each corner; the cone's apex takes its face's centre direction
+        xy = torch.where(tri[..., :2].norm(dim=-1, keepdim=True) > 1e-6, tri[..., :2],
+                         tri[..., :2].mean(dim=1, keepdim=True).expand(-1, 3, -1))
+        radial = xy / torch.tensor([a * a, b * b])
+        radial = radial / radial.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        rise = (a / spec.size[2]) if spec.name == "cone" else 0.0  # the cone's normal tilts up
+        smooth = torch.cat([radial, torch.full_like(radial[..., :1], rise)], dim=-1)
+        out = torch.where(side[:, None, None], smooth, out)
+    return out / out.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 @dataclass(frozen=True)
@@ -107,6 +142,8 @@ class MeshLibrary:
     faces: (S, F, 3) int64 indices into the shape's own V rows; rows past ``num_faces[s]`` are
         the degenerate face (0, 0, 0).
     num_verts, num_faces: (S,) int64, the real counts.
+    normals: (S, F, 3, 3) float32, smooth-shading normal at each face corner (``corner_normals``);
+        zeros on padding faces.
     footprint_radius: (S,) float32, radius of the smallest origin-centred disc that covers the
         shape's footprint on the table (for any yaw): the prior keeps these discs apart.
     """
@@ -116,23 +153,27 @@ class MeshLibrary:
     num_verts: torch.Tensor
     num_faces: torch.Tensor
     footprint_radius: torch.Tensor
+    normals: torch.Tensor
 
 
-@lru_cache(maxsize=8)
-def mesh_library(world: World) -> MeshLibrary:
-    """Build (once per world) the padded meshes of all its shapes."""
-    meshes = [primitive(s) for s in world.shapes]
+@lru_cache(maxsize=16)
+def mesh_library(world: World, detail: int = 1) -> MeshLibrary:
+    """Build (once per world and detail level) the padded meshes of all its shapes."""
+    meshes = [primitive(s, detail) for s in world.shapes]
     v_max = max(v.shape[0] for v, _ in meshes)
     f_max = max(f.shape[0] for _, f in meshes)
     verts = torch.zeros(len(meshes), v_max, 3)
     faces = torch.zeros(len(meshes), f_max, 3, dtype=torch.int64)
+    normals = torch.zeros(len(meshes), f_max, 3, 3)
     for s, (v, f) in enumerate(meshes):
         verts[s, : v.shape[0]] = v
         faces[s, : f.shape[0]] = f
+        normals[s, : f.shape[0]] = corner_normals(world.shapes[s], v, f)
     return MeshLibrary(
         verts=verts,
         faces=faces,
         num_verts=torch.tensor([v.shape[0] for v, _ in meshes]),
         num_faces=torch.tensor([f.shape[0] for _, f in meshes]),
         footprint_radius=torch.stack([v[:, :2].norm(dim=-1).max() for v, _ in meshes]),
+        normals=normals,
     )

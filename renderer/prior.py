@@ -15,20 +15,27 @@ from collections.abc import Sequence
 import torch
 
 from renderer.meshes import mesh_library
+from renderer.pinhole import Cameras
 from renderer.scene import SceneBatch
 from renderer.world import World
 
 MAX_REJECTION_ROUNDS = 1000
+MAX_VIEW_ROUNDS = 200
 
 
 def sample_scenes(world: World, batch: int, seed: int | None = None,
                   generator: torch.Generator | None = None,
-                  counts: int | Sequence[int] | None = None) -> SceneBatch:
+                  counts: int | Sequence[int] | None = None,
+                  cameras: Sequence[Cameras] = ()) -> SceneBatch:
     """Draw ``batch`` scenes from the prior (on the CPU).
 
     seed / generator: exactly one seeds the draw; the same seed gives the same scenes.
     counts: the object counts to draw uniformly from; an int K means exactly K objects.
         Default: 0..world.max_objects.
+    cameras: each a batch of ``batch`` cameras; when given, every object lies wholly inside
+        every one of these images (``in_view``), positions being redrawn until it does. An
+        object that finds no place in view after ``MAX_VIEW_ROUNDS`` is left out, so a camera
+        that sees little of the table gets fewer objects (with the default cameras this is rare).
     """
     if (seed is None) == (generator is None):
         raise ValueError("pass exactly one of seed= or generator=")
@@ -49,17 +56,22 @@ def sample_scenes(world: World, batch: int, seed: int | None = None,
     radius = lib.footprint_radius[shape]  # (B, N)
 
     e = world.placement_half_extent
+    z = torch.tensor([s.resting_z for s in world.shapes])[shape]
     xy = (torch.rand(batch, n, 2, generator=g) * 2 - 1) * e
-    for _ in range(MAX_REJECTION_ROUNDS):
+    rounds = MAX_VIEW_ROUNDS if cameras else MAX_REJECTION_ROUNDS
+    for _ in range(rounds):
         bad = _overlapping(xy, radius, present)  # (B, N): slot collides with an earlier one
+        for cams in cameras:
+            bad = bad | (present & ~in_view(xy, z, radius, cams))
         if not bad.any():
             break
         fresh = (torch.rand(batch, n, 2, generator=g) * 2 - 1) * e
         xy = torch.where(bad[..., None], fresh, xy)
     else:
-        raise ValueError("could not place non-overlapping objects: placement area too small for N")
+        if not cameras:
+            raise ValueError("could not place non-overlapping objects: placement area too small for N")
+        present, shape, color, xy, yaw, z = _drop_slots(bad, present, shape, color, xy, yaw, z)
 
-    z = torch.tensor([s.resting_z for s in world.shapes])[shape]
     position = torch.cat([xy, z[..., None]], dim=-1)
     # Padding slots: zeros everywhere, so a batch is identical however it was drawn.
     position = position * present[..., None]
@@ -67,6 +79,32 @@ def sample_scenes(world: World, batch: int, seed: int | None = None,
     shape = shape * present
     color = color * present
     return SceneBatch(present, shape, color, position.float(), yaw.float())
+
+
+def in_view(xy: torch.Tensor, z: torch.Tensor, radius: torch.Tensor, cameras: Cameras,
+            margin_px: float = 2.0) -> torch.Tensor:
+    """(B, N) bool: an object at table point ``xy`` (B, N, 2) with centre height ``z`` (B, N)
+    and footprint radius (B, N) lies wholly inside the image, ``margin_px`` from its border, and
+    in front of the camera: tested on the 8 corners of the box of half-width radius and height
+    2 z that holds it at any yaw."""
+    corner = torch.tensor([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (0, 1)], dtype=xy.dtype)
+    pts = torch.cat([xy, torch.zeros_like(z)[..., None]], -1)[:, :, None, :] \
+        + corner * torch.stack([radius, radius, 2 * z], -1)[:, :, None, :]  # (B, N, 8, 3)
+    uv, depth = cameras.project(pts)
+    inside = (uv[..., 0] >= margin_px) & (uv[..., 0] <= cameras.width - margin_px) \
+        & (uv[..., 1] >= margin_px) & (uv[..., 1] <= cameras.height - margin_px) & (depth > 0.05)
+    return inside.all(dim=-1)
+
+
+def _drop_slots(drop: torch.Tensor, present: torch.Tensor, *fields: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Mark ``drop`` (B, N) slots absent and move the present ones first, in their order."""
+    present = present & ~drop
+    order = torch.sort((~present).to(torch.int8), dim=1, stable=True).indices
+    out = [torch.gather(present, 1, order)]
+    for f in fields:
+        idx = order.reshape(*order.shape, *([1] * (f.dim() - 2))).expand_as(f)
+        out.append(torch.gather(f, 1, idx))
+    return tuple(out)
 
 
 def _overlapping(xy: torch.Tensor, radius: torch.Tensor, present: torch.Tensor) -> torch.Tensor:

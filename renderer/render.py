@@ -30,6 +30,7 @@ from torch.nn import functional as F
 
 from renderer.camera import p3d_cameras
 from renderer.meshes import mesh_library
+from renderer.pinhole import Cameras
 from renderer.scene import SceneBatch, empty_scenes
 from renderer.world import World
 
@@ -47,12 +48,15 @@ class RasterSettings:
     blur_sigma_px: edge softness in pixels (0 for hard edges). Converted to PyTorch3D's
         sigma, a squared distance in NDC units, and to the matching blur radius, beyond which
         a face's influence is below 1e-4.
+    perspective_correct: barycentric coordinates corrected for perspective (needed where a
+        shader interpolates across a face: smooth normals, surface points; flat shading is not).
     """
 
     height: int
     width: int
     faces_per_pixel: int = 1
     blur_sigma_px: float = 0.0
+    perspective_correct: bool = False
 
     def __post_init__(self) -> None:
         for name in ("height", "width"):
@@ -85,30 +89,51 @@ def palette_rgb(world: World, device: torch.device | str = "cpu", dtype: torch.d
     return torch.tensor([c.rgb for c in world.colors], device=device, dtype=dtype)
 
 
-def scene_meshes(scene: SceneBatch, world: World) -> tuple[Meshes, torch.Tensor, torch.Tensor]:
-    """Batch -> (meshes, face_rgb, face_slot).
+@dataclass(frozen=True)
+class PackedScene:
+    """A scene batch as PyTorch3D meshes plus what a shader needs per packed face.
 
     meshes: B meshes; scene b holds the real faces of its present objects (slot-major) then the
-        2 table faces, padded with -1 to the longest scene. Padding faces of the templates and
-        absent slots are left out, so the rasteriser never loops over them.
-    face_rgb: (P, 3) float, shaded colour of each packed face (P = real faces in the batch).
-    face_slot: (P,) int64, which slot each packed face belongs to (N for the table).
+        2 table faces, padded with -1 to the longest scene (padding faces of the templates and
+        absent slots are left out, so the rasteriser never loops over them).
+    corners: (P, 3, 3) world coordinates of each packed face's three vertices (P = real faces).
+    normals: (P, 3, 3) smooth-shading normal at each corner, world frame (``MeshLibrary.normals``).
+    albedo: (P, 3) base RGB. slot: (P,) int64, the face's slot (N for the table).
     """
+
+    meshes: Meshes
+    corners: torch.Tensor
+    normals: torch.Tensor
+    albedo: torch.Tensor
+    slot: torch.Tensor
+
+    def face_normals(self) -> torch.Tensor:
+        """(P, 3) unit normal of each packed face (flat shading)."""
+        tri = self.corners
+        normal = torch.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=-1)
+        return normal / (normal.norm(dim=-1, keepdim=True) + 1e-12)
+
+
+def pack_scene(scene: SceneBatch, world: World, detail: int = 1) -> PackedScene:
+    """Batch -> ``PackedScene``, built in batched operations (nothing per image). ``detail``
+    picks the tessellation of curved shapes (``mesh_library``)."""
     scene.validate(world)
     scene = scene.blank_absent()  # absent slots may hold out-of-range indices or NaNs
-    lib = mesh_library(world)
+    lib = mesh_library(world, detail)
     device = scene.position.device
     b, n = scene.present.shape
     _, v_max, _ = lib.verts.shape
     f_max = lib.faces.shape[1]
 
     # Object vertices: (B, N, V, 3) = R @ template + position, one batched operation.
+    rot = scene.rotation()
     template = lib.verts.to(device)[scene.shape]  # (B, N, V, 3)
-    verts = torch.einsum("bnij,bnvj->bnvi", scene.rotation(), template) + scene.position[:, :, None, :]
+    verts = torch.einsum("bnij,bnvj->bnvi", rot, template) + scene.position[:, :, None, :]
     faces = lib.faces.to(device)[scene.shape]  # (B, N, F, 3), slot-local indices
     faces = faces + (torch.arange(n, device=device) * v_max)[None, :, None, None]
     real = (torch.arange(f_max, device=device) < lib.num_faces.to(device)[scene.shape][..., None]) \
         & scene.present[..., None]  # (B, N, F)
+    normals = torch.einsum("bnij,bnfcj->bnfci", rot, lib.normals.to(device, verts.dtype)[scene.shape])
 
     half = world.table_size / 2
     table_v = torch.tensor([[-half, -half, 0.0], [half, -half, 0.0], [half, half, 0.0], [-half, half, 0.0]],
@@ -119,8 +144,8 @@ def scene_meshes(scene: SceneBatch, world: World) -> tuple[Meshes, torch.Tensor,
     all_real = torch.cat([real.reshape(b, n * f_max), real.new_ones(b, 2)], dim=1)  # (B, Ft)
     all_slot = torch.cat([torch.arange(n, device=device).repeat_interleave(f_max),
                           torch.full((2,), n, device=device)]).expand(b, -1)
-
-    # Flat Lambert shading per face, in the world frame.
+    up = torch.tensor([0.0, 0.0, 1.0], device=device, dtype=verts.dtype)
+    all_normals = torch.cat([normals.reshape(b, n * f_max, 3, 3), up.expand(b, 2, 3, 3)], dim=1)
     palette = palette_rgb(world, device, verts.dtype)
     albedo = torch.cat([
         (palette[scene.color] if scene.albedo is None else scene.albedo.to(verts.dtype))[:, :, None, :]
@@ -128,12 +153,6 @@ def scene_meshes(scene: SceneBatch, world: World) -> tuple[Meshes, torch.Tensor,
         torch.tensor(world.table_rgb, device=device, dtype=verts.dtype).expand(b, 2, 3),
     ], dim=1)
     tri = torch.gather(all_verts, 1, all_faces.reshape(b, -1, 1).expand(-1, -1, 3)).reshape(b, -1, 3, 3)
-    normal = torch.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0], dim=-1)
-    normal = normal / (normal.norm(dim=-1, keepdim=True) + 1e-12)
-    light = torch.tensor(world.light.direction, device=device, dtype=verts.dtype)
-    light = light / light.norm()
-    lambert = (normal @ light).clamp_min(0.0)
-    face_rgb = (albedo * (world.light.ambient + world.light.diffuse * lambert)[..., None]).clamp(0.0, 1.0)
 
     # Real faces first in each scene (stable), -1 after: PyTorch3D packs the leading real faces.
     order = torch.sort((~all_real).to(torch.int8), dim=1, stable=True).indices
@@ -141,10 +160,24 @@ def scene_meshes(scene: SceneBatch, world: World) -> tuple[Meshes, torch.Tensor,
     width = int(all_real.sum(1).max())
     faces_padded = torch.gather(all_faces, 1, order[..., None].expand(-1, -1, 3))
     faces_padded = torch.where(keep[..., None], faces_padded, torch.full_like(faces_padded, -1))[:, :width]
-    meshes = Meshes(verts=all_verts, faces=faces_padded)
-    packed_rgb = torch.gather(face_rgb, 1, order[..., None].expand(-1, -1, 3))[keep]
-    packed_slot = torch.gather(all_slot, 1, order)[keep]
-    return meshes, packed_rgb, packed_slot
+
+    def packed(x: torch.Tensor) -> torch.Tensor:  # (B, Ft, ...) -> (P, ...) in packed order
+        idx = order.reshape(b, -1, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:])
+        return torch.gather(x, 1, idx)[keep]
+
+    return PackedScene(Meshes(verts=all_verts, faces=faces_padded), packed(tri), packed(all_normals),
+                       packed(albedo), packed(all_slot))
+
+
+def scene_meshes(scene: SceneBatch, world: World) -> tuple[Meshes, torch.Tensor, torch.Tensor]:
+    """Batch -> (meshes, face_rgb, face_slot) for the world's fixed look: ``pack_scene`` plus flat
+    Lambert shading. face_rgb: (P, 3) shaded colour of each packed face; face_slot: (P,) int64."""
+    packed = pack_scene(scene, world)
+    light = torch.tensor(world.light.direction, device=packed.albedo.device, dtype=packed.albedo.dtype)
+    light = light / light.norm()
+    lambert = (packed.face_normals() @ light).clamp_min(0.0)
+    face_rgb = (packed.albedo * (world.light.ambient + world.light.diffuse * lambert)[..., None]).clamp(0.0, 1.0)
+    return packed.meshes, face_rgb, packed.slot
 
 
 class SceneRasterizer(nn.Module):
@@ -159,13 +192,22 @@ class SceneRasterizer(nn.Module):
             blur_radius=settings.blur_radius,
             faces_per_pixel=settings.faces_per_pixel,
             bin_size=0,  # naive rasterisation: fastest for a few hundred faces on the CPU
-            perspective_correct=False,  # flat shading needs no barycentrics
+            perspective_correct=settings.perspective_correct,
             cull_backfaces=True,  # closed meshes: a back face is never seen, and it would take one of K slots
         )
 
-    def forward(self, meshes: Meshes) -> Fragments:
-        cameras = p3d_cameras(self.world, len(meshes), meshes.device)
-        return MeshRasterizer(cameras=cameras, raster_settings=self._raster)(meshes)
+    def forward(self, meshes: Meshes, cameras: Cameras | None = None) -> Fragments:
+        """cameras: one per mesh, for images of the settings' size; None = the world's camera."""
+        if cameras is None:
+            p3d = p3d_cameras(self.world, len(meshes), meshes.device)
+        else:
+            if (cameras.height, cameras.width) != (self.settings.height, self.settings.width):
+                raise ValueError(f"cameras are for {cameras.height}x{cameras.width} images, the raster "
+                                 f"settings for {self.settings.height}x{self.settings.width}")
+            if cameras.batch_size != len(meshes):
+                raise ValueError(f"{cameras.batch_size} cameras for {len(meshes)} scenes")
+            p3d = cameras.to(meshes.device).p3d()
+        return MeshRasterizer(cameras=p3d, raster_settings=self._raster)(meshes)
 
 
 class HardShader(nn.Module):

@@ -77,6 +77,37 @@ class CameraSpec:
 
 
 @dataclass(frozen=True)
+class CameraEnvelope:
+    """The cameras the model supports: a camera outside these ranges is refused, not answered.
+
+    Each range is (low, high), inclusive. Measured on the camera's optical axis: the look-at
+    point is where the axis meets the table plane z = 0.
+
+    elevation_deg: angle of the optical axis below the horizontal.
+    distance: metres from the camera centre to the look-at point.
+    look_at_radius: how far (metres) the look-at point may lie from the table centre.
+    fov_deg: vertical field of view (across the image height).
+    roll_deg: turn of the image about the optical axis; 0 when the image's x axis is level.
+    aspect: width / height of the image.
+    min_side, max_side: image height and width in pixels.
+    max_skew: largest allowed |fx / fy - 1| (non-square pixels).
+    train_margin: the training prior draws from each range widened by this fraction of its
+        width on both sides, so the edges of the envelope are not the edges of the data.
+    """
+
+    elevation_deg: tuple[float, float] = (30.0, 85.0)
+    distance: tuple[float, float] = (0.75, 1.6)
+    look_at_radius: float = 0.12
+    fov_deg: tuple[float, float] = (30.0, 70.0)
+    roll_deg: tuple[float, float] = (-15.0, 15.0)
+    aspect: tuple[float, float] = (0.5, 2.4)
+    min_side: int = 32
+    max_side: int = 8192
+    max_skew: float = 0.1
+    train_margin: float = 0.05
+
+
+@dataclass(frozen=True)
 class LightSpec:
     """One directional light plus ambient, flat (per-face Lambert) shading.
 
@@ -98,6 +129,8 @@ class World:
     placement_half_extent: object centres are drawn uniformly in
         [-e, e] x [-e, e] (the central 0.5 m square by default).
     image_size: side of the square image the network sees, in pixels.
+    view_half_width: the network's canonical view (``renderer.pinhole.canonical_cameras``) maps
+        this many metres across the line of sight at the table centre to half the image.
     max_objects: N, the number of object slots; the prior draws a count in 0..N.
     """
 
@@ -123,7 +156,9 @@ class World:
     placement_half_extent: float = 0.25
     camera: CameraSpec = field(default_factory=CameraSpec)
     light: LightSpec = field(default_factory=LightSpec)
+    envelope: CameraEnvelope = field(default_factory=CameraEnvelope)
     image_size: int = 64
+    view_half_width: float = 0.45
     max_objects: int = 3
 
     def __post_init__(self) -> None:
@@ -178,7 +213,7 @@ class World:
             )
         if "colors" in d:
             d["colors"] = tuple(ColorSpec(c["name"], tuple(c["rgb"])) for c in d["colors"])
-        for key, typ in (("camera", CameraSpec), ("light", LightSpec)):
+        for key, typ in (("camera", CameraSpec), ("light", LightSpec), ("envelope", CameraEnvelope)):
             if key in d and isinstance(d[key], dict):
                 d[key] = typ(**{k: tuple(v) if isinstance(v, list) else v for k, v in d[key].items()})
         for key in ("table_rgb", "background_rgb"):

@@ -1,0 +1,130 @@
+"""The network's view of an image, and the way back to the table.
+
+Any supported camera's image is turned into the canonical view (``renderer.pinhole``): a
+virtual camera at the same centre, looking at the table centre, level, with the table at a
+fixed scale. The turn is exact (a homography), so the network never has to learn a camera's
+roll, azimuth, field of view or aspect; it is told the two things that remain, the view's
+elevation and distance (``camera_features``), and which pixels the real image covered.
+
+The network answers in that view: each object's centre as normalised image coordinates
+(u, v in [-1, 1], ``grid_sample``'s convention, pixel corners at +-1) and its yaw relative to
+the azimuth of the ray from the camera to the object (what the image shows of an object's
+turn depends on that difference, not on the yaw alone). ``to_table`` lifts an answer back:
+the ray through (u, v) meets the plane at the shape's resting height (exact geometry, no
+learning), and the yaw gets the ray's azimuth back.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch.nn import functional as F
+
+from renderer.pinhole import Cameras, canonical_cameras, coverage, warp_images
+from renderer.scene import SceneBatch
+from renderer.world import World
+
+NUM_CAMERA_FEATURES = 3
+_DISTANCE_CENTRE, _DISTANCE_SCALE = 1.15, 0.45
+
+
+class ViewInput(NamedTuple):
+    """What the network reads for B images.
+
+    pixels: (B, 3, S, S) float in [0, 1], the canonical views (0 where the camera saw nothing).
+    coverage: (B, 1, S, S) float 0/1, where the camera's image reaches.
+    features: (B, NUM_CAMERA_FEATURES) camera features (``camera_features``).
+    view: the canonical cameras (S x S).
+    """
+
+    pixels: torch.Tensor
+    coverage: torch.Tensor
+    features: torch.Tensor
+    view: Cameras
+
+
+def view_cameras(cameras: Cameras, world: World) -> Cameras:
+    """The canonical views (``world.image_size`` a side) of ``cameras``."""
+    return canonical_cameras(cameras.position, world.image_size, world.view_half_width)
+
+
+def camera_features(view: Cameras) -> torch.Tensor:
+    """(B, 3): sin and cos of the view's elevation (seen from the table centre) and its
+    distance, centred and scaled to about [-1, 1] over the envelope."""
+    distance = view.position.norm(dim=-1)
+    el = torch.asin((view.position[:, 2] / distance).clamp(-1, 1))
+    return torch.stack([torch.sin(el), torch.cos(el), (distance - _DISTANCE_CENTRE) / _DISTANCE_SCALE], dim=-1)
+
+
+def view_input(pixels: torch.Tensor, cameras: Cameras, world: World) -> ViewInput:
+    """Canonical views already rendered (a photo dataset's images, (B, 3, S, S)) for
+    ``cameras`` -> ``ViewInput``; pixels the cameras did not see are set to 0."""
+    view = view_cameras(cameras, world)
+    cover = coverage(cameras, view)[:, None].to(pixels.dtype)
+    return ViewInput(pixels * cover, cover, camera_features(view), view)
+
+
+def warp_to_view(image: torch.Tensor, camera: Cameras, world: World) -> ViewInput:
+    """One camera image (3, H, W) float in [0, 1] with its camera (batch of 1) -> its
+    ``ViewInput`` (batch of 1). The image is first box-filtered down while it is more than
+    1.5 times finer than the view (bilinear resampling alone would alias)."""
+    if camera.batch_size != 1:
+        raise ValueError(f"warp_to_view takes one camera, got {camera.batch_size}")
+    view = view_cameras(camera, world)
+    ratio = float(camera.focal[0, 1] / view.focal[0, 1])
+    factor = int(ratio / 1.5) + 1 if ratio > 1.5 else 1
+    src = image[None]
+    if factor > 1:
+        h, w = image.shape[-2] // factor, image.shape[-1] // factor
+        src = F.adaptive_avg_pool2d(src[..., : h * factor, : w * factor], (h, w))
+        camera = Cameras(camera.position, camera.rotation, camera.focal / factor,
+                         camera.principal / factor, h, w)
+    pixels, inside = warp_images(src, camera, view)
+    cover = inside[:, None].to(pixels.dtype)
+    return ViewInput(pixels, cover, camera_features(view), view)
+
+
+def stack_inputs(inputs: list[ViewInput]) -> ViewInput:
+    """Join single-image inputs into one batch."""
+    views = [i.view for i in inputs]
+    view = Cameras(torch.cat([v.position for v in views]), torch.cat([v.rotation for v in views]),
+                   torch.cat([v.focal for v in views]), torch.cat([v.principal for v in views]),
+                   views[0].height, views[0].width)
+    return ViewInput(torch.cat([i.pixels for i in inputs]), torch.cat([i.coverage for i in inputs]),
+                     torch.cat([i.features for i in inputs]), view)
+
+
+def ray_azimuth(view: Cameras, xy: torch.Tensor) -> torch.Tensor:
+    """(B, N) azimuth (radians) of the horizontal direction from each camera to table points
+    ``xy`` (B, N, 2)."""
+    d = xy - view.position[:, None, :2].to(xy)
+    return torch.atan2(d[..., 1], d[..., 0])
+
+
+def wrap(angle: torch.Tensor) -> torch.Tensor:
+    """Angles into [-pi, pi)."""
+    return torch.remainder(angle + math.pi, 2 * math.pi) - math.pi
+
+
+def to_view(scene: SceneBatch, view: Cameras) -> tuple[torch.Tensor, torch.Tensor]:
+    """A table-frame scene -> what the network predicts in the view: centres (B, N, 2) as
+    normalised image coordinates, yaw relative to the ray azimuth (B, N). Absent slots: 0."""
+    uv, _ = view.project(scene.position)
+    size = torch.tensor([view.width, view.height], dtype=uv.dtype, device=uv.device)
+    centre = (uv / size * 2 - 1) * scene.present[..., None]
+    yaw = wrap(scene.yaw - ray_azimuth(view, scene.position[..., :2])) * scene.present
+    return centre, yaw
+
+
+def to_table(centre: torch.Tensor, yaw: torch.Tensor, shape: torch.Tensor, view: Cameras,
+             world: World) -> tuple[torch.Tensor, torch.Tensor]:
+    """The inverse of ``to_view`` for predicted objects: centres (B, T, 2) normalised view
+    coordinates, relative yaw (B, T), shapes (B, T) -> table positions (B, T, 3) (on the ray,
+    at the shape's resting height) and yaw (B, T) in the table frame."""
+    rest = torch.tensor([s.resting_z for s in world.shapes], dtype=centre.dtype, device=centre.device)[shape]
+    size = torch.tensor([view.width, view.height], dtype=centre.dtype, device=centre.device)
+    uv = (centre + 1) / 2 * size
+    position = view.lift(uv, rest)
+    return position, wrap(yaw + ray_azimuth(view, position[..., :2]))

@@ -1,0 +1,212 @@
+"""The world as a distribution: cameras from the envelope, looks from the look prior, photo
+renders and photo datasets, the canonical view and the way back to the table."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import fields, replace
+
+import numpy as np
+import pytest
+import torch
+
+from inference.views import to_table, to_view, view_cameras, warp_to_view, wrap
+from renderer.appearance import LookPrior, default_look, kelvin_rgb, rgb_to_hsv, sample_looks, shade_palette
+from renderer.dataset import PhotoData, SceneDataset, write_dataset
+from renderer.photo import render_photo
+from renderer.pinhole import (
+    canonical_cameras, envelope_violations, homography, look_at_cameras, sample_cameras, spec_cameras,
+)
+from renderer.meshes import mesh_library
+from renderer.prior import in_view, sample_scenes
+from renderer.render import RasterSettings, SceneRasterizer, pack_scene
+from renderer.scene import SceneBatch
+from renderer.world import CameraEnvelope, World
+
+WORLD = World().with_(image_size=48)
+
+
+def one_object(shape: str = "cube", xy=(0.0, 0.0), yaw: float = 0.0) -> SceneBatch:
+    k = WORLD.shape_index(shape)
+    z = WORLD.shapes[k].resting_z
+    return SceneBatch(torch.tensor([[True, False, False]]), torch.tensor([[k, 0, 0]]), torch.tensor([[0, 0, 0]]),
+                      torch.tensor([[[xy[0], xy[1], z], [0, 0, 0], [0, 0, 0]]]), torch.tensor([[yaw, 0.0, 0.0]]))
+
+
+def test_sampled_cameras_lie_in_the_envelope_without_margin():
+    cams = sample_cameras(WORLD.envelope, 200, torch.Generator().manual_seed(0), 48, 64, margin=False)
+    assert envelope_violations(cams, WORLD.envelope) == [""] * 200
+    d = cams.describe()
+    env = WORLD.envelope
+    assert env.elevation_deg[0] <= float(d["elevation_deg"].min()) and float(d["elevation_deg"].max()) <= env.elevation_deg[1]
+    assert float(d["look_at_radius"].max()) <= env.look_at_radius + 1e-5
+
+
+def test_sampled_cameras_are_seeded():
+    a = sample_cameras(WORLD.envelope, 10, torch.Generator().manual_seed(4), 48, 48)
+    b = sample_cameras(WORLD.envelope, 10, torch.Generator().manual_seed(4), 48, 48)
+    assert torch.equal(a.position, b.position) and torch.equal(a.rotation, b.rotation)
+
+
+@pytest.mark.parametrize("field,eye,fov", [
+    ("elevation_deg", (-1.0, 0.0, 0.25), 45.0),  # about 14 degrees: too flat
+    ("distance", (-2.0, 0.0, 2.5), 45.0),
+    ("fov_deg", (-0.6, 0.0, 0.9), 90.0),
+])
+def test_camera_outside_the_envelope_is_named(field, eye, fov):
+    cams = look_at_cameras(torch.tensor([eye]), torch.zeros(1, 3), torch.tensor([fov]), 48, 48)
+    (msg,) = envelope_violations(cams, WORLD.envelope)
+    assert field in msg
+
+
+def test_look_at_cameras_report_their_roll():
+    cams = look_at_cameras(torch.tensor([[0.5, 0.7, 0.9]]), torch.zeros(1, 3), torch.tensor([50.0]), 48, 64,
+                           torch.tensor([10.0]))
+    assert float(cams.describe()["roll_deg"][0]) == pytest.approx(10.0, abs=1e-3)
+
+
+def test_lift_inverts_project():
+    cams = sample_cameras(WORLD.envelope, 8, torch.Generator().manual_seed(1), 48, 64)
+    pts = torch.rand(8, 5, 3) * torch.tensor([0.5, 0.5, 0.15]) - torch.tensor([0.25, 0.25, 0.0])
+    uv, _ = cams.project(pts)
+    assert torch.allclose(cams.lift(uv, pts[..., 2]), pts, atol=1e-5)
+
+
+def test_rasteriser_agrees_with_the_pinhole_projection_on_a_non_square_image():
+    cams = look_at_cameras(torch.tensor([[0.5, 0.7, 0.9]]), torch.zeros(1, 3), torch.tensor([50.0]), 90, 160,
+                           torch.tensor([10.0]))
+    scene = one_object("sphere", (0.1, 0.05))
+    packed = pack_scene(scene, WORLD)
+    p2f = SceneRasterizer(WORLD, RasterSettings(90, 160))(packed.meshes, cams).pix_to_face[0, ..., 0]
+    rows, cols = torch.nonzero((p2f >= 0) & (packed.slot[p2f.clamp_min(0)] == 0), as_tuple=True)
+    uv, _ = cams.project(scene.position[:, :1])
+    assert float(cols.float().mean() + 0.5) == pytest.approx(float(uv[0, 0, 0]), abs=0.5)
+    assert float(rows.float().mean() + 0.5) == pytest.approx(float(uv[0, 0, 1]), abs=0.5)
+
+
+def test_turn_homography_maps_projections_exactly():
+    cams = sample_cameras(WORLD.envelope, 4, torch.Generator().manual_seed(2), 48, 64)
+    view = canonical_cameras(cams.position, 48, 0.45)
+    pts = torch.rand(4, 6, 3) * 0.3
+    src, _ = cams.project(pts)
+    dst, _ = view.project(pts)
+    q = torch.cat([dst, torch.ones(4, 6, 1)], -1) @ homography(cams, view).transpose(1, 2)
+    assert torch.allclose(q[..., :2] / q[..., 2:], src, atol=1e-3)
+
+
+def test_warped_camera_image_matches_the_view_rendered_directly():
+    g = torch.Generator().manual_seed(3)
+    cams = sample_cameras(WORLD.envelope, 2, g, 120, 160)
+    view = view_cameras(cams, WORLD)
+    scene = sample_scenes(WORLD, 2, generator=g, counts=2, cameras=(cams, view))
+    look = default_look(WORLD, 2)
+    photo = render_photo(scene, WORLD, cams, look, g)
+    direct = render_photo(scene, WORLD, view, look, g)
+    for i in range(2):
+        v = warp_to_view(photo[i].permute(2, 0, 1), cams.select(slice(i, i + 1)), WORLD)
+        seen = v.coverage[0, 0] > 0
+        assert seen.float().mean() > 0.5
+        assert float((v.pixels[0].permute(1, 2, 0) - direct[i]).abs()[seen].mean()) < 0.02
+
+
+def test_view_answers_lift_back_to_the_table():
+    g = torch.Generator().manual_seed(5)
+    cams = sample_cameras(WORLD.envelope, 6, g, 48, 64)
+    view = view_cameras(cams, WORLD)
+    scene = sample_scenes(WORLD, 6, generator=g, counts=3, cameras=(cams, view))
+    centre, yaw = to_view(scene, view)
+    position, back = to_table(centre, yaw, scene.shape, view, WORLD)
+    assert torch.allclose(position, scene.position, atol=1e-4)
+    assert float(wrap(back - scene.yaw).abs().max()) < 1e-4
+
+
+def test_prior_keeps_objects_in_view_of_its_cameras():
+    g = torch.Generator().manual_seed(6)
+    cams = sample_cameras(WORLD.envelope, 300, g, 48, 64)
+    scene = sample_scenes(WORLD, 300, generator=g, counts=3, cameras=(cams,))
+    radius = mesh_library(WORLD).footprint_radius[scene.shape]
+    seen = in_view(scene.position[..., :2], scene.position[..., 2], radius, cams)
+    assert bool((seen | ~scene.present).all())
+    assert float(scene.count.float().mean()) > 2.8  # few objects find no place in view
+
+
+def test_sampled_looks_honour_their_ranges_and_seed():
+    prior = LookPrior()
+    a = sample_looks(prior, 400, torch.Generator().manual_seed(7))
+    b = sample_looks(prior, 400, torch.Generator().manual_seed(7))
+    assert all(torch.equal(getattr(a, f.name), getattr(b, f.name)) for f in fields(a))
+    for name in ("specular", "shininess", "gain", "gamma", "noise_std", "blur_px", "shadow_strength"):
+        lo, hi = getattr(prior, name)
+        v = getattr(a, name)
+        assert lo <= float(v.min()) and float(v.max()) <= hi, name
+    key_elevation = torch.rad2deg(torch.asin(a.light_dir[:, 0, 2]))
+    assert prior.key_elevation_deg[0] - 1e-3 <= float(key_elevation.min())
+    assert float(key_elevation.max()) <= prior.key_elevation_deg[1] + 1e-3
+    jpeg = a.jpeg_quality[a.jpeg_quality > 0]
+    assert prior.jpeg_quality[0] <= int(jpeg.min()) and int(jpeg.max()) <= prior.jpeg_quality[1]
+    assert 0.3 < float((a.jpeg_quality > 0).float().mean()) < 0.7
+
+
+def test_shades_keep_each_colour_recognisable():
+    scene = sample_scenes(WORLD, 500, seed=8, counts=3)
+    shades = shade_palette(scene, WORLD, LookPrior(), torch.Generator().manual_seed(8))
+    base = torch.tensor([c.rgb for c in WORLD.colors])
+    hue = rgb_to_hsv(shades)[..., 0] * 360
+    base_hue = rgb_to_hsv(base)[scene.color][..., 0] * 360
+    shift = torch.remainder(hue - base_hue + 180, 360) - 180
+    assert float(shift.abs().max()) <= 10.0 + 1e-3
+
+
+def test_colour_temperature_runs_from_warm_to_cool():
+    warm, cool = kelvin_rgb(torch.tensor([3000.0, 7500.0]))
+    assert warm[0] > warm[2] and cool[2] > cool[0]
+
+
+def test_contact_shadow_falls_away_from_the_light():
+    g = torch.Generator().manual_seed(9)
+    look = default_look(WORLD, 1)
+    light = torch.tensor([0.6, 0.0, 0.8])  # from +x, 53 degrees up
+    look = replace(look, light_dir=light.expand(1, 1, 3).clone(), shadow_strength=torch.tensor([0.6]))
+    top = look_at_cameras(torch.tensor([[0.0, 0.0, 1.2]]) + torch.tensor([[1e-3, 0.0, 0.0]]), torch.zeros(1, 3),
+                          torch.tensor([40.0]), 64, 64)
+    scene = one_object("cylinder")
+    img = render_photo(scene, WORLD, top, look, g).mean(-1)[0]
+    lit = render_photo(scene, WORLD, top, replace(look, shadow_strength=torch.tensor([0.0])), g).mean(-1)[0]
+    dark = lit - img  # how much the shadow took, per pixel
+    uv, _ = top.project(torch.tensor([[[-0.13, 0.0, 0.0], [0.13, 0.0, 0.0]]]))
+    (ua, va), (ub, vb) = uv[0].round().long().tolist()
+    assert float(dark[va, ua]) > 0.05  # the side away from the light (-x) is darkened
+    assert float(dark[va, ua]) > 3 * float(dark[vb, ub])
+
+
+def test_smooth_shading_hides_a_spheres_facets():
+    g = torch.Generator().manual_seed(10)
+    look = default_look(WORLD, 1)
+    cams = spec_cameras(WORLD.camera, 1, 96, 96)
+    scene = one_object("sphere")
+    flat = render_photo(scene, WORLD, cams, look, g, supersample=1)
+    smooth = render_photo(scene, WORLD, cams, replace(look, smooth=torch.tensor([True])), g, supersample=1)
+    # distinct shades on the sphere: a few per facet row when flat, many when smooth
+    flat_levels = len(torch.unique((flat[0] * 255).round().reshape(-1, 3), dim=0))
+    smooth_levels = len(torch.unique((smooth[0] * 255).round().reshape(-1, 3), dim=0))
+    assert smooth_levels > 2 * flat_levels
+
+
+def test_photo_dataset_is_seeded_and_resumes_to_the_same_bytes(tmp_path):
+    world = WORLD.with_(image_size=32)
+    data = PhotoData(supersample=1)
+    a = write_dataset(tmp_path / "a", 24, 3, world, chunk=8, progress=False, photo=data)
+    b = tmp_path / "b"
+    write_dataset(b, 24, 3, world, chunk=8, progress=False, photo=data)
+    meta = (b / "meta.json").read_text().replace('"done": 24', '"done": 8')
+    (b / "meta.json").write_text(meta)
+    write_dataset(b, 24, 3, world, chunk=8, progress=False, photo=data)
+    da, db = SceneDataset.open(a), SceneDataset.open(b)
+    assert np.array_equal(da.images, db.images) and da.images.shape == (24, 32, 32, 3)
+    assert np.array_equal(da.latents["camera"], db.latents["camera"])
+    groups = da.cameras(np.arange(24))
+    assert sum(len(idx) for idx, _ in groups) == 24
+    for idx, cams in groups:
+        wide = CameraEnvelope(elevation_deg=(25, 90), distance=(0.7, 1.7), fov_deg=(25, 75), roll_deg=(-20, 20))
+        assert envelope_violations(cams, wide) == [""] * len(idx)  # the envelope plus its training margin
+    assert math.isclose(float(da.images.mean()), float(db.images.mean()))
