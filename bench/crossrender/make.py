@@ -1,0 +1,55 @@
+"""Make the development set: specs, labels, then the Cycles renders (resumable).
+
+Layout of ``out``: ``specs.json`` (what Blender renders, look included), ``labels.json`` (what
+a scorer needs: each image's file, camera and objects), ``images/NNNNNN.png``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.crossrender.blender import render_specs
+from bench.crossrender.specs import DEV_ENVELOPE, LookRanges, sample_specs
+from renderer.world import World
+
+LABEL_KEYS = ("shape", "color", "position", "yaw_deg")
+
+
+def labels_from_specs(specs: list[dict], world: World, seed: int) -> dict:
+    """The scorer's view of the set: no look, just the truth and the camera."""
+    return {
+        "seed": seed,
+        "renderer": "Blender Cycles (bench/blender_scene.py)",
+        "envelope": {k: v for k, v in vars(DEV_ENVELOPE).items() if k in
+                     ("elevation_deg", "distance", "look_at_radius", "fov_deg", "roll_deg")},
+        "shapes": list(world.shape_names),
+        "colors": list(world.color_names),
+        "images": [{"file": f"images/{s['file']}", "aspect": s["aspect"], "camera": s["camera"],
+                    "objects": [{k: o[k] for k in LABEL_KEYS} for o in s["objects"]]} for s in specs],
+    }
+
+
+def write_set(out: Path, scenes: int, seed: int, world: World) -> list[dict]:
+    """Write specs.json and labels.json (refusing to replace a different set); return the specs."""
+    specs = sample_specs(world, scenes, seed)
+    text = json.dumps(specs, indent=1)
+    path = out / "specs.json"
+    if path.exists() and path.read_text() != text:
+        raise ValueError(f"{path} holds another set (not --scenes {scenes} --seed {seed} of this code); "
+                         "remove the folder or pass the same arguments")
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    (out / "labels.json").write_text(json.dumps(labels_from_specs(specs, world, seed), indent=1))
+    return specs
+
+
+def make(out: Path, scenes: int, seed: int, threads: int = 1, chunk: int = 25, render: bool = True) -> None:
+    world = World()
+    specs = write_set(out, scenes, seed, world)
+    counts = [len(s["objects"]) for s in specs]
+    print(f"{out}/specs.json, labels.json: {scenes} scenes, objects per scene "
+          + ", ".join(f"{k}: {counts.count(k)}" for k in range(world.max_objects + 1))
+          + f"; {LookRanges().samples} samples, denoising {'on' if LookRanges().denoise else 'off'}")
+    if render:
+        render_specs(specs, out / "images", "photo", threads, chunk)
