@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--seed", type=int, default=3, help="seed of the specs")
     c.add_argument("--out", type=Path, default=None, help="keep the mask PNGs here (default: a temp folder)")
     c.add_argument("--threads", type=int, default=1, help="Cycles CPU threads")
+    c.add_argument("--report", type=Path, default=None, help="also write the table as markdown here")
 
     s = sub.add_parser("score", help="score weights on a rendered set")
     s.add_argument("--weights", type=Path, default=Path("weights/air.safetensors"), help="weights file")
@@ -53,13 +54,16 @@ def main(argv: list[str] | None = None) -> int:
         make(args.out, args.scenes, args.seed, args.threads, args.chunk, render=not args.specs_only)
         return 0
     if args.command == "check":
-        from bench.crossrender.check import failures, format_rows, run_check
+        from bench.crossrender.check import check_report, failures, format_rows, run_check
         from renderer.world import World
 
         rows = run_check(World(), args.scenes, args.seed, args.out, args.threads)
-        print(format_rows(rows))
         bad = failures(rows)
-        print("\n".join(bad) if bad else f"all {len(rows)} silhouettes agree")
+        verdict = "\n".join(bad) if bad else f"All {len(rows)} silhouettes agree."
+        print(format_rows(rows) + "\n\n" + verdict)
+        if args.report:
+            args.report.parent.mkdir(parents=True, exist_ok=True)
+            args.report.write_text(check_report(rows, verdict, args))
         return 1 if bad else 0
     import torch
 

@@ -143,3 +143,16 @@ def format_rows(rows: list[Agreement]) -> str:
     lines += [f"| {r.scene} | {r.name} | {r.iou:.3f} | {r.centroid_px:.2f} | {r.iou_mirrored_yaw:.3f} | "
               f"{r.iou_turned_180:.3f} |" for r in rows]
     return "\n".join(lines)
+
+
+def check_report(rows: list[Agreement], verdict: str, args) -> str:
+    from bench.methods import git_commit, stamp
+
+    head = __doc__.split("\n\n")[1:]
+    return "\n\n".join([
+        "# Blender vs our renderer: silhouettes from the same stated cameras",
+        f"`python -m bench.crossrender check --scenes {args.scenes} --seed {args.seed}` on {stamp()}, "
+        f"commit {git_commit()}. Passes when every object's IoU >= {MIN_OBJECT_IOU}, the table's >= "
+        f"{MIN_TABLE_IOU} and every centroid is within {MAX_CENTROID_PX} px.",
+        *[" ".join(p.split()) for p in head],
+        format_rows(rows), verdict]) + "\n"
