@@ -144,3 +144,12 @@ def test_blender_silhouettes_match_our_renderer(world, tmp_path):
     wedges = [r for r in rows if r.name == "wedge"]
     assert all(r.iou_turned_180 < r.iou - 0.1 for r in wedges)
     assert not any(math.isnan(r.iou) for r in rows) and np.isfinite([r.centroid_px for r in rows]).all()
+
+
+def test_todays_camera_control_set_uses_the_worlds_camera(world):
+    for spec in sample_specs(world, 5, seed=12, todays_camera=True):
+        cam = spec["camera"]
+        assert (cam["width"], cam["height"], spec["aspect"]) == (160, 160, "1:1")
+        assert cam["elevation_deg"] == pytest.approx(world.camera.elevation_deg, abs=1e-3)
+        assert cam["fov_deg"] == pytest.approx(world.camera.fov_deg, abs=1e-3)
+        assert objects_in_view(spec, world)

@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--threads", type=int, default=1, help="Cycles CPU threads")
     m.add_argument("--chunk", type=int, default=25, help="scenes per Blender process")
     m.add_argument("--specs-only", action="store_true", help="write specs.json and labels.json, render nothing")
+    m.add_argument("--todays-camera", action="store_true",
+                   help="control set: every scene from the world's fixed camera (square), not the envelope")
 
     c = sub.add_parser("check", help="compare Blender's silhouettes with our renderer's, same cameras")
     c.add_argument("--scenes", type=int, default=8, help="scenes with 2+ objects to compare")
@@ -51,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "make":
         from bench.crossrender.make import make
 
-        make(args.out, args.scenes, args.seed, args.threads, args.chunk, render=not args.specs_only)
+        make(args.out, args.scenes, args.seed, args.threads, args.chunk, render=not args.specs_only,
+             todays_camera=args.todays_camera)
         return 0
     if args.command == "check":
         from bench.crossrender.check import check_report, failures, format_rows, run_check

@@ -16,10 +16,11 @@ from renderer.world import World
 LABEL_KEYS = ("shape", "color", "position", "yaw_deg")
 
 
-def labels_from_specs(specs: list[dict], world: World, seed: int) -> dict:
+def labels_from_specs(specs: list[dict], world: World, seed: int, todays_camera: bool = False) -> dict:
     """The scorer's view of the set: no look, just the truth and the camera."""
     return {
         "seed": seed,
+        "cameras": "today's fixed camera (world.camera)" if todays_camera else "issue 11's envelope",
         "renderer": "Blender Cycles (bench/blender_scene.py)",
         "envelope": {k: v for k, v in vars(DEV_ENVELOPE).items() if k in
                      ("elevation_deg", "distance", "look_at_radius", "fov_deg", "roll_deg")},
@@ -30,9 +31,9 @@ def labels_from_specs(specs: list[dict], world: World, seed: int) -> dict:
     }
 
 
-def write_set(out: Path, scenes: int, seed: int, world: World) -> list[dict]:
+def write_set(out: Path, scenes: int, seed: int, world: World, todays_camera: bool = False) -> list[dict]:
     """Write specs.json and labels.json (refusing to replace a different set); return the specs."""
-    specs = sample_specs(world, scenes, seed)
+    specs = sample_specs(world, scenes, seed, todays_camera)
     text = json.dumps(specs, indent=1)
     path = out / "specs.json"
     if path.exists() and path.read_text() != text:
@@ -40,13 +41,14 @@ def write_set(out: Path, scenes: int, seed: int, world: World) -> list[dict]:
                          "remove the folder or pass the same arguments")
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
-    (out / "labels.json").write_text(json.dumps(labels_from_specs(specs, world, seed), indent=1))
+    (out / "labels.json").write_text(json.dumps(labels_from_specs(specs, world, seed, todays_camera), indent=1))
     return specs
 
 
-def make(out: Path, scenes: int, seed: int, threads: int = 1, chunk: int = 25, render: bool = True) -> None:
+def make(out: Path, scenes: int, seed: int, threads: int = 1, chunk: int = 25, render: bool = True,
+         todays_camera: bool = False) -> None:
     world = World()
-    specs = write_set(out, scenes, seed, world)
+    specs = write_set(out, scenes, seed, world, todays_camera)
     counts = [len(s["objects"]) for s in specs]
     print(f"{out}/specs.json, labels.json: {scenes} scenes, objects per scene "
           + ", ".join(f"{k}: {counts.count(k)}" for k in range(world.max_objects + 1))

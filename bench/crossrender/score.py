@@ -180,10 +180,13 @@ def format_report(result: SetScores, weights: Path | str, data: Path, command: s
         "",
         f"Weights `{weights}`; set `{data}` (seed {lab.get('seed')}, {result.images} images scored"
         + (f", {result.missing} not rendered yet" if result.missing else "") + f", {result.seconds:.0f} s). "
-        f"Cameras from issue 11's envelope: elevation {env.get('elevation_deg')} deg, distance {env.get('distance')} m, "
-        f"look-at within {env.get('look_at_radius')} m of the table centre, vertical fov {env.get('fov_deg')} deg, "
-        f"roll {env.get('roll_deg')} deg, any azimuth; images 1:1, 4:3, 16:9, short side 160 px. "
-        "Evaluation only: never train or select checkpoints on this set.",
+        + (("Every image from today's fixed camera (the world's `CameraSpec`), square, 160 px: the control "
+            "set, Blender's look without the camera change. ") if lab.get("cameras", "").startswith("today") else
+           (f"Cameras from issue 11's envelope: elevation {env.get('elevation_deg')} deg, distance "
+            f"{env.get('distance')} m, look-at within {env.get('look_at_radius')} m of the table centre, vertical "
+            f"fov {env.get('fov_deg')} deg, roll {env.get('roll_deg')} deg, any azimuth; images 1:1, 4:3, 16:9, "
+            "short side 160 px. "))
+        + "Evaluation only: never train or select checkpoints on this set.",
         "",
         "Objects matched per image by the Hungarian algorithm on table x, y (`inference.metrics`). Count accuracy "
         "± the 95% interval's half-width; yaw error modulo the shape's symmetry (sphere, cylinder, cone unscored).",
@@ -234,17 +237,19 @@ def plot_bands(result: SetScores, path: Path, title: str) -> None:
                                              ("color_accuracy", "colour"))):
             ax.bar(x + (i - 1) * 0.27, [100 * s[metric] for s in sums], 0.27, label=label)
         ax.set_xticks(x, [f"{n}\n({s['scenes']} scenes)" for n, s in zip(names, sums)])
-        ax.set_ylim(0, 100)
+        ax.set_ylim(0, 115)
+        ax.set_yticks(range(0, 101, 20))
         ax.set_ylabel("accuracy %")
         ax.set_title(key)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper center", ncol=3)
         ax = axes[r, 1]
         ax.bar(x - 0.2, [s["position_error_cm"]["median"] for s in sums], 0.4, label="median")
         ax.bar(x + 0.2, [s["position_error_cm"]["p90"] for s in sums], 0.4, label="p90")
         ax.set_xticks(x, names)
         ax.set_ylabel("position error cm")
         ax.set_title(key)
-        ax.legend(fontsize=8)
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.15)
+        ax.legend(fontsize=8, loc="upper center", ncol=2)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=90)

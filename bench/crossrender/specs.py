@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from renderer.appearance import kelvin_rgb
-from renderer.pinhole import Cameras, sample_cameras
+from renderer.pinhole import Cameras, sample_cameras, spec_cameras
 from renderer.prior import sample_scenes
 from renderer.world import CameraEnvelope, World
 
@@ -86,13 +86,20 @@ def scene_seed(seed: int, index: int) -> int:
 
 
 def sample_spec(world: World, seed: int, index: int, ranges: LookRanges = LookRanges(),
-                envelope: CameraEnvelope = DEV_ENVELOPE) -> dict:
-    """Scene ``index`` of the set with ``seed``: a JSON-ready spec (see the module docstring)."""
+                envelope: CameraEnvelope = DEV_ENVELOPE, todays_camera: bool = False) -> dict:
+    """Scene ``index`` of the set with ``seed``: a JSON-ready spec (see the module docstring).
+
+    todays_camera: use the world's fixed camera (``world.camera``, square images) instead of
+    drawing one from the envelope: the control set, Blender's look from the camera today's
+    network was trained for."""
     s = scene_seed(seed, index)
     g = torch.Generator().manual_seed(s)
     aspect = list(ASPECTS)[int(torch.randint(len(ASPECTS), (1,), generator=g))]
+    if todays_camera:
+        aspect = "1:1"
     width, height = ASPECTS[aspect]
-    cams = sample_cameras(envelope, 1, g, height, width, margin=False)
+    cams = (spec_cameras(world.camera, 1, height, width) if todays_camera
+            else sample_cameras(envelope, 1, g, height, width, margin=False))
     scene = sample_scenes(world, 1, generator=g, cameras=[cams])
     rng = np.random.default_rng(s)
     objects = []
@@ -214,9 +221,9 @@ def scene_look(rng: np.random.Generator, seed: int, r: LookRanges) -> dict:
             "seed": seed % 2**31}
 
 
-def sample_specs(world: World, scenes: int, seed: int) -> list[dict]:
+def sample_specs(world: World, scenes: int, seed: int, todays_camera: bool = False) -> list[dict]:
     """Scenes 0..scenes-1 of the set with ``seed``."""
-    return [sample_spec(world, seed, i) for i in range(scenes)]
+    return [sample_spec(world, seed, i, todays_camera=todays_camera) for i in range(scenes)]
 
 
 def objects_in_view(spec: dict, world: World, margin_px: float = 0.0) -> bool:
