@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from inference.views import NUM_CAMERA_FEATURES
 from renderer.world import World
 
 FEATURE_STRIDE = 4
@@ -101,6 +102,12 @@ class AIRConfig:
         object starts next to it and no step can put its object where it did not look. Used for
         ELBO training from scratch, where position must be found through the renderer's
         short-range gradients.
+    view_inputs: the network reads an image through its canonical view (``inference.views``):
+        the encoder also gets the view's coverage mask and the camera features as input planes,
+        the recurrent core gets the camera features, and a step's position is in normalised
+        view coordinates, the attention centroid plus an offset of position_scale units; yaw
+        is relative to the ray azimuth. Otherwise the image is the world camera's and position
+        is on the table in metres.
     """
 
     num_shapes: int = 6
@@ -115,6 +122,7 @@ class AIRConfig:
     dair: bool = False
     anchor: tuple[float, ...] = ()
     position_bound: float = 0.0
+    view_inputs: bool = False
 
     def __post_init__(self) -> None:
         if self.anchor and len(self.anchor) != 2 * len(ANCHOR_TERMS):
@@ -272,11 +280,12 @@ class AIR(nn.Module):
         super().__init__()
         self.config = config
         c, hdim = config.channels, config.hidden
-        self.encoder = Encoder(3, c)
+        extra = (1 + NUM_CAMERA_FEATURES) if config.view_inputs else 0  # coverage + camera planes
+        self.encoder = Encoder(3 + extra, c)
         self.residual_encoder = Encoder(3, c) if config.dair else None
         feat = c + 2
         self.latent_dim = 1 + config.num_shapes + config.num_colors + 2 + 2
-        in_dim = feat * (2 if config.dair else 1) + self.latent_dim
+        in_dim = feat * (2 if config.dair else 1) + self.latent_dim + (NUM_CAMERA_FEATURES if config.view_inputs else 0)
         self.core = nn.LSTMCell(in_dim + feat * (2 if config.dair else 1), hdim)  # + the explained features
         # dot-product attention over feature cells; coverage (attention already spent) lowers a
         # cell's logit by a learned amount, so later steps look elsewhere
@@ -299,18 +308,31 @@ class AIR(nn.Module):
         self.register_buffer("anchor", anchor, persistent=False)  # (6, 2) or None
 
     # ---- pieces -----------------------------------------------------------------------------
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) in [0, 1] -> (B, C + 2, S/4, S/4)."""
-        return self.encoder(images - 0.5)
+    def encode(self, images: torch.Tensor, coverage: torch.Tensor | None = None,
+               camera: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 3, S, S) in [0, 1] -> (B, C + 2, S/4, S/4). With ``view_inputs``, also the
+        view's coverage (B, 1, S, S) and camera features (B, NUM_CAMERA_FEATURES)."""
+        x = images - 0.5
+        if self.config.view_inputs:
+            if coverage is None or camera is None:
+                raise ValueError("a view_inputs network needs the coverage and camera features (inference.views)")
+            planes = camera[:, :, None, None].expand(-1, -1, *images.shape[-2:])
+            x = torch.cat([x, coverage - 0.5, planes], dim=1)
+        return self.encoder(x)
 
     def context(self, features: torch.Tensor, pixels: torch.Tensor,
-                residual_features: torch.Tensor | None = None) -> Context:
+                residual_features: torch.Tensor | None = None, camera: torch.Tensor | None = None) -> Context:
         """Image features (B, C+2, H', W') [+ residual features, DAIR] and the image (or the
-        residual, DAIR) the glimpses are cut from (B, 3, S, S) -> the steps' context."""
+        residual, DAIR) the glimpses are cut from (B, 3, S, S) -> the steps' context. With
+        ``view_inputs``, the camera features (B, NUM_CAMERA_FEATURES) join the pooled feature
+        every step's core reads."""
         if residual_features is not None:
             features = torch.cat([features, residual_features], dim=1)
         flat = features.flatten(2).transpose(1, 2)  # (B, L, C')
-        return Context(flat, self.att_feat(flat), flat.mean(dim=1), pixels)
+        pooled = flat.mean(dim=1)
+        if self.config.view_inputs:
+            pooled = torch.cat([pooled, camera], dim=-1)
+        return Context(flat, self.att_feat(flat), pooled, pixels)
 
     def initial_state(self, ctx: Context, sequences_per_image: int = 1) -> StepState:
         b, cells, _ = ctx.flat.shape
@@ -356,7 +378,9 @@ class AIR(nn.Module):
         z = self.head(torch.cat([h, glimpse, pixel_glimpse, centre.view(b, 2)], dim=-1))
         what = self.out_what(z)
         where = self.out_where(z)
-        if self.anchor is None:
+        if self.config.view_inputs:  # view coordinates: the attention centroid plus an offset
+            where_mean = centre.view(b, 2) + where[:, :2] * self.config.position_scale
+        elif self.anchor is None:
             where_mean = where[:, :2] * self.config.position_scale
         else:  # the table point under the attention centroid, plus an offset of at most position_scale
             where_mean = torch.tanh(where[:, :2]) * self.config.position_scale \

@@ -31,15 +31,22 @@ import torch
 from torch.nn import functional as F
 
 from inference.model import FEATURE_STRIDE, AIR, Latents, StepOutput
+from inference.views import ViewInput, to_view
 from renderer.camera import project
+from renderer.pinhole import Cameras
 from renderer.render import render
 from renderer.scene import SceneBatch
 from renderer.world import World
 
 
-def scene_latents(scene: SceneBatch) -> Latents:
-    """A prior/dataset scene batch (present slots first) -> per-step latents (T = N)."""
-    return Latents(scene.present.float(), scene.shape, scene.color, scene.position[..., :2], scene.yaw)
+def scene_latents(scene: SceneBatch, view: Cameras | None = None) -> Latents:
+    """A prior/dataset scene batch (present slots first) -> per-step latents (T = N): on the
+    table, or, given the canonical ``view`` cameras, as a view_inputs network predicts them
+    (``inference.views.to_view``)."""
+    if view is None:
+        return Latents(scene.present.float(), scene.shape, scene.color, scene.position[..., :2], scene.yaw)
+    centre, yaw = to_view(scene, view)
+    return Latents(scene.present.float(), scene.shape, scene.color, centre, yaw)
 
 
 def von_mises_log_prob(x: torch.Tensor, mu: torch.Tensor, log_kappa: torch.Tensor) -> torch.Tensor:
@@ -73,9 +80,13 @@ def orderings(n: int, device: torch.device | str = "cpu") -> torch.Tensor:
     return torch.tensor(list(itertools.permutations(range(n))), dtype=torch.int64, device=device)
 
 
-def attention_cells(scene: SceneBatch, world: World, image_size: int) -> torch.Tensor:
-    """(B, N) int64 index of the feature cell holding each object's projected centre."""
-    uv, _ = project(scene.position, world, image_size, image_size)
+def attention_cells(scene: SceneBatch, world: World, image_size: int, view: Cameras | None = None) -> torch.Tensor:
+    """(B, N) int64 index of the feature cell holding each object's projected centre (in the
+    world camera's image, or in the canonical ``view``)."""
+    if view is None:
+        uv, _ = project(scene.position, world, image_size, image_size)
+    else:
+        uv, _ = view.project(scene.position)
     side = image_size // FEATURE_STRIDE
     cell = (uv / FEATURE_STRIDE).floor().long().clamp(0, side - 1)
     return cell[..., 1] * side + cell[..., 0]
@@ -119,20 +130,24 @@ def dair_residuals(images: torch.Tensor, scene: SceneBatch, world: World) -> lis
 
 def amortised_loss(model: AIR, images: torch.Tensor, scene: SceneBatch, world: World | None = None,
                    residuals: list[torch.Tensor] | None = None,
-                   attention_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+                   attention_weight: float = 1.0, view: ViewInput | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """-mean log q(set | x) over the batch (+ the attention target when ``world`` is given),
     and per-term diagnostics.
 
     images: (B, 3, S, S) in [0, 1]. scene: B scenes with present slots first (as the prior
     draws them). residuals: DAIR only, one residual image batch per step; computing them per
     ordering is too costly, so a DAIR model is trained on the scene's own slot order, which the
-    caller makes a readable one (``nearest_first``).
+    caller makes a readable one (``nearest_first``). view: a view_inputs network's input
+    (``inference.views.view_input``); ``images`` is then its pixels.
     """
     b, n = scene.present.shape
     if n != model.config.max_steps:
         raise ValueError(f"scene has {n} slots, the model {model.config.max_steps} steps")
-    features = model.encode(images)
-    latents = scene_latents(scene)
+    if model.config.view_inputs != (view is not None):
+        raise ValueError("pass view= exactly when the model has view_inputs")
+    cams = None if view is None else view.view
+    features = model.encode(images) if view is None else model.encode(images, view.coverage, view.features)
+    latents = scene_latents(scene, cams)
     if model.config.dair:
         if residuals is None or len(residuals) != n:
             raise ValueError(f"a DAIR model needs {n} residual batches (see dair_residuals), got "
@@ -141,14 +156,14 @@ def amortised_loss(model: AIR, images: torch.Tensor, scene: SceneBatch, world: W
         ctx = [model.context(features, r, model.residual_encoder(r)) for r in residuals]
     else:
         perms = orderings(n, images.device)
-        ctx = model.context(features, images)
+        ctx = model.context(features, images, camera=None if view is None else view.features)
     p = perms.shape[0]
     # (B * P) sequences: scene b under ordering perm
     idx = perms[None].expand(b, p, n).reshape(b * p, n)
     rep = lambda x: x.repeat_interleave(p, dim=0)  # noqa: E731
     gather = lambda x: torch.gather(rep(x), 1, idx if x.dim() == 2 else idx[..., None].expand(-1, -1, x.shape[-1]))  # noqa: E731
     permuted = Latents(*(gather(x) for x in latents))
-    cells = gather(attention_cells(scene, world, images.shape[-1])) if world is not None else None
+    cells = gather(attention_cells(scene, world, images.shape[-1], cams)) if world is not None else None
     outs = model.teacher_forced(ctx, permuted)
     terms: dict[str, torch.Tensor] = {}
     attention_nll = images.new_zeros(b * p)

@@ -11,6 +11,7 @@ from typing import NamedTuple
 import torch
 
 from inference.model import AIR, Latents
+from inference.views import ViewInput, to_table
 from renderer.render import render
 from renderer.scene import SceneBatch
 from renderer.world import World
@@ -42,17 +43,25 @@ def to_scene(objects: Latents, world: World) -> SceneBatch:
 
 
 @torch.no_grad()
-def infer(model: AIR, images: torch.Tensor, world: World | None = None) -> Inference:
-    """images: (B, 3, S, S) float in [0, 1]. ``world`` is needed for DAIR (residual renders)."""
+def infer(model: AIR, images: torch.Tensor, world: World | None = None, view: ViewInput | None = None) -> Inference:
+    """images: (B, 3, S, S) float in [0, 1]. ``world`` is needed for DAIR (residual renders)
+    and for a view_inputs network, which also needs ``view`` (``inference.views``; ``images``
+    is then its pixels): its answers are lifted to the table."""
     if model.config.dair and world is None:
         raise ValueError("a DAIR model needs the world to render residuals")
+    if model.config.view_inputs and (view is None or world is None):
+        raise ValueError("a view_inputs model needs the world and the view input (inference.views)")
     model.eval()
     b, t_max = images.shape[0], model.config.max_steps
-    features = model.encode(images)
-    if model.config.dair:
+    if model.config.view_inputs:
+        features = model.encode(images, view.coverage, view.features)
+        ctx = model.context(features, images, camera=view.features)
+    elif model.config.dair:
+        features = model.encode(images)
         residual = images - table_image(world, b, images)
         ctx = model.context(features, residual, model.residual_encoder(residual))
     else:
+        features = model.encode(images)
         ctx = model.context(features, images)
     state = model.initial_state(ctx)
     alive = torch.ones(b, dtype=torch.bool, device=images.device)
@@ -77,6 +86,9 @@ def infer(model: AIR, images: torch.Tensor, world: World | None = None) -> Infer
                 recon = render(to_scene(_pad(so_far, t_max), world), world).permute(0, 3, 1, 2)
             ctx = model.context(features, images - recon, model.residual_encoder(images - recon))
     objects = _pad(Latents(*(torch.cat(x, 1) for x in zip(*found))), t_max)
+    if model.config.view_inputs:  # view coordinates -> the table
+        position, yaw = to_table(objects.position, objects.yaw, objects.shape, view.view, world)
+        objects = objects._replace(position=position[..., :2] * objects.pres[..., None], yaw=yaw * objects.pres)
     pad = lambda xs: torch.nn.functional.pad(torch.stack(xs, 1), (0, t_max - len(xs)))  # noqa: E731
     return Inference(objects, pad(conf), pad(sprob), pad(cprob), steps)
 

@@ -38,6 +38,7 @@ from inference.model import AIR, AIRConfig, table_anchor
 from inference.objectives import amortised_loss, dair_residuals, nearest_first
 from inference.predict import infer, to_scene
 from inference.preprocess import batch_from_uint8
+from inference.views import NUM_CAMERA_FEATURES, dataset_views
 from inference.supervised import SupervisedConfig, SupervisedNet, predict, save_supervised, supervised_loss
 from renderer.dataset import SceneDataset
 from renderer.world import World
@@ -54,6 +55,8 @@ class TrainConfig:
     out_dir: str = "runs/air"  # checkpoints and logs
     resume: bool = False  # continue from out_dir/ckpt.pt
     init_from: str = ""  # start the model from this checkpoint (e.g. amortised -> elbo)
+    warm_start: str = ""  # copy the tensors that fit from these weights (.safetensors), e.g. a fixed-camera
+    # network into a view_inputs one: the RGB and coordinate input channels, the core's shared inputs
     export: str = ""  # when done, write the best model here as .safetensors + .json
     seed: int = 0
     batch_size: int = 64
@@ -137,6 +140,37 @@ def same_architecture(a, b) -> bool:
     return da == db and anchors[0].shape == anchors[1].shape and np.allclose(*anchors, atol=1e-6)
 
 
+def warm_start(model: AIR, path: str) -> str:
+    """Copy from the weights at ``path`` every tensor whose shape fits; for the first conv and
+    the core's input weights of a view_inputs model, the columns the two share (RGB and
+    coordinate planes; pooled features, latents, explained features). The where head is left
+    fresh (its outputs mean another thing in the view). Returns a one-line summary."""
+    from safetensors.torch import load_file
+
+    old = load_file(path, device="cpu")
+    new = model.state_dict()
+    copied = []
+    for name, t in new.items():
+        if name not in old or name.startswith("out_where"):
+            continue
+        src = old[name]
+        if src.shape == t.shape:
+            new[name] = src.clone()
+        elif name == "encoder.down.0.weight" and src.shape[1] == 5:  # [rgb, u, v] -> [rgb, extra..., u, v]
+            new[name] = torch.zeros_like(t)
+            new[name][:, :3], new[name][:, -2:] = src[:, :3], src[:, 3:]
+        elif name == "core.weight_ih" and t.shape[1] - src.shape[1] == NUM_CAMERA_FEATURES:
+            feat = model.config.channels + 2
+            new[name] = torch.zeros_like(t)
+            new[name][:, :feat] = src[:, :feat]
+            new[name][:, feat + NUM_CAMERA_FEATURES:] = src[:, feat:]
+        else:
+            continue
+        copied.append(name)
+    model.load_state_dict(new)
+    return f"warm start from {path}: {len(copied)} of {len(new)} tensors"
+
+
 def get_lr(cfg: TrainConfig, it: int) -> float:
     """Linear warm-up, then cosine decay to min_lr at max_iters."""
     if it < cfg.warmup_iters:
@@ -170,7 +204,12 @@ def evaluate(model: AIR | SupervisedNet, world: World, data: SceneDataset, scene
     for lo in range(0, len(chosen), batch):
         sel = chosen[lo : lo + batch]
         images = batch_from_uint8(data.images[sel])
-        if isinstance(model, SupervisedNet):
+        if data.has_cameras:
+            view = dataset_views(data, sel, world)
+            result = infer(model, view.pixels, world, view)
+            objects = result.objects
+            steps.append(result.steps.float())
+        elif isinstance(model, SupervisedNet):
             objects = predict(model, images)
             steps.append(torch.full((len(sel),), float(model.config.slots)))
         else:
@@ -214,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         anchored = dict(anchor=table_anchor(world), position_scale=0.05) if cfg.anchor_where else {}
         if cfg.bound_position:
             anchored["position_bound"] = world.placement_half_extent
-        model_cfg = AIRConfig.for_world(world, dair=cfg.dair, channels=cfg.channels, hidden=cfg.hidden, **anchored)
+        model_cfg = AIRConfig.for_world(world, dair=cfg.dair, channels=cfg.channels, hidden=cfg.hidden,
+                                        view_inputs=train.has_cameras, **anchored)
     start, best = 0, (-1.0, math.inf)
     state = None
     if cfg.resume:
@@ -244,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--init_from {cfg.init_from} has another architecture: {init['model_args']}")
         model_cfg = init_cfg
         model.load_state_dict(init["model"])
+    elif cfg.warm_start:
+        print(warm_start(model, cfg.warm_start))
     (out / "config.json").write_text(json.dumps({"train": asdict(cfg), ("supervised" if supervised else "air"):
                                                  model_cfg.to_dict()}, indent=1))
 
@@ -271,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         for g in optimizer.param_groups:
             g["lr"] = lr * g.get("lr_scale", 1.0)
         idx = np.sort(pool[rng.choice(len(pool), cfg.batch_size, replace=False)])
-        images = batch_from_uint8(train.images[idx])
+        view = dataset_views(train, idx, world) if train.has_cameras else None
+        images = batch_from_uint8(train.images[idx]) if view is None else view.pixels
         if trainer is None:
             scene = train.scenes(idx)
             if supervised:
@@ -283,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
                     residuals = (canvases.residuals(images, idx) if canvases is not None
                                  else dair_residuals(images, scene, world))
                 loss, stats = amortised_loss(model, images, scene, world, residuals=residuals,
-                                             attention_weight=cfg.attention_weight)
+                                             attention_weight=cfg.attention_weight, view=view)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

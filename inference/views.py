@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -128,3 +129,20 @@ def to_table(centre: torch.Tensor, yaw: torch.Tensor, shape: torch.Tensor, view:
     uv = (centre + 1) / 2 * size
     position = view.lift(uv, rest)
     return position, wrap(yaw + ray_azimuth(view, position[..., :2]))
+
+
+def dataset_views(data, index: np.ndarray, world: World) -> ViewInput:
+    """A photo dataset's images ``index`` (``renderer.dataset.SceneDataset`` made with
+    ``--photo``) as one ``ViewInput``, in the order of ``index``."""
+    pixels = torch.from_numpy(np.array(data.images[index])).permute(0, 3, 1, 2).float().div_(255.0)
+    b, s = len(index), world.image_size
+    coverage_ = torch.zeros(b, 1, s, s)
+    features = torch.zeros(b, NUM_CAMERA_FEATURES)
+    flat = torch.zeros(b, 16)
+    for rows, cams in data.cameras(index):
+        part = view_input(pixels[rows], cams, world)
+        coverage_[rows], features[rows] = part.coverage, part.features
+        v = part.view
+        flat[rows] = torch.cat([v.position, v.rotation.reshape(-1, 9), v.focal, v.principal], dim=1)
+    view = Cameras(flat[:, :3], flat[:, 3:12].reshape(b, 3, 3), flat[:, 12:14], flat[:, 14:16], s, s)
+    return ViewInput(pixels * coverage_, coverage_, features, view)
