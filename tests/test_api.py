@@ -90,8 +90,8 @@ def test_model_info_lists_shapes_colors_camera_and_n(http):
     assert cube["resting_z"] == pytest.approx(cube["size"]["z"] / 2)
     assert info["placement_area"] == {"x_min": -0.25, "x_max": 0.25, "y_min": -0.25, "y_max": 0.25}
     assert info["camera"]["width"] == 64 and info["camera"]["fx"] > 0
-    assert info["card"]["version"] == "dev-untrained" and info["version"] == "dev-untrained"
-    assert re.fullmatch(r"[0-9a-f]{64}", info["sha256"])
+    assert info["card"]["version"] == "dev-untrained"
+    assert re.fullmatch(r"[0-9a-f]{64}", info["sha256"]) and info["version"] == "air-" + info["sha256"][:12]
 
 
 # ---------------------------------------------------------------- /infer
@@ -104,7 +104,7 @@ def test_infer_raw_png_answers_the_contract(http, scene_png):
     assert a["frame_id"] == "world" and a["units"]["position"] == "m"
     assert a["image"] == {"width": 128, "height": 128}
     assert a["camera"]["width"] == 128 and a["camera"]["cx"] == 64
-    assert a["model"]["version"] == "dev-untrained"
+    assert re.fullmatch(r"air-[0-9a-f]{12}", a["model"]["version"])
     assert set(a["timing_ms"]) == {"decode", "queue", "inference", "refine", "total"}
     assert a["count"] == len(a["objects"]) == 3
     for i, o in enumerate(a["objects"]):

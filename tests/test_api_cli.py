@@ -116,7 +116,8 @@ def test_airscene_serve_starts_the_service(weights, tmp_path):
                 pass
             assert time.monotonic() < end, "not ready after 60 s"
             time.sleep(0.2)
-        assert httpx.get(f"http://127.0.0.1:{port}/v1/model").json()["version"] == "dev-untrained"
+        info = httpx.get(f"http://127.0.0.1:{port}/v1/model").json()
+        assert info["card"]["version"] == "dev-untrained" and info["version"] == "air-" + info["sha256"][:12]
     finally:
         proc.terminate()
         proc.wait(15)
