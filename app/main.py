@@ -44,6 +44,7 @@ z up, origin at the table centre, quaternions in x, y, z, w order.
 are tabletop: objects rest on the table and turn about z only (yaw).
 
 When the server has an API key, `/infer` and `/render` need `Authorization: Bearer <key>`.
+A query parameter a route does not document is refused with a 422 that names it.
 """
 
 
