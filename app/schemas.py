@@ -1,4 +1,4 @@
-"""Request and response schemas: the API contract (DESIGN.md §4) as pydantic models.
+"""Request and response schemas: the API contract (docs/DESIGN.md §4) as pydantic models.
 
 Frame and units everywhere: the world frame of ROS REP-103 (right-handed, z up, origin at the
 table centre), metres, quaternions in ``x, y, z, w`` order; ``yaw_deg`` is the same turn about
