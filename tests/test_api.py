@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from apiserver import LiveServer, bomb_png, make_dev_weights, settings_for, table_png
+from apiserver import SHIPPED_WEIGHTS, LiveServer, bomb_png, make_dev_weights, settings_for, table_png
 from PIL import Image
 
 from app.convert import scene_from_objects
@@ -79,6 +79,16 @@ def test_readyz_is_503_with_reason_when_weights_fail_to_load(tmp_path):
         r = httpx.post(s.url + "/infer", content=table_png(), headers={"content-type": "image/png"})
         assert_clean_error(r, 503)
         assert int(r.headers["retry-after"]) >= 1
+
+
+def test_readyz_names_weights_that_are_not_an_air_network():
+    """Under bare uvicorn (``airscene serve`` refuses them before starting), /readyz says why."""
+    supervised = SHIPPED_WEIGHTS.with_name("supervised.safetensors")
+    with LiveServer(settings_for(supervised), wait_ready=False) as s:
+        _wait_for(lambda: s.service.state == "failed")
+        r = httpx.get(s.url + "/readyz")
+        assert r.status_code == 503 and "is not AIR network weights" in r.json()["detail"]
+        assert "KeyError" not in r.json()["detail"]
 
 
 def test_model_info_lists_shapes_colors_camera_and_n(http):
