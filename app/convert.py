@@ -17,7 +17,6 @@ from app.schemas import (
     CameraInfo,
     DetectedObject,
     InferResponse,
-    Quaternion,
     RosBoundingBox3D,
     RosDetection3D,
     RosHeader,
@@ -30,8 +29,9 @@ from app.schemas import (
     SceneObject,
     Vector3,
 )
+from inference.api import object_dicts
 from renderer.camera import camera_info
-from renderer.scene import SceneBatch, yaw_to_quat
+from renderer.scene import SceneBatch
 from renderer.world import World
 
 MAX_ABS_POSITION_M = 10.0  # a scene object farther than this from the table centre is a mistake
@@ -80,31 +80,10 @@ def scene_from_objects(objects: Sequence[SceneObject], world: World,
 def detections(scene: SceneBatch, confidence: torch.Tensor, shape_prob: torch.Tensor,
                color_prob: torch.Tensor, boxes: torch.Tensor, world: World,
                min_confidence: Sequence[float]) -> list[list[DetectedObject]]:
-    """Inferred scenes -> per image, its objects in slot order.
-
-    scene: B scenes of T slots (present ones first). confidence, shape_prob, color_prob: (B, T).
-    boxes: (B, T, 4) [u0, v0, u1, v1] pixels of each image as sent. min_confidence: per image;
-    objects below it are dropped and ids are 0..k-1 over what is kept.
-    """
-    quat = yaw_to_quat(scene.yaw)
-    cols = [t.detach().cpu().tolist() for t in (scene.present, scene.shape, scene.color, scene.position,
-                                                 scene.yaw, quat, confidence, shape_prob, color_prob, boxes)]
-    out: list[list[DetectedObject]] = []
-    for b, (pres, shp, col, pos, yaw, q, conf, sp, cp, box) in enumerate(zip(*cols)):
-        objs: list[DetectedObject] = []
-        for t in range(len(pres)):
-            if not pres[t] or conf[t] < min_confidence[b]:
-                continue
-            objs.append(DetectedObject(
-                id=len(objs), shape=world.shape_names[shp[t]], color=world.color_names[col[t]],
-                confidence=round(conf[t], 4), shape_confidence=round(sp[t], 4), color_confidence=round(cp[t], 4),
-                position=Vector3(**{k: round(v, 5) for k, v in zip("xyz", pos[t])}),
-                orientation=Quaternion(**{k: round(v, 6) for k, v in zip("xyzw", q[t])}),
-                yaw_deg=round(math.degrees(yaw[t]), 2),
-                bbox=[round(v, 1) for v in box[t]],
-            ))
-        out.append(objs)
-    return out
+    """Inferred scenes -> per image, its objects in slot order (``inference.api.object_dicts``,
+    the in-process API's answer, as schemas)."""
+    dicts = object_dicts(scene, confidence, shape_prob, color_prob, boxes, world, min_confidence)
+    return [[DetectedObject(**o) for o in objs] for objs in dicts]
 
 
 def camera(world: World, height: int, width: int) -> CameraInfo:

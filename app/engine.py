@@ -8,7 +8,6 @@ a time (torch modules and the renderer cache are not made for concurrent use).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections import defaultdict
@@ -32,6 +31,7 @@ from app.schemas import (
     ShapeInfo,
     Vector3,
 )
+from inference.api import file_sha256, weights_version
 from inference.checkpoint import load_weights
 from inference.model import AIR
 from inference.predict import infer, to_scene
@@ -80,14 +80,6 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _load_refiner():
     """``inference.refine.refine`` if this build has it, else None (imported lazily: optional)."""
     try:
@@ -108,7 +100,7 @@ class Engine:
         self.device = device
         self.weights = weights
         self.sha256 = sha256
-        self.version = str(meta.get("version") or f"{weights.stem}-{sha256[:12]}")
+        self.version = weights_version(model, sha256)
         self._refine = _load_refiner()
         self.camera = lru_cache(maxsize=64)(lambda h, w: convert.camera(world, h, w))
         self._info: ModelInfo | None = None
@@ -175,9 +167,7 @@ class Engine:
 
     def render_png(self, request: RenderRequest, max_side: int) -> bytes:
         """A scene request -> PNG bytes. Raises ``Unprocessable`` for a bad scene or size."""
-        size = self.image_size
-        width = request.width or request.height or size
-        height = request.height or request.width or size
+        width, height = request.size(self.image_size, max_side)
         for name, value in (("width", width), ("height", height)):
             if value > max_side:
                 raise Unprocessable(("body", name), f"{name} {value} is above the limit {max_side} "

@@ -1,4 +1,4 @@
-"""Request and response schemas: the API contract (DESIGN.md §4) as pydantic models.
+"""Request and response schemas: the API contract (docs/DESIGN.md §4) as pydantic models.
 
 Frame and units everywhere: the world frame of ROS REP-103 (right-handed, z up, origin at the
 table centre), metres, quaternions in ``x, y, z, w`` order; ``yaw_deg`` is the same turn about
@@ -79,14 +79,37 @@ class SceneObject(_In):
     yaw_deg: FiniteFloat | None = None
 
 
+class RecordedImage(_In):
+    """The ``image`` of an /infer answer: the size of the image the objects were found in."""
+
+    width: int = Field(ge=1)
+    height: int = Field(ge=1)
+
+
 class RenderRequest(_In):
-    """A scene to draw. Width and height default to the network's image size (64)."""
+    """A scene to draw. Size: ``width`` and ``height``; one of them alone makes a square; with
+    neither, the ``image`` an /infer answer records (scaled down to fit the render limit, aspect
+    kept), else the network's image size (64)."""
 
     objects: list[SceneObject] = Field(default_factory=list, max_length=64,
                                        description="at most N objects (GET /v1/model: max_objects)")
     width: int | None = Field(None, ge=1, le=RENDER_SIDE_CAP, description="pixels; the limit is "
                                                                             "AIRSCENE_MAX_RENDER_SIDE")
     height: int | None = Field(None, ge=1, le=RENDER_SIDE_CAP)
+    image: RecordedImage | None = Field(None, description="size of the image an /infer answer came from; "
+                                                          "the default size when width and height are not given")
+
+    def size(self, default: int, max_side: int) -> tuple[int, int]:
+        """(width, height) to render: as asked; else the recorded image's, scaled down to fit
+        ``max_side``; else ``default`` square. An asked size above ``max_side`` is the caller's
+        to refuse."""
+        if self.width or self.height:
+            return self.width or self.height, self.height or self.width  # type: ignore[return-value]
+        if self.image is None:
+            return default, default
+        w, h = self.image.width, self.image.height
+        k = min(1.0, max_side / max(w, h))
+        return max(1, round(w * k)), max(1, round(h * k))
 
     model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{
         "objects": [{"shape": "cube", "color": "red", "position": {"x": 0.1, "y": -0.05},
@@ -282,3 +305,13 @@ class ModelInfo(_Out):
 class Status(_Out):
     status: str
     detail: str | None = None
+
+
+class ServiceLimits(_Out):
+    """The limits this server enforces (its ``AIRSCENE_*`` settings), for clients and the page."""
+
+    max_refine_steps: int = Field(description="largest 'refine' of POST /infer")
+    max_images: int = Field(description="most images in one POST /infer")
+    max_body_bytes: int = Field(description="largest request body, bytes")
+    max_pixels: int = Field(description="most pixels in one image")
+    max_render_side: int = Field(description="largest width or height of POST /render")

@@ -58,8 +58,16 @@ def save_weights(model: AIR, world: World, path: str | Path, meta: dict[str, Any
 
 
 def load_weights(path: str | Path, device: torch.device | str = "cpu") -> tuple[AIR, World, dict[str, Any]]:
-    """Load shipped weights -> (model in eval mode, its world, metadata)."""
+    """Load shipped weights -> (model in eval mode, its world, metadata).
+
+    ValueError naming the file when its config holds no AIR network (the supervised
+    counterpart's weights, say: they describe another model under another key)."""
     doc = read_config(path)
+    if "air" not in doc:
+        other = [k for k in doc if k not in ("world", "meta")]
+        raise ValueError(f"{path} is not AIR network weights: its config {config_path(path).name} has "
+                         f"{other or 'no model'} where an 'air' section should be (the supervised counterpart "
+                         "and other baselines are loaded by their own modules, not served)")
     model = AIR(AIRConfig.from_dict(doc["air"]))
     load_tensors(model, path)
     return model.to(device).eval(), World.from_dict(doc["world"]), doc.get("meta", {})

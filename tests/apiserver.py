@@ -145,8 +145,10 @@ def chromium():
     os.environ.setdefault("SE_OFFLINE", "true")  # never let selenium-manager fetch a browser or driver
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
+    # every host name but the loopback fails to resolve: a page that needs the internet shows it here
     for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-dev-shm-usage", "--window-size=1200,1000"):
+                "--disable-dev-shm-usage", "--window-size=1200,1000",
+                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost"):
         opts.add_argument(arg)
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
 
