@@ -33,8 +33,8 @@ from app.schemas import (
     Vector3,
 )
 from inference.checkpoint import load_weights
-from inference.model import AIR
-from inference.predict import infer, to_scene
+from inference.network import AIR
+from inference.infer import infer, to_scene
 from inference.preprocess import to_network_input
 from renderer.camera import object_bboxes
 from renderer.render import render

@@ -13,11 +13,11 @@ Methods (rows):
 - AIR, the shipped weights (``--air``), greedy, one forward pass; and AIR + test-time refinement
   (``--refine`` Adam steps on pose through the soft renderer, ``inference.refine``).
 - DAIR (``--dair``): difference AIR trained with AIR's budget, its teacher-forced residuals
-  read from canvases rendered once with pose jitter (``inference.dair_canvas``).
+  read from canvases rendered once with pose jitter (``training.dair_canvas``).
 - Supervised (``--supervised``): AIR's encoder with N fixed slots, each reading the image by
   its own attention, trained on the same labels and budget with a set loss and AIR's attention
-  target (``inference.supervised``).
-- Render-and-compare (``inference.analysis_by_synthesis``) at each ``--rc-budgets`` entry
+  target (``experiments.supervised``).
+- Render-and-compare (``experiments.render_and_compare``) at each ``--rc-budgets`` entry
   STARTSxSTEPS, on the first ``--rc-scenes`` held-out scenes (it costs seconds per image). Its
   per-object count penalty is calibrated per budget on ``--rc-calibrate`` other labelled scenes
   (0 = the default penalty); calibration time is not counted in ms per image.
@@ -66,7 +66,7 @@ from bench.methods import (
     supervised_predict,
     train_command,
 )
-from inference.analysis_by_synthesis import calibrate_penalty, fit, parse_budget
+from experiments.render_and_compare import calibrate_penalty, fit, parse_budget
 from renderer.world import World
 
 AIR_ROW, REFINED_ROW, DAIR_ROW, SUPERVISED_ROW = "AIR", "AIR + refinement", "DAIR", "Supervised"

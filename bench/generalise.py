@@ -10,7 +10,7 @@
 For AIR, DAIR and the supervised counterpart each. The world is unchanged (N = 3 slots, so a
 network can answer 3 even if it never saw 3); only the training scenes' counts differ: each
 variant trains on the scenes of the shipped model's dataset (data/train, data/val) whose count is
-allowed (``python -m inference.train --counts=0,1,2``; the prior draws the count uniformly and
+allowed (``python -m training.train --counts=0,1,2``; the prior draws the count uniformly and
 independently of the objects, so keeping the scenes with an allowed count is exactly sampling
 the prior restricted to those counts). The variants train with a smaller budget than the
 shipped model (``--iters``); the report reads each one's budget from its weights. Missing

@@ -22,9 +22,9 @@ import torch
 from bench.render import machine  # noqa: F401  (re-exported for the report writers)
 from inference.checkpoint import load_weights
 from inference.metrics import add_batch, scores_for
-from inference.predict import infer, to_scene
+from inference.infer import infer, to_scene
 from inference.refine import refine
-from inference.supervised import load_supervised, predict
+from experiments.supervised import load_supervised, predict
 from renderer.dataset import render_images
 from renderer.prior import sample_scenes
 from renderer.scene import SceneBatch
@@ -43,7 +43,7 @@ SHIPPED_BUDGET = {"data": "data/train", "val_data": "data/val", "batch_size": 64
 BUDGET_KEYS = ("data", "val_data", "counts", "batch_size", "max_iters", "lr", "min_lr", "warmup_iters",
                "eval_interval", "eval_scenes", "threads", "channels", "hidden", "seed")
 
-# DAIR trains on teacher-forced canvases rendered once, with pose jitter (``inference.dair_canvas``;
+# DAIR trains on teacher-forced canvases rendered once, with pose jitter (``training.dair_canvas``;
 # measured with 3000 iterations on 0..2 objects: best validation count 85.0% with it, 81.6% without;
 # on 3 objects 97.0% and 95.0%). Its command makes them from the training data first (a no-op when
 # they are there).
@@ -156,18 +156,18 @@ def budget_note(meta: dict) -> str:
 
 def train_command(objective: str, out_dir: str, export: str, dair: bool = False,
                   budget: dict | None = None) -> str:
-    """The ``python -m inference.train`` line with the given budget (default: the shipped one)."""
+    """The ``python -m training.train`` line with the given budget (default: the shipped one)."""
     b = {**SHIPPED_BUDGET, **{k: v for k, v in (budget or {}).items() if k in BUDGET_KEYS}}
     flags = [f"--objective={objective}"] + (["--dair=True"] if dair else [])
     flags += [f"--{k}={b[k]}" for k in BUDGET_KEYS if k in b]
     prefix = ""
     if dair:
         canvas = f"{b['data']}-canvas-j{round(DAIR_JITTER_CM * 100)}"
-        prefix = (f"python -m inference.dair_canvas --data={b['data']} --out={canvas} --jitter_cm={DAIR_JITTER_CM} "
+        prefix = (f"python -m training.dair_canvas --data={b['data']} --out={canvas} --jitter_cm={DAIR_JITTER_CM} "
                   f"--jitter_deg={DAIR_JITTER_DEG} && ")
         flags.append(f"--dair_canvas={canvas}")
     flags += [f"--out_dir={out_dir}", f"--export={export}"]
-    return prefix + "python -m inference.train " + " ".join(flags)
+    return prefix + "python -m training.train " + " ".join(flags)
 
 
 # ---- scoring and timing -----------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from inference.model import AIR, AIRConfig
+from inference.network import AIR, AIRConfig
 from renderer.world import World
 
 

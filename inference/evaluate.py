@@ -21,8 +21,8 @@ import torch
 
 from inference.checkpoint import load_weights
 from inference.metrics import add_batch, scores_for
-from inference.model import AIR
-from inference.predict import infer, to_scene
+from inference.network import AIR
+from inference.infer import infer, to_scene
 from inference.refine import refine
 from renderer.dataset import render_images
 from renderer.prior import sample_scenes

@@ -10,14 +10,14 @@ import torch
 from PIL import Image
 
 from inference.checkpoint import load_weights, save_weights
-from inference.elbo import ELBOTrainer, gaussian_blur, log_likelihood, pres_prior, sample_q
+from training.elbo import ELBOTrainer, gaussian_blur, log_likelihood, pres_prior, sample_q
 from inference.metrics import Scores, match, yaw_error_deg
-from inference.model import AIR, AIRConfig, Latents, table_anchor
-from inference.objectives import amortised_loss, scene_latents
-from inference.predict import infer, to_scene
+from inference.network import AIR, AIRConfig, Latents, table_anchor
+from training.objectives import amortised_loss, scene_latents
+from inference.infer import infer, to_scene
 from inference.preprocess import to_network_input
 from inference.refine import refine
-from inference.train import TrainConfig, get_lr, parse_overrides, scene_pool
+from training.train import TrainConfig, get_lr, parse_overrides, scene_pool
 from renderer.camera import project
 from renderer.dataset import SceneDataset, render_images, write_dataset
 from renderer.prior import sample_scenes

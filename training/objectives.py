@@ -2,7 +2,7 @@
 
 ``amortised_loss``: the generative model is fully specified, so it teaches its own inference
 network ("sleep" / amortised training): maximise log q(z, n | x) on pairs (x, z) drawn from the
-prior and rendered. The ELBO lives in ``inference/elbo.py``.
+prior and rendered. The ELBO lives in ``training/elbo.py``.
 
 Objects have no natural order, but q generates them one after another, so q assigns a
 probability to every ordering of the same set. The probability of the *set* is the sum over
@@ -30,7 +30,7 @@ import math
 import torch
 from torch.nn import functional as F
 
-from inference.model import FEATURE_STRIDE, AIR, Latents, StepOutput
+from inference.network import FEATURE_STRIDE, AIR, Latents, StepOutput
 from renderer.camera import project
 from renderer.render import render
 from renderer.scene import SceneBatch
@@ -108,7 +108,7 @@ def dair_residuals(images: torch.Tensor, scene: SceneBatch, world: World) -> lis
     """DAIR's per-step inputs for teacher-forced training, in the scene's own slot order.
 
     Step t sees the image minus a ``hard`` rendering (at the image's size, as
-    ``inference.predict.infer`` renders its own finds) of the true objects in slots < t; step 0
+    ``inference.infer.infer`` renders its own finds) of the true objects in slots < t; step 0
     sees the image minus the empty table. images: (B, 3, S, S) in [0, 1]; scene: B scenes,
     present slots first. Returns N tensors (B, 3, S, S).
     """

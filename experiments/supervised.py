@@ -1,6 +1,6 @@
 """The supervised counterpart: AIR's encoder with N fixed output slots, trained on labels.
 
-The same CNN as AIR (``inference.model.Encoder``: image -> (B, C + 2, S/4, S/4) features with
+The same CNN as AIR (``inference.network.Encoder``: image -> (B, C + 2, S/4, S/4) features with
 coordinate channels) feeds a small head that outputs, for each of N slots at once, the same
 distributions AIR outputs per step:
 
@@ -27,7 +27,7 @@ the same as Hungarian matching on the per-pair negative log-likelihood), and the
 log-likelihood of that assignment. Every slot's presence is scored; what/where only for slots
 assigned a present object. The loss is therefore invariant to the order of the true objects.
 
-Trained by ``python -m inference.train --objective=supervised`` on the same data and with the
+Trained by ``python -m training.train --objective=supervised`` on the same data and with the
 same budget machinery as AIR. Weights are saved like AIR's (safetensors + a json holding
 ``"supervised"``: the ``SupervisedConfig``, the world and metadata).
 """
@@ -44,8 +44,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from inference.checkpoint import config_path, load_tensors, read_config, write_weights
-from inference.model import FEATURE_STRIDE, YAW_ORDERS, Encoder, Latents, config_from_dict, world_sizes
-from inference.objectives import attention_cells, orderings, scene_latents, von_mises_log_prob
+from inference.network import FEATURE_STRIDE, YAW_ORDERS, Encoder, Latents, config_from_dict, world_sizes
+from training.objectives import attention_cells, orderings, scene_latents, von_mises_log_prob
 from renderer.scene import SceneBatch
 from renderer.world import World
 
@@ -247,7 +247,7 @@ def yaw_from(model: SupervisedNet, out: SlotOutput, shape: torch.Tensor) -> torc
 @torch.no_grad()
 def predict(model: SupervisedNet, images: torch.Tensor) -> Latents:
     """images (B, 3, S, S) in [0, 1] -> Latents (B, N): slots with q(pres) > 0.5 are present,
-    moved first (in order of confidence); ``inference.predict.to_scene`` makes a scene of it."""
+    moved first (in order of confidence); ``inference.infer.to_scene`` makes a scene of it."""
     model.eval()
     out = model(images)
     prob = torch.sigmoid(out.pres_logit)

@@ -1,14 +1,14 @@
 """Train the AIR inference network.
 
-    python -m inference.train --objective=amortised --out_dir=runs/air
-    python -m inference.train --objective=amortised --out_dir=runs/air --resume=True
-    python -m inference.train --objective=elbo --init_from=runs/air/ckpt.pt --out_dir=runs/air-elbo
-    python -m inference.train --objective=amortised --dair=True --out_dir=runs/dair
-    python -m inference.train --objective=supervised --out_dir=runs/supervised
+    python -m training.train --objective=amortised --out_dir=runs/air
+    python -m training.train --objective=amortised --out_dir=runs/air --resume=True
+    python -m training.train --objective=elbo --init_from=runs/air/ckpt.pt --out_dir=runs/air-elbo
+    python -m training.train --objective=amortised --dair=True --out_dir=runs/dair
+    python -m training.train --objective=supervised --out_dir=runs/supervised
 
 ``--dair=True`` trains difference AIR: each step also sees the image minus a rendering of the
 true objects in earlier slots (``objectives.dair_residuals``). ``--objective=supervised`` trains
-the fixed-slot counterpart (``inference.supervised``) on the same data with the same loop;
+the fixed-slot counterpart (``experiments.supervised``) on the same data with the same loop;
 ``channels`` and ``hidden`` then size its encoder and head.
 
 Every field of ``TrainConfig`` can be set as ``--key=value`` (the type must parse; an unknown
@@ -32,13 +32,13 @@ import torch
 from tqdm import tqdm
 
 from inference.checkpoint import save_weights
-from inference.dair_canvas import CanvasStore
+from training.dair_canvas import CanvasStore
 from inference.metrics import add_batch, scores_for
-from inference.model import AIR, AIRConfig, table_anchor
-from inference.objectives import amortised_loss, dair_residuals, nearest_first
-from inference.predict import infer, to_scene
+from inference.network import AIR, AIRConfig, table_anchor
+from training.objectives import amortised_loss, dair_residuals, nearest_first
+from inference.infer import infer, to_scene
 from inference.preprocess import batch_from_uint8
-from inference.supervised import SupervisedConfig, SupervisedNet, predict, save_supervised, supervised_loss
+from experiments.supervised import SupervisedConfig, SupervisedNet, predict, save_supervised, supervised_loss
 from renderer.dataset import SceneDataset
 from renderer.world import World
 
@@ -48,7 +48,7 @@ from renderer.world import World
 class TrainConfig:
     """Training settings; each is a ``--key=value`` flag."""
 
-    objective: str = "amortised"  # amortised | elbo | supervised (fixed-slot baseline, inference.supervised)
+    objective: str = "amortised"  # amortised | elbo | supervised (fixed-slot baseline, experiments.supervised)
     data: str = "data/train"  # rendered dataset (python -m renderer.dataset)
     val_data: str = "data/val"  # held-out rendered dataset for evaluation
     out_dir: str = "runs/air"  # checkpoints and logs
@@ -68,7 +68,7 @@ class TrainConfig:
     threads: int = 2  # torch CPU threads
     dair: bool = False  # difference AIR
     dair_canvas: str = ""  # DAIR: read the teacher-forced residuals' canvases from here (python -m
-    # inference.dair_canvas, made from --data; may carry pose jitter) instead of rendering them per batch
+    # training.dair_canvas, made from --data; may carry pose jitter) instead of rendering them per batch
     channels: int = 64  # AIRConfig.channels
     hidden: int = 256  # AIRConfig.hidden
     attention_weight: float = 1.0  # amortised and supervised: weight of the attention target (0 = off)
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         model_cfg = config_cls.from_dict(state["model_args"])  # architecture comes from the checkpoint
     model = net_cls(model_cfg)
     if cfg.objective == "elbo":
-        from inference.elbo import ELBOTrainer
+        from training.elbo import ELBOTrainer
 
         trainer = ELBOTrainer(model, world, cfg)
         optimizer = trainer.optimizer

@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import torch
 
-from inference.model import AIR, Latents
+from inference.network import AIR, Latents
 from renderer.render import render
 from renderer.scene import SceneBatch
 from renderer.world import World

@@ -47,8 +47,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.distributions import Bernoulli, Categorical, Normal
 
-from inference.model import AIR, Latents
-from inference.predict import to_scene, _pad
+from inference.network import AIR, Latents
+from inference.infer import to_scene, _pad
 from renderer.render import palette_rgb, render
 from renderer.world import World
 

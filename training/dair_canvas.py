@@ -13,7 +13,7 @@ the exact truth never show them, so a network trained only on those may read a s
 more object. With ``jitter_cm`` / ``jitter_deg`` each canvas object's table position and yaw are
 drawn once per scene from a Gaussian around the truth (per axis), so training sees the slivers.
 
-    python -m inference.dair_canvas --data data/train --out data/train-canvas-j25 --jitter_cm 0.25 --jitter_deg 2
+    python -m training.dair_canvas --data data/train --out data/train-canvas-j25 --jitter_cm 0.25 --jitter_deg 2
 
 Layout of ``--out``: ``canvas.npy`` (M, N - 1, S, S, 3) uint8, row i = scene i of the dataset,
 entry t - 1 = the canvas step t subtracts (t = 1 .. N - 1; step 0 subtracts the empty table,
@@ -34,8 +34,8 @@ import torch
 from numpy.lib.format import open_memmap
 from tqdm import tqdm
 
-from inference.objectives import earlier_slots, nearest_first
-from inference.predict import table_image
+from training.objectives import earlier_slots, nearest_first
+from inference.infer import table_image
 from renderer.dataset import SceneDataset
 from renderer.render import render
 from renderer.scene import SceneBatch
@@ -79,7 +79,7 @@ class CanvasStore:
         """Open ``root`` and check it was made from ``data`` and covers every scene it has."""
         root = Path(root)
         if not (root / "meta.json").exists():
-            raise ValueError(f"{root} holds no canvases (make them with python -m inference.dair_canvas)")
+            raise ValueError(f"{root} holds no canvases (make them with python -m training.dair_canvas)")
         meta = json.loads((root / "meta.json").read_text())
         if meta["dataset"] != str(data.root) or meta["world"] != data.meta["world"]:
             raise ValueError(f"{root} was made from {meta['dataset']}, not {data.root}")

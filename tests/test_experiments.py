@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from bench import compare, generalise
-from inference.analysis_by_synthesis import (
+from experiments.render_and_compare import (
     FitSettings,
     calibrate_penalty,
     choose_count,
@@ -22,10 +22,10 @@ from inference.analysis_by_synthesis import (
     sweep_discrete,
     with_pose,
 )
-from inference.dair_canvas import CanvasStore, jittered, write_canvases
+from training.dair_canvas import CanvasStore, jittered, write_canvases
 from inference.metrics import yaw_error_deg
-from inference.objectives import dair_residuals, nearest_first
-from inference.supervised import (
+from training.objectives import dair_residuals, nearest_first
+from experiments.supervised import (
     SupervisedConfig,
     SupervisedNet,
     load_supervised,
@@ -33,8 +33,8 @@ from inference.supervised import (
     save_supervised,
     supervised_loss,
 )
-from inference.train import main as train_main
-from inference.train import parse_overrides
+from training.train import main as train_main
+from training.train import parse_overrides
 from renderer.dataset import SceneDataset, render_images, write_dataset
 from renderer.prior import sample_scenes
 from renderer.render import render
@@ -322,5 +322,5 @@ def test_generalise_report_evaluates_present_weights_and_lists_the_missing(tiny_
 def test_generalise_prints_the_training_commands(capsys):
     assert generalise.main(["--print-commands"]) == 0
     lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("python")]
-    assert len(lines) == 6 and all("inference.train" in x for x in lines)
+    assert len(lines) == 6 and all("training.train" in x for x in lines)
     assert sum("--counts=0,1,2" in x for x in lines) == 3 and sum("--counts=0,1,3" in x for x in lines) == 3
