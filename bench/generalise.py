@@ -17,7 +17,7 @@ shipped model (``--iters``); the report reads each one's budget from its weights
 weights make a "not trained" row with the command.
 
 Writes ``--out`` (default bench/results/generalise.md) and prints it. Held-out scenes come from
-``bench.methods.held_out_set`` (seeded far from every dataset chunk seed).
+``inference.evaluate.held_out_set`` (seeded far from every dataset chunk seed).
 """
 
 from __future__ import annotations
@@ -33,11 +33,9 @@ import torch
 from bench.methods import (
     Method,
     Result,
-    air_predict,
     budget_note,
     check_world,
     git_commit,
-    held_out_set,
     load_model,
     machine,
     metric_cells,
@@ -46,6 +44,7 @@ from bench.methods import (
     supervised_predict,
     train_command,
 )
+from inference.evaluate import air_predict, held_out_set
 from renderer.world import World
 
 EXTRAPOLATION_TARGET = 0.90  # DAIR's count accuracy on 3 objects after training on 0..2

@@ -10,7 +10,8 @@ from typing import NamedTuple
 
 import torch
 
-from inference.network import AIR, Latents
+from inference.distributions import Latents
+from inference.network import AIR
 from renderer.render import render
 from renderer.scene import SceneBatch
 from renderer.world import World
@@ -43,10 +44,11 @@ def to_scene(objects: Latents, world: World) -> SceneBatch:
 
 @torch.no_grad()
 def infer(model: AIR, images: torch.Tensor, world: World | None = None) -> Inference:
-    """images: (B, 3, S, S) float in [0, 1]. ``world`` is needed for DAIR (residual renders)."""
+    """Greedy inference on images (B, 3, S, S) float in [0, 1], S = the model's image size.
+    ``world`` is needed for DAIR (residual renders). The caller sets the model's mode
+    (``model.eval()``: weights from ``inference.checkpoint.load_weights`` come in it)."""
     if model.config.dair and world is None:
         raise ValueError("a DAIR model needs the world to render residuals")
-    model.eval()
     b, t_max = images.shape[0], model.config.max_steps
     features = model.encode(images)
     if model.config.dair:
@@ -73,15 +75,14 @@ def infer(model: AIR, images: torch.Tensor, world: World | None = None) -> Infer
         state = state._replace(prev=model.embed(lat, 0))
         if model.config.dair and t + 1 < t_max:
             so_far = Latents(*(torch.cat(x, 1) for x in zip(*found)))
-            with torch.no_grad():
-                recon = render(to_scene(_pad(so_far, t_max), world), world).permute(0, 3, 1, 2)
+            recon = render(to_scene(pad_slots(so_far, t_max), world), world).permute(0, 3, 1, 2)
             ctx = model.context(features, images - recon, model.residual_encoder(images - recon))
-    objects = _pad(Latents(*(torch.cat(x, 1) for x in zip(*found))), t_max)
+    objects = pad_slots(Latents(*(torch.cat(x, 1) for x in zip(*found))), t_max)
     pad = lambda xs: torch.nn.functional.pad(torch.stack(xs, 1), (0, t_max - len(xs)))  # noqa: E731
     return Inference(objects, pad(conf), pad(sprob), pad(cprob), steps)
 
 
-def _pad(lat: Latents, t_max: int) -> Latents:
+def pad_slots(lat: Latents, t_max: int) -> Latents:
     """Pad a (B, t) latent sequence with absent slots to (B, t_max)."""
     t = lat.pres.shape[1]
     if t == t_max:
