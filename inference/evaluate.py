@@ -38,7 +38,8 @@ from renderer.world import World
 # training scenes.
 HELD_OUT_SEED_BASE = 1 << 40
 CALIBRATION_SEED_BASE = 1 << 41  # a second disjoint set (render-and-compare tunes its penalty on it)
-RENDER_CHUNK = 250  # scenes rendered per call
+CHUNK = 250  # scenes drawn and rendered per call (and images per ``evaluate`` batch)
+SCENE_FIELDS = ("present", "shape", "color", "position", "yaw")
 
 Predict = Callable[[torch.Tensor], SceneBatch]
 
@@ -46,13 +47,15 @@ Predict = Callable[[torch.Tensor], SceneBatch]
 def held_out_set(world: World, scenes: int, seed: int, objects: int | None = None,
                  base: int = HELD_OUT_SEED_BASE) -> tuple[torch.Tensor, SceneBatch]:
     """The held-out set: ``scenes`` prior scenes (exactly ``objects`` objects each if given),
-    drawn at once from a generator seeded ``base + seed`` and rendered as the training data is
-    (hard, 2x supersampled, box-filtered). Returns images (B, 3, S, S) float in [0, 1] and the
-    true SceneBatch (B, N)."""
-    scene = sample_scenes(world, scenes, generator=torch.Generator().manual_seed(base + seed), counts=objects)
+    drawn ``CHUNK`` at a time from one generator seeded ``base + seed`` and rendered as the
+    training data is (hard, 2x supersampled, box-filtered). Returns images (B, 3, S, S) float
+    in [0, 1] and the true SceneBatch (B, N)."""
+    g = torch.Generator().manual_seed(base + seed)
+    parts = [sample_scenes(world, min(CHUNK, scenes - lo), generator=g, counts=objects)
+             for lo in range(0, max(scenes, 1), CHUNK)]
+    scene = SceneBatch(*(torch.cat([getattr(p, f) for p in parts]) for f in SCENE_FIELDS))
     s = world.image_size
-    images = torch.cat([render_images(scene.select(slice(lo, lo + RENDER_CHUNK)), world)
-                        for lo in range(0, scenes, RENDER_CHUNK)]) if scenes else torch.zeros(0, s, s, 3)
+    images = torch.cat([render_images(p, world) for p in parts]) if scenes else torch.zeros(0, s, s, 3)
     return images.permute(0, 3, 1, 2).float() / 255.0, scene
 
 
@@ -77,13 +80,12 @@ def score(pred: SceneBatch, truth: SceneBatch, world: World) -> dict:
 
 
 def evaluate(predict: Predict, images: torch.Tensor, truth: SceneBatch, world: World,
-             batch: int = RENDER_CHUNK) -> tuple[dict, SceneBatch]:
+             batch: int = CHUNK) -> tuple[dict, SceneBatch]:
     """The one evaluation: ``predict`` on ``images`` (B, 3, S, S) float in [0, 1], ``batch``
     images per call, scored against ``truth`` (``score``). Returns the summary and the
     predicted scenes (B, N). Used by training, ``python -m inference.evaluate`` and ``bench``."""
     preds = [predict(images[lo : lo + batch]) for lo in range(0, images.shape[0], batch)]
-    pred = SceneBatch(*(torch.cat([getattr(p, f) for p in preds]) for f in
-                        ("present", "shape", "color", "position", "yaw")))
+    pred = SceneBatch(*(torch.cat([getattr(p, f) for p in preds]) for f in SCENE_FIELDS))
     return score(pred, truth, world), pred
 
 
