@@ -2,13 +2,12 @@
 
 Teacher-forced DAIR training shows step t the image minus a ``hard`` rendering of the true
 objects in slots < t, nearest to the camera first (``objectives.dair_residuals``). Rendering
-those per batch costs about a third of a training step on the CPU (measured: 0.20 of 0.55 s
-for a batch of 64 at one thread), and they depend only on the scene, so this renders them once
-(about 700 images/s at one thread) and training reads them back (``CanvasStore.residuals``).
+those per batch costs about a third of a training step on the CPU (model card), and they
+depend only on the scene, so this renders them once and training reads them back
+(``CanvasStore.residuals``).
 
 Pose jitter, against exposure bias: at inference DAIR subtracts a rendering of its *own* finds,
-off by a few millimetres and a degree or two (the shipped AIR: 0.28 cm median position error,
-1.3 degrees yaw), which leaves thin slivers of colour at object edges; residuals rendered from
+off by a few millimetres and a degree or two, which leaves thin slivers of colour at object edges; residuals rendered from
 the exact truth never show them, so a network trained only on those may read a sliver as one
 more object. With ``jitter_cm`` / ``jitter_deg`` each canvas object's table position and yaw are
 drawn once per scene from a Gaussian around the truth (per axis), so training sees the slivers.

@@ -26,8 +26,7 @@ are uniform; (x, y) uniform on the placement square with soft edges; yaw uniform
 Presence warm-up (``pres_warmup_iters``): the first thing an untrained q does is propose
 objects in random places, which the likelihood punishes, and the score-function gradient then
 switches presence off everywhere within ~50 iterations; with no object left there is no signal
-for where/what, and it never recovers (z_pres collapse, seen in our first run: count 0 from
-iteration 75 on). So for the first iterations every step is forced present and presence is not
+for where/what, and it never recovers (z_pres collapse; model card). So for the first iterations every step is forced present and presence is not
 trained: position, shape and colour learn to explain the image first; then presence learns
 which proposals are worth their prior cost.
 
