@@ -34,7 +34,7 @@ same budget machinery as AIR. Weights are saved like AIR's (safetensors + a json
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -44,7 +44,7 @@ from torch.nn import functional as F
 
 from inference.checkpoint import config_path, load_tensors, read_config, write_weights
 from inference.distributions import Latents, YawTable, greedy, head_sizes, log_prob, object_params
-from inference.network import FEATURE_STRIDE, Encoder, config_from_dict, world_sizes
+from inference.network import FEATURE_STRIDE, Encoder, JsonConfig, world_sizes
 from inference.infer import to_scene
 from training.objectives import Objective, attention_cells, orderings, scene_latents
 from renderer.scene import SceneBatch
@@ -54,7 +54,7 @@ ATTENTION_DIM = 64  # width of the slot queries and cell keys (slot_attention)
 
 
 @dataclass(frozen=True)
-class SupervisedConfig:
+class SupervisedConfig(JsonConfig):
     """Architecture of the slot network.
 
     num_shapes, num_colors: sizes of the categorical heads.
@@ -82,21 +82,13 @@ class SupervisedConfig:
     def __post_init__(self) -> None:
         if self.image_size % (2 * FEATURE_STRIDE):
             raise ValueError(f"image_size must be a multiple of {2 * FEATURE_STRIDE}, got {self.image_size}")
-        if len(self.yaw_orders) != self.num_shapes:
-            raise ValueError(f"yaw_orders has {len(self.yaw_orders)} entries for {self.num_shapes} shapes")
+        self.check_yaw_orders()
         if not 1 <= self.slots <= 6:
             raise ValueError(f"slots must be in 1..6 (the loss enumerates slots! orderings), got {self.slots}")
 
     @classmethod
     def for_world(cls, world: World, **overrides: Any) -> SupervisedConfig:
         return cls(**{**world_sizes(world), "slots": world.max_objects, **overrides})
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SupervisedConfig:
-        return config_from_dict(cls, d)
 
 
 class SlotOutput(NamedTuple):

@@ -50,13 +50,29 @@ def config_from_dict(cls: type, d: dict[str, Any]) -> Any:
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
+class JsonConfig:
+    """What a frozen architecture dataclass shares: its JSON dict and back."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Any:
+        return config_from_dict(cls, d)
+
+    def check_yaw_orders(self) -> None:
+        """ValueError unless there is one yaw symmetry order per shape."""
+        if len(self.yaw_orders) != self.num_shapes:
+            raise ValueError(f"yaw_orders has {len(self.yaw_orders)} entries for {self.num_shapes} shapes")
+
+
 # Fields that weights written before the anchored variant moved out (experiments.anchored) carry,
 # with these values for every network without it; any other value needs the anchored network.
 RETIRED_FIELDS: dict[str, Any] = {"anchor": [], "position_bound": 0.0}
 
 
 @dataclass(frozen=True)
-class AIRConfig:
+class AIRConfig(JsonConfig):
     """Architecture. Everything a checkpoint needs to rebuild the network.
 
     num_shapes, num_colors: sizes of the categorical z_what heads.
@@ -84,15 +100,11 @@ class AIRConfig:
     def __post_init__(self) -> None:
         if self.image_size % FEATURE_STRIDE:
             raise ValueError(f"image_size must be a multiple of {FEATURE_STRIDE}, got {self.image_size}")
-        if len(self.yaw_orders) != self.num_shapes:
-            raise ValueError(f"yaw_orders has {len(self.yaw_orders)} entries for {self.num_shapes} shapes")
+        self.check_yaw_orders()
 
     @classmethod
     def for_world(cls, world: World, **overrides: Any) -> AIRConfig:
         return cls(**{**world_sizes(world), "max_steps": world.max_objects, **overrides})
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AIRConfig:

@@ -67,10 +67,3 @@ def test_the_image_holds_only_what_the_service_runs():
     assert {"bench", "training", "experiments", "weights/*"} <= set(ignored)
     packages = re.search(r"^include = \[(.*)\]", (ROOT / "pyproject.toml").read_text(), re.M).group(1)
     assert sorted(re.findall(r'"(\w+)\*"', packages)) == ["app", "inference", "renderer"]
-
-
-def test_the_product_path_never_imports_training_experiments_or_bench():
-    for package in ("inference", "app", "renderer"):
-        for path in (ROOT / package).rglob("*.py"):
-            imports = re.findall(r"^\s*(?:from|import) (\w+)", path.read_text(), re.M)
-            assert not {"training", "experiments", "bench"} & set(imports), path

@@ -31,12 +31,6 @@ def _images(scene: SceneBatch, world: World = WORLD) -> torch.Tensor:
     return render_images(scene, world).permute(0, 3, 1, 2).float() / 255.0
 
 
-@pytest.fixture(scope="module")
-def batch():
-    scene = sample_scenes(WORLD, 8, seed=3)
-    return _images(scene), scene
-
-
 def test_teacher_forced_outputs_have_documented_shapes(batch):
     images, scene = batch
     model = AIR(AIRConfig.for_world(WORLD))

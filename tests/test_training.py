@@ -32,12 +32,6 @@ def _images(scene: SceneBatch, world: World = WORLD) -> torch.Tensor:
     return render_images(scene, world).permute(0, 3, 1, 2).float() / 255.0
 
 
-@pytest.fixture(scope="module")
-def batch():
-    scene = sample_scenes(WORLD, 8, seed=3)
-    return _images(scene), scene
-
-
 def test_amortised_loss_is_invariant_to_the_order_of_true_objects(batch):
     images, scene = batch
     torch.manual_seed(0)

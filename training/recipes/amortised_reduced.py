@@ -1,5 +1,9 @@
-# weights/reduced/amortised.safetensors: amortised training in the reduced world with the ELBO
-# run's data, batch and iterations (data: see elbo_reduced.py).
+# weights/reduced/amortised.safetensors: amortised training in the reduced world (N = 2,
+# cube/sphere/cone, red/green/blue, 32x32); elbo_reduced.py trains the ELBO with the same budget.
+#   python -m renderer.dataset --count 30000 --seed 20 --out data/elbo-train --max-objects 2 --image-size 32 \
+#       --shapes cube,sphere,cone --colors red,green,blue
+#   python -m renderer.dataset --count 1000 --seed 21 --out data/elbo-val --max-objects 2 --image-size 32 \
+#       --shapes cube,sphere,cone --colors red,green,blue
 #   python -m training.train training/recipes/amortised_reduced.py
 # The longer run (weights/reduced/amortised-long.safetensors):
 #   python -m training.train training/recipes/amortised_reduced.py --max_iters=15000 --log_interval=100 \
