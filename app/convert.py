@@ -1,7 +1,8 @@
 """The one converter between the API's pydantic models and the tensors of ``renderer``/``inference``.
 
-Requests -> ``SceneBatch`` (``scene_from_objects``), inference tensors -> ``DetectedObject``
-lists (``detections``), and the JSON answer -> its vision_msgs shape (``to_ros``). Scene errors
+Requests -> ``SceneBatch`` (``scene_from_objects``), the engine's results -> ``DetectedObject``
+lists (``objects``, ``detections``), the camera and model info, and the JSON answer -> its
+vision_msgs shape (``to_ros``). The engine itself never sees a schema. Scene errors
 are raised as 422s whose ``loc`` names the field, e.g. ``["body", "objects", 2, "shape"]``.
 """
 
@@ -9,14 +10,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import lru_cache
 
 import torch
 
+from app.engine import Engine, InferResult
 from app.errors import Unprocessable
 from app.schemas import (
     CameraInfo,
+    ColorInfo,
     DetectedObject,
+    InferContext,
     InferResponse,
+    ModelInfo,
+    PlacementArea,
+    RenderRequest,
     RosBoundingBox3D,
     RosDetection3D,
     RosHeader,
@@ -27,11 +35,12 @@ from app.schemas import (
     RosPoseWithCovariance,
     RosTime,
     SceneObject,
+    ShapeInfo,
     Vector3,
 )
 from inference.api import object_dicts
 from renderer.camera import camera_info
-from renderer.scene import SceneBatch
+from renderer.scene import SceneBatch, quat_to_yaw, yaw_to_quat
 from renderer.world import World
 
 MAX_ABS_POSITION_M = 10.0  # a scene object farther than this from the table centre is a mistake
@@ -67,14 +76,11 @@ def scene_from_objects(objects: Sequence[SceneObject], world: World,
                 raise Unprocessable((*loc, i, "orientation"), f"orientation must be a non-zero, finite quaternion, got {q}")
             quat[i] = [c / norm for c in q]
         elif o.yaw_deg is not None:
-            half = math.radians(o.yaw_deg % 360.0) / 2
-            quat[i] = [0.0, 0.0, math.sin(half), math.cos(half)]
+            quat[i] = yaw_to_quat(torch.tensor(math.radians(o.yaw_deg % 360.0), dtype=torch.float64)).tolist()
     present = torch.arange(n) < len(objects)
     q = torch.tensor([quat], dtype=torch.float32)
-    x, y, zq, w = q.unbind(-1)
-    yaw = torch.atan2(2 * (w * zq + x * y), 1 - 2 * (y * y + zq * zq))
     return SceneBatch(present[None], torch.tensor([shape]), torch.tensor([color]),
-                      torch.tensor([position], dtype=torch.float32), yaw, q)
+                      torch.tensor([position], dtype=torch.float32), quat_to_yaw(q), q)
 
 
 def detections(scene: SceneBatch, confidence: torch.Tensor, shape_prob: torch.Tensor,
@@ -86,9 +92,42 @@ def detections(scene: SceneBatch, confidence: torch.Tensor, shape_prob: torch.Te
     return [[DetectedObject(**o) for o in objs] for objs in dicts]
 
 
+@lru_cache(maxsize=64)
 def camera(world: World, height: int, width: int) -> CameraInfo:
     """The world's camera for an image of ``height x width`` pixels."""
     return CameraInfo.model_validate(camera_info(world, height, width))
+
+
+def objects(result: InferResult, world: World, min_confidence: float) -> list[DetectedObject]:
+    """One image's inferred objects (``Engine.infer_batch``) -> the answer's object list."""
+    per_image = (result.confidence, result.shape_prob, result.color_prob, result.boxes)
+    return detections(result.scene, *(x[None] for x in per_image), world, [min_confidence])[0]
+
+
+def render_size(request: RenderRequest, default: int, max_side: int) -> tuple[int, int]:
+    """(height, width) of a render request (``RenderRequest.size``: as asked, else the size an
+    /infer answer records, fitted to ``max_side``, else ``default`` square)."""
+    width, height = request.size(default, max_side)
+    return height, width
+
+
+def model_info(engine: Engine) -> ModelInfo:
+    """What GET /v1/model says about the loaded engine."""
+    w = engine.world
+    e = w.placement_half_extent
+    meta = dict(engine.meta)
+    metrics = meta.pop("metrics", {}) or {}
+    return ModelInfo(
+        version=engine.version, weights=engine.weights.name, sha256=engine.sha256, device=str(engine.device),
+        max_objects=w.max_objects, image_size=w.image_size,
+        shapes=[ShapeInfo(name=s.name, size=Vector3(**dict(zip("xyz", s.size))), resting_z=s.resting_z,
+                          yaw_symmetry_deg=s.yaw_symmetry_deg) for s in w.shapes],
+        colors=[ColorInfo(name=c.name, rgb=list(c.rgb)) for c in w.colors],
+        table_size_m=w.table_size,
+        placement_area=PlacementArea(x_min=-e, x_max=e, y_min=-e, y_max=e),
+        camera=camera(w, w.image_size, w.image_size),
+        metrics=metrics, card=meta,
+    )
 
 
 def to_ros(answer: InferResponse, world: World, stamp_ns: int) -> RosInferResponse:
@@ -111,5 +150,5 @@ def to_ros(answer: InferResponse, world: World, stamp_ns: int) -> RosInferRespon
             bbox=RosBoundingBox3D(center=pose, size=Vector3(**dict(zip("xyz", sizes[o.shape])))),
             id=str(o.id),
         ))
-    context = answer.model_dump(exclude={"objects", "count"})
+    context = {k: getattr(answer, k) for k in InferContext.model_fields}
     return RosInferResponse(header=header, detections=dets, **context)

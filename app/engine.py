@@ -1,9 +1,10 @@
 """The model and everything that touches torch, synchronous and single-threaded.
 
-``Engine`` is what the server's worker thread (``app.service``) and the local CLI both call:
-decode checks live in ``app.images``, the pydantic <-> tensor mapping in ``app.convert``; here the
-batch is assembled, inferred, optionally refined, boxed and rendered. Call it from one thread at
-a time (torch modules and the renderer cache are not made for concurrent use).
+``Engine`` is what the server's worker thread (``app.service``) calls: tensors in, tensors out.
+Decode checks live in ``app.images``, the limits in ``app.service``, the pydantic <-> tensor
+mapping (and its 422s) in ``app.convert``; here the batch is assembled, inferred, optionally
+refined, boxed and rendered. Call it from one thread at a time (torch modules and the renderer
+cache are not made for concurrent use).
 """
 
 from __future__ import annotations
@@ -12,31 +13,20 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-from app import convert
-from app.errors import NotImplementedOption, Unprocessable
 from app.images import encode_png
-from app.schemas import (
-    CameraInfo,
-    ColorInfo,
-    DetectedObject,
-    ModelInfo,
-    PlacementArea,
-    RenderRequest,
-    ShapeInfo,
-    Vector3,
-)
 from inference.api import file_sha256, weights_version
 from inference.checkpoint import load_weights
-from inference.model import AIR
-from inference.predict import infer, to_scene
+from inference.infer import infer, to_scene
+from inference.network import AIR
 from inference.preprocess import to_network_input
+from inference.refine import refine
 from renderer.camera import object_bboxes
+from renderer.prior import sample_scenes
 from renderer.render import render
 from renderer.scene import SceneBatch
 from renderer.world import World
@@ -61,10 +51,18 @@ class InferItem:
 
 @dataclass(frozen=True)
 class InferResult:
-    """What the model said about one image; timings in milliseconds."""
+    """What the model said about one image, T = N slots (present ones first).
 
-    objects: list[DetectedObject]
-    camera: CameraInfo
+    scene: the inferred (possibly refined) scene, B = 1. confidence, shape_prob, color_prob:
+    (T,) q(z_pres = 1) and the chosen classes' probabilities. boxes: (T, 4) [u0, v0, u1, v1]
+    pixels of the image as sent. Timings in milliseconds; batch_size: images in the forward pass.
+    """
+
+    scene: SceneBatch
+    confidence: torch.Tensor
+    shape_prob: torch.Tensor
+    color_prob: torch.Tensor
+    boxes: torch.Tensor
     batch_size: int
     inference_ms: float
     refine_ms: float
@@ -80,15 +78,6 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-def _load_refiner():
-    """``inference.refine.refine`` if this build has it, else None (imported lazily: optional)."""
-    try:
-        from inference.refine import refine
-    except ImportError:
-        return None
-    return refine
-
-
 class Engine:
     """Weights loaded onto a device; ``infer_batch`` and ``render_png`` do the work."""
 
@@ -101,9 +90,6 @@ class Engine:
         self.weights = weights
         self.sha256 = sha256
         self.version = weights_version(model, sha256)
-        self._refine = _load_refiner()
-        self.camera = lru_cache(maxsize=64)(lambda h, w: convert.camera(world, h, w))
-        self._info: ModelInfo | None = None
 
     @classmethod
     def load(cls, weights: Path | str, device: str = "auto") -> Engine:
@@ -118,41 +104,37 @@ class Engine:
     def image_size(self) -> int:
         return self.world.image_size
 
-    @property
-    def can_refine(self) -> bool:
-        return self._refine is not None
-
     def preprocess(self, image: Image.Image, refine: int = 0, min_confidence: float = 0.0) -> InferItem:
         """A decoded PIL image -> the network's input (any mode and size; see inference.preprocess)."""
         return InferItem(to_network_input(image, self.image_size), image.width, image.height, refine, min_confidence)
 
     def infer_batch(self, items: list[InferItem]) -> list[InferResult]:
         """One batched forward pass over ``items`` (then refinement for those that asked)."""
-        if any(it.refine for it in items) and self._refine is None:
-            raise NotImplementedOption("refine is not available in this build (no inference.refine)")
         t0 = time.perf_counter()
         images = torch.stack([it.pixels for it in items]).to(self.device)
         out = infer(self.model, images, self.world)
         scene = to_scene(out.objects, self.world)
-        t1 = time.perf_counter()
+        infer_ms = (time.perf_counter() - t0) * 1000
+        scene, refine_ms = self._refine(scene, images, [it.refine for it in items])
+        boxes = self._boxes(scene, items)
+        return [InferResult(scene.select(slice(i, i + 1)), out.confidence[i], out.shape_prob[i], out.color_prob[i],
+                            boxes[i], len(items), infer_ms, refine_ms[i]) for i in range(len(items))]
+
+    def _refine(self, scene: SceneBatch, images: torch.Tensor, steps: list[int]) -> tuple[SceneBatch, list[float]]:
+        """Test-time refinement of the images that asked for it, grouped by their step count;
+        the scenes and each image's refinement time in ms (0 for those that did not ask)."""
         by_steps: dict[int, list[int]] = defaultdict(list)
-        for i, it in enumerate(items):
-            if it.refine:
-                by_steps[it.refine].append(i)
-        refine_ms = [0.0] * len(items)
-        for steps, idx in by_steps.items():
+        for i, n in enumerate(steps):
+            if n:
+                by_steps[n].append(i)
+        refine_ms = [0.0] * len(steps)
+        for n, idx in by_steps.items():
             t = time.perf_counter()
             sel = torch.tensor(idx, device=self.device)
-            refined = self._refine(scene.select(sel), images[sel], self.world, steps)
-            scene = _put(scene, sel, refined)
+            scene = _put(scene, sel, refine(scene.select(sel), images[sel], self.world, n))
             for i in idx:
                 refine_ms[i] = (time.perf_counter() - t) * 1000
-        boxes = self._boxes(scene, items)
-        objs = convert.detections(scene, out.confidence, out.shape_prob, out.color_prob, boxes, self.world,
-                                  [it.min_confidence for it in items])
-        infer_ms = (t1 - t0) * 1000
-        return [InferResult(o, self.camera(it.height, it.width), len(items), infer_ms, r)
-                for o, it, r in zip(objs, items, refine_ms)]
+        return scene, refine_ms
 
     def _boxes(self, scene: SceneBatch, items: list[InferItem]) -> torch.Tensor:
         """(B, T, 4) boxes in each image's own pixels (one projection per distinct size)."""
@@ -165,16 +147,10 @@ class Engine:
             boxes[sel] = object_bboxes(scene.select(sel), self.world, h, w)
         return boxes
 
-    def render_png(self, request: RenderRequest, max_side: int) -> bytes:
-        """A scene request -> PNG bytes. Raises ``Unprocessable`` for a bad scene or size."""
-        width, height = request.size(self.image_size, max_side)
-        for name, value in (("width", width), ("height", height)):
-            if value > max_side:
-                raise Unprocessable(("body", name), f"{name} {value} is above the limit {max_side} "
-                                                    "(AIRSCENE_MAX_RENDER_SIDE)")
-        scene = convert.scene_from_objects(request.objects, self.world).to(self.device)
+    def render_png(self, scene: SceneBatch, height: int, width: int) -> bytes:
+        """One scene (B = 1) -> PNG bytes of ``height`` x ``width`` pixels (``hard`` shading)."""
         with torch.no_grad():
-            image = render(scene, self.world, "hard", height, width)[0]
+            image = render(scene.to(self.device), self.world, "hard", height, width)[0]
         rgb = (image.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
         return encode_png(rgb)
 
@@ -185,33 +161,7 @@ class Engine:
         self.infer_batch([item])
         if max_batch > 1:
             self.infer_batch([item] * min(max_batch, 8))
-        self.render_png(RenderRequest.model_validate({"objects": [
-            {"shape": self.world.shape_names[0], "color": self.world.color_names[0], "position": {"x": 0, "y": 0}}]}),
-            max_side=self.image_size)
-        self.info()
-
-    def info(self) -> ModelInfo:
-        """What /v1/model says (computed once)."""
-        if self._info is None:
-            self._info = self._make_info()
-        return self._info
-
-    def _make_info(self) -> ModelInfo:
-        w = self.world
-        e = w.placement_half_extent
-        meta = dict(self.meta)
-        metrics = meta.pop("metrics", {}) or {}
-        return ModelInfo(
-            version=self.version, weights=self.weights.name, sha256=self.sha256, device=str(self.device),
-            max_objects=w.max_objects, image_size=w.image_size,
-            shapes=[ShapeInfo(name=s.name, size=Vector3(**dict(zip("xyz", s.size))), resting_z=s.resting_z,
-                              yaw_symmetry_deg=s.yaw_symmetry_deg) for s in w.shapes],
-            colors=[ColorInfo(name=c.name, rgb=list(c.rgb)) for c in w.colors],
-            table_size_m=w.table_size,
-            placement_area=PlacementArea(x_min=-e, x_max=e, y_min=-e, y_max=e),
-            camera=self.camera(w.image_size, w.image_size),
-            metrics=metrics, card=meta,
-        )
+        self.render_png(sample_scenes(self.world, 1, seed=0, counts=1), self.image_size, self.image_size)
 
 
 def _put(scene: SceneBatch, index: torch.Tensor, part: SceneBatch) -> SceneBatch:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, SerializerFunctionWrapHandler, model_serializer
 
 from app.config import RENDER_SIDE_CAP
 
@@ -185,9 +185,10 @@ class Timing(_Out):
     total: float
 
 
-class InferResponse(_Out):
-    objects: list[DetectedObject]
-    count: int
+class InferContext(_Out):
+    """What every /infer answer carries beside its objects, in either format. A subclass's own
+    fields come first in the JSON (``objects``, ``count``; ``header``, ``detections``), these after."""
+
     frame_id: str = FRAME_ID
     units: dict[str, str] = Field(default_factory=lambda: dict(UNITS))
     image: ImageSize
@@ -196,6 +197,17 @@ class InferResponse(_Out):
     refine_steps: int
     batch_size: int
     timing_ms: Timing
+
+    @model_serializer(mode="wrap")
+    def _own_fields_first(self, handler: SerializerFunctionWrapHandler) -> dict:
+        data = handler(self)
+        own = [k for k in data if k not in InferContext.model_fields]
+        return {**{k: data[k] for k in own}, **{k: v for k, v in data.items() if k not in own}}
+
+
+class InferResponse(InferContext):
+    objects: list[DetectedObject]
+    count: int
 
 
 # ---------------------------------------------------------------- ROS (vision_msgs)
@@ -243,20 +255,12 @@ class RosDetection3D(_Out):
     id: str
 
 
-class RosInferResponse(_Out):
+class RosInferResponse(InferContext):
     """``header`` and ``detections`` are a vision_msgs/Detection3DArray; the other fields are
     the same context as the JSON answer."""
 
     header: RosHeader
     detections: list[RosDetection3D]
-    frame_id: str = FRAME_ID
-    units: dict[str, str] = Field(default_factory=lambda: dict(UNITS))
-    image: ImageSize
-    camera: CameraInfo
-    model: ModelRef
-    refine_steps: int
-    batch_size: int
-    timing_ms: Timing
 
 
 # ---------------------------------------------------------------- model, health

@@ -23,7 +23,7 @@ from app import convert
 from app.batcher import MicroBatcher, QueueFull
 from app.config import Settings
 from app.engine import Engine, InferItem, InferResult
-from app.errors import NotImplementedOption, Unavailable, Unprocessable
+from app.errors import Unavailable, Unprocessable
 from app.images import decode_image
 from app.metrics import Metrics
 from app.schemas import (
@@ -53,6 +53,7 @@ class ModelService:
         self.settings = settings
         self.metrics = metrics
         self.engine: Engine | None = None
+        self._info: ModelInfo | None = None
         self.state: State = "loading"
         self.error: str | None = None
         threads = settings.torch_threads()
@@ -89,6 +90,7 @@ class ModelService:
         try:
             t = time.perf_counter()
             self.engine = await loop.run_in_executor(self._torch, self._load_sync)
+            self._info = convert.model_info(self.engine)
         except Exception as e:  # noqa: BLE001 - reported by /readyz and the log
             self.state, self.error = "failed", f"{type(e).__name__}: {e}"
             log.error("could not load the model: %s", self.error)
@@ -104,7 +106,6 @@ class ModelService:
 
     def _load_sync(self) -> Engine:
         engine = Engine.load(self.settings.weights, self.settings.device)
-        engine.info()  # computed here, in the torch thread, not on the event loop later
         if self.settings.warmup:
             engine.warmup(self.settings.max_batch)
         return engine
@@ -117,6 +118,25 @@ class ModelService:
             raise Unavailable(f"the model failed to load: {self.error}", retry_after_s=60)
         raise Unavailable("the model is loading; retry shortly", retry_after_s=2)
 
+    # ---- limits: every request limit the service checks itself, in one place ------------------
+    def check_infer(self, images: list[bytes], params: InferParams, loc: tuple[str | int, ...]) -> None:
+        """422 for more images than ``max_images`` or more refinement steps than ``max_refine_steps``.
+        (Body size and pixel count are checked before and while reading: ``app.middleware``,
+        ``app.images``.)"""
+        s = self.settings
+        if len(images) > s.max_images:
+            raise Unprocessable(loc, f"{len(images)} images in one request; the limit is {s.max_images}")
+        if params.refine > s.max_refine_steps:
+            raise Unprocessable(("query", "refine"), f"refine = {params.refine} is above the limit "
+                                                     f"{s.max_refine_steps} (AIRSCENE_MAX_REFINE_STEPS)")
+
+    def check_render(self, height: int, width: int) -> None:
+        """422 for a /render side above ``max_render_side``."""
+        for name, value in (("width", width), ("height", height)):
+            if value > self.settings.max_render_side:
+                raise Unprocessable(("body", name), f"{name} {value} is above the limit "
+                                                    f"{self.settings.max_render_side} (AIRSCENE_MAX_RENDER_SIDE)")
+
     # ---- operations -------------------------------------------------------------------------
     async def infer(self, images: list[bytes], params: InferParams,
                     loc: tuple[str | int, ...] = ("body",)) -> list[InferResponse | RosInferResponse]:
@@ -127,14 +147,7 @@ class ModelService:
         """
         t0 = time.perf_counter()
         engine = self.ready_engine()
-        s = self.settings
-        if len(images) > s.max_images:
-            raise Unprocessable(loc, f"{len(images)} images in one request; the limit is {s.max_images}")
-        if params.refine > s.max_refine_steps:
-            raise Unprocessable(("query", "refine"), f"refine = {params.refine} is above the limit "
-                                                     f"{s.max_refine_steps} (AIRSCENE_MAX_REFINE_STEPS)")
-        if params.refine and not engine.can_refine:
-            raise NotImplementedOption("refine is not available in this build (no inference.refine)")
+        self.check_infer(images, params, loc)
         try:
             self.batcher.check_room(len(images))  # refuse before spending time decoding
             self.batcher.announce(len(images))
@@ -147,18 +160,23 @@ class ModelService:
         except QueueFull as e:
             raise Unavailable(str(e), e.retry_after_s) from None
         self.metrics.images.inc(len(images))
-        answers: list[InferResponse | RosInferResponse] = []
-        for (item, decode_ms), timed in zip(decoded, results, strict=True):
-            r = timed.result
-            answer = InferResponse(
-                objects=r.objects, count=len(r.objects), image=ImageSize(width=item.width, height=item.height),
-                camera=r.camera, model=ModelRef(version=engine.version, device=str(engine.device)),
-                refine_steps=params.refine, batch_size=r.batch_size,
-                timing_ms=Timing(decode=round(decode_ms, 3), queue=round(timed.queue_ms, 3),
-                                 inference=round(r.inference_ms, 3), refine=round(r.refine_ms, 3),
-                                 total=round((time.perf_counter() - t0) * 1000, 3)))
-            answers.append(convert.to_ros(answer, engine.world, time.time_ns()) if params.format == "ros" else answer)
-        return answers
+        return [self._answer(engine, item, decode_ms, timed, params, t0)
+                for (item, decode_ms), timed in zip(decoded, results, strict=True)]
+
+    def _answer(self, engine: Engine, item: InferItem, decode_ms: float, timed, params: InferParams,
+                t0: float) -> InferResponse | RosInferResponse:
+        """One image's answer schema (JSON, or its vision_msgs shape)."""
+        r: InferResult = timed.result
+        found = convert.objects(r, engine.world, item.min_confidence)
+        answer = InferResponse(
+            objects=found, count=len(found), image=ImageSize(width=item.width, height=item.height),
+            camera=convert.camera(engine.world, item.height, item.width),
+            model=ModelRef(version=engine.version, device=str(engine.device)),
+            refine_steps=params.refine, batch_size=r.batch_size,
+            timing_ms=Timing(decode=round(decode_ms, 3), queue=round(timed.queue_ms, 3),
+                             inference=round(r.inference_ms, 3), refine=round(r.refine_ms, 3),
+                             total=round((time.perf_counter() - t0) * 1000, 3)))
+        return convert.to_ros(answer, engine.world, time.time_ns()) if params.format == "ros" else answer
 
     def _decode_all(self, engine: Engine, images: list[bytes], params: InferParams,
                     loc: tuple[str | int, ...]) -> list[tuple[InferItem, float]]:
@@ -177,6 +195,9 @@ class ModelService:
     async def render(self, request: RenderRequest) -> bytes:
         """A scene -> PNG bytes, rendered in the torch thread."""
         engine = self.ready_engine()
+        height, width = convert.render_size(request, engine.image_size, self.settings.max_render_side)
+        self.check_render(height, width)
+        scene = convert.scene_from_objects(request.objects, engine.world)
         if self._renders_waiting >= self.settings.max_queue:
             self.metrics.queue_rejections.inc()
             raise Unavailable(f"the render queue is full ({self._renders_waiting} waiting)", retry_after_s=1)
@@ -184,11 +205,13 @@ class ModelService:
         try:
             t = time.perf_counter()
             png = await asyncio.get_running_loop().run_in_executor(
-                self._torch, engine.render_png, request, self.settings.max_render_side)
+                self._torch, engine.render_png, scene, height, width)
             self.metrics.render_seconds.observe(time.perf_counter() - t)
             return png
         finally:
             self._renders_waiting -= 1
 
     def info(self) -> ModelInfo:
-        return self.ready_engine().info()
+        self.ready_engine()
+        assert self._info is not None  # set with the engine
+        return self._info

@@ -30,8 +30,8 @@ import torch
 from PIL import Image
 
 from inference.checkpoint import load_weights
-from inference.model import AIR
-from inference.predict import infer, to_scene
+from inference.network import AIR
+from inference.infer import infer, to_scene
 from inference.preprocess import to_network_input
 from inference.refine import refine as refine_poses
 from renderer.camera import camera_info, object_bboxes

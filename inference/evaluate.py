@@ -4,82 +4,127 @@
     python -m inference.evaluate --weights weights/air.safetensors --objects 3      # exactly 3 objects
     python -m inference.evaluate --weights weights/air.safetensors --refine 20      # with test-time refinement
 
-Scenes are sampled with ``--seed``, rendered exactly as the training data was (hard,
-2x supersampled, box-filtered), inferred in one forward pass, matched to the truth by the
-Hungarian algorithm and scored (see ``inference.metrics``).
+Scenes come from ``held_out_set`` (the one held-out set: drawn with ``--seed``, rendered
+exactly as the training data was), are inferred in one forward pass, matched to the truth by
+the Hungarian algorithm and scored (``inference.metrics``). ``evaluate`` is the one evaluation
+loop: training scores its validation set with it, ``bench`` every method.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from inference.checkpoint import load_weights
 from inference.metrics import add_batch, scores_for
-from inference.model import AIR
-from inference.predict import infer, to_scene
+from inference.infer import infer, to_scene
+from inference.network import AIR
 from inference.refine import refine
+from inference.views import CameraImages, ViewInput, as_view_input
 from renderer.dataset import render_images
 from renderer.prior import sample_scenes
+from renderer.scene import SceneBatch
 from renderer.world import World
 
 
-def held_out(world: World, scenes: int, seed: int, objects: int | None, batch: int = 250):
-    """Yield (images (B, 3, S, S) float, true SceneBatch) for the held-out set.
+# Held-out scenes are drawn from a generator seeded HELD_OUT_SEED_BASE + seed: datasets seed
+# chunk i of ``--seed s`` with s * 1_000_003 + i, so a small seed used directly would redraw
+# training scenes.
+HELD_OUT_SEED_BASE = 1 << 40
+CALIBRATION_SEED_BASE = 1 << 41  # a second disjoint set (render-and-compare tunes its penalty on it)
+CHUNK = 250  # scenes drawn and rendered per call (and images per ``evaluate`` batch)
+SCENE_FIELDS = ("present", "shape", "color", "position", "yaw")
 
-    The generator is seeded with 2**40 + seed: datasets seed chunk i with seed * 1_000_003 + i,
-    so a small plain seed would redraw training scenes."""
-    g = torch.Generator().manual_seed(2**40 + seed)
-    for lo in range(0, scenes, batch):
-        scene = sample_scenes(world, min(batch, scenes - lo), generator=g, counts=objects)
-        yield render_images(scene, world).permute(0, 3, 1, 2).float() / 255.0, scene
+Predict = Callable[[torch.Tensor], SceneBatch]
+
+
+def held_out_set(world: World, scenes: int, seed: int, objects: int | None = None,
+                 base: int = HELD_OUT_SEED_BASE) -> tuple[torch.Tensor, SceneBatch]:
+    """The held-out set: ``scenes`` prior scenes (exactly ``objects`` objects each if given),
+    drawn ``CHUNK`` at a time from one generator seeded ``base + seed`` and rendered as the
+    training data is (hard, 2x supersampled, box-filtered). Returns images (B, 3, S, S) float
+    in [0, 1] and the true SceneBatch (B, N)."""
+    g = torch.Generator().manual_seed(base + seed)
+    parts = [sample_scenes(world, min(CHUNK, scenes - lo), generator=g, counts=objects)
+             for lo in range(0, max(scenes, 1), CHUNK)]
+    scene = SceneBatch(*(torch.cat([getattr(p, f) for p in parts]) for f in SCENE_FIELDS))
+    s = world.image_size
+    images = torch.cat([render_images(p, world) for p in parts]) if scenes else torch.zeros(0, s, s, 3)
+    return images.permute(0, 3, 1, 2).float() / 255.0, scene
+
+
+def air_predict(model: AIR, world: World, refine_steps: int = 0) -> Predict:
+    """Images -> scenes by greedy inference (``inference.infer``), then ``refine_steps`` steps of
+    test-time refinement. The caller puts the model in eval mode. A view_inputs network takes
+    any of ``inference.views.as_view_input``'s inputs (plain images are the world camera's);
+    refinement needs plain world-camera images of the model's size."""
+    def run(images: torch.Tensor | CameraImages | ViewInput) -> SceneBatch:
+        view = as_view_input(images, world) if model.config.view_inputs else None
+        scene = to_scene(infer(model, images if view is None else view.pixels, world, view).objects, world)
+        return refine(scene, images, world, refine_steps) if refine_steps else scene
+    return run
+
+
+def score(pred: SceneBatch, truth: SceneBatch, world: World) -> dict:
+    """The metrics summary (``inference.metrics``) of predicted against true scenes (B, N each),
+    plus ``mean_steps``: the steps greedy AIR takes for these answers (count + 1, at most N)."""
+    scores = scores_for(world)
+    add_batch(scores, pred, truth)
+    summary = scores.summary()
+    summary["mean_steps"] = float((pred.count + 1).clamp(max=pred.num_slots).float().mean()) if pred.batch_size \
+        else math.nan
+    return summary
+
+
+def evaluate(predict: Predict, images: torch.Tensor, truth: SceneBatch, world: World,
+             batch: int = CHUNK) -> tuple[dict, SceneBatch]:
+    """The one evaluation: ``predict`` on ``images`` (B, 3, S, S) float in [0, 1], ``batch``
+    images per call, scored against ``truth`` (``score``). Returns the summary and the
+    predicted scenes (B, N). Used by training, ``python -m inference.evaluate`` and ``bench``."""
+    preds = [predict(images[lo : lo + batch]) for lo in range(0, images.shape[0], batch)]
+    pred = SceneBatch(*(torch.cat([getattr(p, f) for p in preds]) for f in SCENE_FIELDS))
+    return score(pred, truth, world), pred
 
 
 def time_inference(model: AIR, world: World, images: torch.Tensor, batch: int, repeats: int) -> float:
-    """Median ms per image of ``infer`` at the given batch size."""
-    x = images[:batch]
-    infer(model, x, world)  # warm-up
+    """Median ms per image of ``infer`` at the given batch size (a view network's images are
+    warped to their views beforehand, outside the timing)."""
+    view = as_view_input(images[:batch], world) if model.config.view_inputs else None
+    x = images[:batch] if view is None else view.pixels
+    infer(model, x, world, view)  # warm-up
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        infer(model, x, world)
+        infer(model, x, world, view)
         times.append((time.perf_counter() - t) * 1000 / x.shape[0])
     return sorted(times)[len(times) // 2]
 
 
-def evaluate(model: AIR, world: World, scenes: int, seed: int, objects: int | None = None,
-             refine_steps: int = 0) -> dict:
-    """The full report as a dict (metrics, steps, timings)."""
-    scores = scores_for(world)
-    refined = scores_for(world) if refine_steps else None
-    steps, refine_ms, first = [], [], None
-    for images, truth in held_out(world, scenes, seed, objects):
-        first = images if first is None else first
-        result = infer(model, images, world)
-        guess = to_scene(result.objects, world)
-        add_batch(scores, guess, truth)
-        steps.append(result.steps.float())
-        if refine_steps:
-            t = time.perf_counter()
-            better = refine(guess, images, world, refine_steps)
-            refine_ms.append((time.perf_counter() - t) * 1000 / images.shape[0])
-            add_batch(refined, better, truth)
-    report = scores.summary()
-    report["mean_steps"] = float(torch.cat(steps).mean())
-    report["ms_per_image"] = {
-        "batch_1": time_inference(model, world, first, 1, 50),
-        "batch_64": time_inference(model, world, first, 64, 5),
+def report(model: AIR, world: World, scenes: int, seed: int, objects: int | None = None,
+           refine_steps: int = 0) -> dict:
+    """The full report of ``python -m inference.evaluate`` as a dict (metrics, steps, timings;
+    with ``refine_steps``, the refined answers' metrics and time). The model must be in eval mode."""
+    images, truth = held_out_set(world, scenes, seed, objects)
+    summary, guess = evaluate(air_predict(model, world), images, truth, world)
+    summary["ms_per_image"] = {
+        "batch_1": time_inference(model, world, images, 1, 50),
+        "batch_64": time_inference(model, world, images, 64, 5),
     }
     if refine_steps:
-        report["refined"] = {"steps": refine_steps, "ms_per_image": sum(refine_ms) / len(refine_ms),
-                             **{k: v for k, v in refined.summary().items() if k != "shape_confusion"}}
-    report["setup"] = {"scenes": scenes, "seed": seed, "objects": objects, "threads": torch.get_num_threads()}
-    return report
+        t = time.perf_counter()
+        better = refine(guess, images, world, refine_steps)
+        ms = (time.perf_counter() - t) * 1000 / max(1, scenes)
+        refined = {k: v for k, v in score(better, truth, world).items() if k not in ("shape_confusion", "mean_steps")}
+        summary["refined"] = {"steps": refine_steps, "ms_per_image": ms, **refined}
+    summary["setup"] = {"scenes": scenes, "seed": seed, "objects": objects, "threads": torch.get_num_threads()}
+    return summary
 
 
 def format_report(r: dict) -> str:
@@ -105,7 +150,8 @@ def format_report(r: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, load: Callable = load_weights) -> int:
+    """The command line; ``load`` reads the weights (``experiments.anchored`` passes its own)."""
     p = argparse.ArgumentParser(description="Evaluate AIR weights on held-out prior scenes.")
     p.add_argument("--weights", type=Path, default=Path("weights/air.safetensors"), help="weights file")
     p.add_argument("--scenes", type=int, default=1000, help="number of held-out scenes")
@@ -116,12 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    model, world, _ = load_weights(args.weights)
-    report = evaluate(model, world, args.scenes, args.seed, args.objects, args.refine)
-    print(format_report(report))
+    model, world, _ = load(args.weights)
+    model.eval()
+    result = report(model, world, args.scenes, args.seed, args.objects, args.refine)
+    print(format_report(result))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1))
+        args.json.write_text(json.dumps(result, indent=1))
     return 0
 
 

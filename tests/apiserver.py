@@ -24,7 +24,7 @@ from PIL import Image
 from app.config import Settings
 from app.main import create_app
 from inference.checkpoint import save_weights
-from inference.model import AIR, AIRConfig
+from inference.network import AIR, AIRConfig
 from renderer.world import World
 
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "air.safetensors"

@@ -182,6 +182,13 @@ def test_infer_format_ros_is_a_detection3d_array(http, scene_png):
         assert tuple(det["bbox"]["size"].values()) == pytest.approx(sizes[obj["shape"]])
 
 
+def test_infer_answers_keep_their_key_order(http, scene_png):
+    context = ["frame_id", "units", "image", "camera", "model", "refine_steps", "batch_size", "timing_ms"]
+    for query, own in (("", ["objects", "count"]), ("?format=ros", ["header", "detections"])):
+        r = http.post("/infer" + query, content=scene_png, headers={"content-type": "image/png"})
+        assert list(r.json()) == own + context
+
+
 def test_infer_with_refine_steps_runs_refinement(http, scene_png):
     r = http.post("/infer?refine=2", content=scene_png, headers={"content-type": "image/png"})
     assert r.status_code == 200, r.text

@@ -17,7 +17,7 @@ from PIL import Image
 from app.engine import Engine
 from inference.api import Predictor
 from inference.checkpoint import save_weights
-from inference.model import AIR, AIRConfig
+from inference.network import AIR, AIRConfig
 from renderer.world import World
 
 ROOT = Path(__file__).resolve().parent.parent
