@@ -23,17 +23,20 @@ sent back. Distortion is not modelled: rectify the image first (``image_rect``).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError, model_validator
+
+from app.errors import Unprocessable
 
 from renderer.pinhole import Cameras, spec_cameras
 from renderer.world import World
 
 # the body frame's axes seen from the optical frame: optical x = -body y, y = -body z, z = body x
 _BODY_FROM_OPTICAL = torch.tensor([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]], dtype=torch.float64)
-ECHOED = ("look_at", "distance_m", "elevation_deg", "azimuth_deg", "roll_deg", "optical_frame")
+MAX_CAMERA_CHARS = 4096  # a camera is a few hundred characters
 
 
 class Point(BaseModel):
@@ -136,3 +139,25 @@ def to_cameras(camera: CameraIn, height: int, width: int) -> Cameras:
 def default_cameras(world: World, height: int, width: int) -> Cameras:
     """The world's fixed camera for an image of ``height x width`` (its fov spans the shorter side)."""
     return spec_cameras(world.camera, 1, height, width)
+
+
+def parse_camera(text: str, loc: tuple[str | int, ...]) -> CameraIn:
+    """A camera's JSON text -> ``CameraIn``; ``Unprocessable`` (422) naming the first bad field
+    under ``loc`` (e.g. ``("query", "camera", "fx")``)."""
+    if len(text) > MAX_CAMERA_CHARS:
+        raise Unprocessable(loc, f"camera JSON is longer than {MAX_CAMERA_CHARS} characters")
+    try:
+        return CameraIn.model_validate_json(text)
+    except ValidationError as e:
+        first = e.errors(include_url=False, include_input=False)[0]
+        where = [str(x)[:64] for x in first.get("loc", ())]
+        return_msg = first.get("msg", "invalid camera")[:300]
+        raise Unprocessable((*loc, *where), return_msg) from None
+
+
+def load_camera_file(path: str | Path) -> CameraIn:
+    """A deployment's camera file -> ``CameraIn``; ValueError naming the file and the problem."""
+    try:
+        return CameraIn.model_validate_json(Path(path).read_text())
+    except (OSError, ValidationError) as e:
+        raise ValueError(f"camera file {path}: {e}") from None

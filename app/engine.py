@@ -10,8 +10,6 @@ cache are not made for concurrent use).
 from __future__ import annotations
 
 import logging
-import time
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,32 +17,23 @@ import torch
 from PIL import Image
 
 from app.images import encode_png
-from inference.api import file_sha256, weights_version
+from inference.api import Predictor, Prepared, file_sha256, weights_version
 from inference.checkpoint import load_weights
-from inference.infer import infer, to_scene
-from inference.network import AIR
-from inference.preprocess import to_network_input
-from inference.refine import refine
-from renderer.camera import object_bboxes
+from renderer.pinhole import Cameras
 from renderer.prior import sample_scenes
 from renderer.render import render
 from renderer.scene import SceneBatch
-from renderer.world import World
 
 log = logging.getLogger("airscene")
 
 
 @dataclass(frozen=True)
 class InferItem:
-    """One decoded image waiting for the model.
+    """One decoded image waiting for the model: ``prepared`` (``inference.api.Prepared``: the
+    network's input, the image's camera and size), the refinement steps asked for, and the
+    confidence below which objects are dropped."""
 
-    pixels: (3, S, S) float32 in [0, 1], the network's input. width, height: the image as sent.
-    refine: refinement steps asked for. min_confidence: drop objects below it.
-    """
-
-    pixels: torch.Tensor
-    width: int
-    height: int
+    prepared: Prepared
     refine: int = 0
     min_confidence: float = 0.0
 
@@ -55,7 +44,8 @@ class InferResult:
 
     scene: the inferred (possibly refined) scene, B = 1. confidence, shape_prob, color_prob:
     (T,) q(z_pres = 1) and the chosen classes' probabilities. boxes: (T, 4) [u0, v0, u1, v1]
-    pixels of the image as sent. Timings in milliseconds; batch_size: images in the forward pass.
+    pixels of the image as sent. camera: the image's camera. Timings in milliseconds;
+    batch_size: images in the forward pass.
     """
 
     scene: SceneBatch
@@ -63,89 +53,60 @@ class InferResult:
     shape_prob: torch.Tensor
     color_prob: torch.Tensor
     boxes: torch.Tensor
+    camera: Cameras
     batch_size: int
-    inference_ms: float
+    infer_ms: float
     refine_ms: float
 
 
 def pick_device(name: str) -> torch.device:
-    """'auto' -> CUDA when available, else the CPU; 'cuda' without CUDA is an error."""
+    """'auto' -> CUDA when available, else the CPU; anything else as given (checked)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for but CUDA is not available")
+        raise RuntimeError(f"AIRSCENE_DEVICE={name} but CUDA is not available on this machine")
     return device
 
 
 class Engine:
-    """Weights loaded onto a device; ``infer_batch`` and ``render_png`` do the work."""
+    """Loaded weights (an ``inference.api.Predictor``) plus what the service needs around them."""
 
-    def __init__(self, model: AIR, world: World, meta: dict, device: torch.device, weights: Path,
-                 sha256: str) -> None:
-        self.model = model
-        self.world = world
+    def __init__(self, predictor: Predictor, meta: dict, weights: Path, sha256: str) -> None:
+        self.predictor = predictor
+        self.model, self.world, self.device = predictor.model, predictor.world, predictor.device
         self.meta = meta
-        self.device = device
         self.weights = weights
         self.sha256 = sha256
-        self.version = weights_version(model, sha256)
+        self.version = predictor.version
 
     @classmethod
     def load(cls, weights: Path | str, device: str = "auto") -> Engine:
-        """Load ``weights`` (.safetensors + .json) onto ``device`` ('auto', 'cpu', 'cuda[:N]')."""
         weights = Path(weights)
         dev = pick_device(device)
         model, world, meta = load_weights(weights, dev)
+        sha256 = file_sha256(weights)
         log.info("loaded %s on %s", weights, dev)
-        return cls(model, world, meta, dev, weights, file_sha256(weights))
+        return cls(Predictor(model, world, weights_version(model, sha256)), meta, weights, sha256)
 
     @property
     def image_size(self) -> int:
         return self.world.image_size
 
-    def preprocess(self, image: Image.Image, refine: int = 0, min_confidence: float = 0.0) -> InferItem:
-        """A decoded PIL image -> the network's input (any mode and size; see inference.preprocess)."""
-        return InferItem(to_network_input(image, self.image_size), image.width, image.height, refine, min_confidence)
+    def preprocess(self, image: Image.Image, refine: int = 0, min_confidence: float = 0.0,
+                   camera: Cameras | None = None, full_size: tuple[int, int] | None = None) -> InferItem:
+        """A decoded PIL image (any mode and size) and its camera (None: the default one) ->
+        an item for ``infer_batch``. full_size: (height, width) of the image as sent, when it
+        was decoded smaller (``app.images.decode_image``'s draft). ValueError for a camera the
+        model cannot take."""
+        return InferItem(self.predictor.prepare(image, camera, refine > 0, full_size), refine, min_confidence)
 
     def infer_batch(self, items: list[InferItem]) -> list[InferResult]:
         """One batched forward pass over ``items`` (then refinement for those that asked)."""
-        t0 = time.perf_counter()
-        images = torch.stack([it.pixels for it in items]).to(self.device)
-        out = infer(self.model, images, self.world)
-        scene = to_scene(out.objects, self.world)
-        infer_ms = (time.perf_counter() - t0) * 1000
-        scene, refine_ms = self._refine(scene, images, [it.refine for it in items])
-        boxes = self._boxes(scene, items)
-        return [InferResult(scene.select(slice(i, i + 1)), out.confidence[i], out.shape_prob[i], out.color_prob[i],
-                            boxes[i], len(items), infer_ms, refine_ms[i]) for i in range(len(items))]
-
-    def _refine(self, scene: SceneBatch, images: torch.Tensor, steps: list[int]) -> tuple[SceneBatch, list[float]]:
-        """Test-time refinement of the images that asked for it, grouped by their step count;
-        the scenes and each image's refinement time in ms (0 for those that did not ask)."""
-        by_steps: dict[int, list[int]] = defaultdict(list)
-        for i, n in enumerate(steps):
-            if n:
-                by_steps[n].append(i)
-        refine_ms = [0.0] * len(steps)
-        for n, idx in by_steps.items():
-            t = time.perf_counter()
-            sel = torch.tensor(idx, device=self.device)
-            scene = _put(scene, sel, refine(scene.select(sel), images[sel], self.world, n))
-            for i in idx:
-                refine_ms[i] = (time.perf_counter() - t) * 1000
-        return scene, refine_ms
-
-    def _boxes(self, scene: SceneBatch, items: list[InferItem]) -> torch.Tensor:
-        """(B, T, 4) boxes in each image's own pixels (one projection per distinct size)."""
-        boxes = torch.zeros(scene.batch_size, scene.num_slots, 4, device=self.device)
-        by_size: dict[tuple[int, int], list[int]] = defaultdict(list)
-        for i, it in enumerate(items):
-            by_size[(it.height, it.width)].append(i)
-        for (h, w), idx in by_size.items():
-            sel = torch.tensor(idx, device=self.device)
-            boxes[sel] = object_bboxes(scene.select(sel), self.world, h, w)
-        return boxes
+        ans = self.predictor.forward([it.prepared for it in items], [it.refine for it in items])
+        return [InferResult(ans.scene.select(slice(i, i + 1)), ans.confidence[i], ans.shape_prob[i],
+                            ans.color_prob[i], ans.boxes[i], it.prepared.camera, len(items), ans.infer_ms,
+                            ans.refine_ms[i]) for i, it in enumerate(items)]
 
     def render_png(self, scene: SceneBatch, height: int, width: int) -> bytes:
         """One scene (B = 1) -> PNG bytes of ``height`` x ``width`` pixels (``hard`` shading)."""
@@ -162,15 +123,3 @@ class Engine:
         if max_batch > 1:
             self.infer_batch([item] * min(max_batch, 8))
         self.render_png(sample_scenes(self.world, 1, seed=0, counts=1), self.image_size, self.image_size)
-
-
-def _put(scene: SceneBatch, index: torch.Tensor, part: SceneBatch) -> SceneBatch:
-    """``scene`` with the scenes at ``index`` replaced by ``part`` (same slots)."""
-
-    def put(full: torch.Tensor, sub: torch.Tensor) -> torch.Tensor:
-        full = full.clone()
-        full[index] = sub.to(full.dtype)
-        return full
-
-    return SceneBatch(put(scene.present, part.present), put(scene.shape, part.shape), put(scene.color, part.color),
-                      put(scene.position, part.position), put(scene.yaw, part.yaw))

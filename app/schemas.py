@@ -129,6 +129,9 @@ class InferParams(_In):
     min_confidence: float = Field(0.0, ge=0.0, le=1.0, description="drop objects whose confidence "
                                                                    "is below this")
     format: Literal["json", "ros"] = Field("json", description="'ros': vision_msgs/Detection3DArray")
+    camera: str | None = Field(None, max_length=4096, description="the image's camera as JSON (position, orientation, "
+                                                                 "intrinsics: see GET /v1/model's camera_envelope); "
+                                                                 "with multipart, a 'camera' field does the same")
 
 
 class DetectedObject(_Out):
@@ -146,8 +149,10 @@ class DetectedObject(_Out):
 
 
 class CameraInfo(_Out):
-    """The fixed camera, for the image size of the answer. Optical frame: x right, y down,
-    z forward (ROS camera convention); ``orientation`` is that frame in the world frame."""
+    """The camera of the image (the one sent, else the deployment's or the world's default),
+    for the image size of the answer. Optical frame: x right, y down, z forward (ROS camera
+    convention); ``orientation`` is that frame in the world frame. ``fov_deg`` is vertical;
+    ``look_at`` is where the optical axis meets the table, ``distance_m`` how far away."""
 
     position: Vector3
     orientation: Quaternion

@@ -21,12 +21,15 @@ import torch
 
 from app import convert
 from app.batcher import MicroBatcher, QueueFull
+from app.camera import CameraIn, load_camera_file, parse_camera, to_cameras
 from app.config import Settings
 from app.engine import Engine, InferItem, InferResult
 from app.errors import Unavailable, Unprocessable
 from app.images import decode_image
 from app.metrics import Metrics
+from renderer.camera import camera_dict
 from app.schemas import (
+    CameraInfo,
     ImageSize,
     InferParams,
     InferResponse,
@@ -53,6 +56,7 @@ class ModelService:
         self.settings = settings
         self.metrics = metrics
         self.engine: Engine | None = None
+        self.default_camera: CameraIn | None = None  # AIRSCENE_CAMERA, read when the model loads
         self._info: ModelInfo | None = None
         self.state: State = "loading"
         self.error: str | None = None
@@ -105,6 +109,8 @@ class ModelService:
         log.info("model %s ready on %s in %.1f s", self.engine.version, self.engine.device, time.perf_counter() - t)
 
     def _load_sync(self) -> Engine:
+        if self.settings.camera is not None:
+            self.default_camera = load_camera_file(self.settings.camera)
         engine = Engine.load(self.settings.weights, self.settings.device)
         if self.settings.warmup:
             engine.warmup(self.settings.max_batch)
@@ -138,22 +144,43 @@ class ModelService:
                                                     f"{self.settings.max_render_side} (AIRSCENE_MAX_RENDER_SIDE)")
 
     # ---- operations -------------------------------------------------------------------------
+    def cameras_for(self, count: int, params: InferParams, fields: list[str]) -> list[tuple[CameraIn | None, tuple]]:
+        """Per image, the camera stated for it and where it came from (for 422s): the multipart
+        ``camera`` fields (one for all images, or one each), else the ``camera`` query
+        parameter, else the deployment's default (None: the world's own camera)."""
+        if fields and params.camera:
+            raise Unprocessable(("query", "camera"), "send the camera once: as a multipart 'camera' field or as "
+                                                     "the 'camera' query parameter, not both")
+        if len(fields) not in (0, 1, count):
+            raise Unprocessable(("body", "camera"), f"{len(fields)} camera fields for {count} images: send one "
+                                                    "camera for all images or one per image")
+        if fields:
+            locs = [("body", "camera") if len(fields) == 1 else ("body", "camera", i) for i in range(len(fields))]
+            parsed = [(parse_camera(t, where), where) for t, where in zip(fields, locs)]
+        elif params.camera:
+            parsed = [(parse_camera(params.camera, ("query", "camera")), ("query", "camera"))]
+        else:
+            parsed = [(self.default_camera, ("settings", "camera"))]
+        return parsed * count if len(parsed) == 1 else parsed
+
     async def infer(self, images: list[bytes], params: InferParams,
-                    loc: tuple[str | int, ...] = ("body",)) -> list[InferResponse | RosInferResponse]:
+                    loc: tuple[str | int, ...] = ("body",), cameras: list[str] | None = None,
+                    ) -> list[InferResponse | RosInferResponse]:
         """Image bytes -> one answer per image, in order.
 
         loc: where the images came from, for error details; the i-th image is ``(*loc, i)``
-        when there are several.
+        when there are several. cameras: the camera JSON texts sent beside the images.
         """
         t0 = time.perf_counter()
         engine = self.ready_engine()
         self.check_infer(images, params, loc)
+        specs = self.cameras_for(len(images), params, cameras or [])
         try:
             self.batcher.check_room(len(images))  # refuse before spending time decoding
             self.batcher.announce(len(images))
             try:
                 loop = asyncio.get_running_loop()
-                decoded = await loop.run_in_executor(self._decode, self._decode_all, engine, images, params, loc)
+                decoded = await loop.run_in_executor(self._decode, self._decode_all, engine, images, params, loc, specs)
             finally:
                 self.batcher.withdraw(len(images))
             results = await self.batcher.submit([item for item, _ in decoded])
@@ -169,22 +196,29 @@ class ModelService:
         r: InferResult = timed.result
         found = convert.objects(r, engine.world, item.min_confidence)
         answer = InferResponse(
-            objects=found, count=len(found), image=ImageSize(width=item.width, height=item.height),
-            camera=convert.camera(engine.world, item.height, item.width),
+            objects=found, count=len(found), image=ImageSize(width=item.prepared.width, height=item.prepared.height),
+            camera=CameraInfo.model_validate(camera_dict(r.camera)),
             model=ModelRef(version=engine.version, device=str(engine.device)),
             refine_steps=params.refine, batch_size=r.batch_size,
             timing_ms=Timing(decode=round(decode_ms, 3), queue=round(timed.queue_ms, 3),
-                             inference=round(r.inference_ms, 3), refine=round(r.refine_ms, 3),
+                             inference=round(r.infer_ms, 3), refine=round(r.refine_ms, 3),
                              total=round((time.perf_counter() - t0) * 1000, 3)))
         return convert.to_ros(answer, engine.world, time.time_ns()) if params.format == "ros" else answer
 
     def _decode_all(self, engine: Engine, images: list[bytes], params: InferParams,
-                    loc: tuple[str | int, ...]) -> list[tuple[InferItem, float]]:
+                    loc: tuple[str | int, ...], specs: list[tuple[CameraIn | None, tuple]],
+                    ) -> list[tuple[InferItem, float]]:
         out = []
-        for i, data in enumerate(images):
+        for i, (data, (spec, where)) in enumerate(zip(images, specs)):
             t = time.perf_counter()
-            image = decode_image(data, self.settings.max_pixels, (*loc, i) if len(images) > 1 else loc)
-            item = engine.preprocess(image, params.refine, params.min_confidence)
+            image = decode_image(data, self.settings.max_pixels, (*loc, i) if len(images) > 1 else loc,
+                                 draft_side=3 * engine.image_size)
+            width, height = image.info.get("full_size", image.size)
+            try:
+                camera = None if spec is None else to_cameras(spec, height, width)
+                item = engine.preprocess(image, params.refine, params.min_confidence, camera, (height, width))
+            except ValueError as e:
+                raise Unprocessable(where, str(e)) from None
             out.append((item, (time.perf_counter() - t) * 1000))
         return out
 

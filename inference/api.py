@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
+from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +35,11 @@ from PIL import Image
 from inference.checkpoint import load_weights
 from inference.network import AIR
 from inference.infer import infer, to_scene
-from inference.preprocess import to_network_input
+from inference.preprocess import to_network_input, to_rgb
 from inference.refine import refine as refine_poses
-from renderer.camera import camera_info, object_bboxes
+from inference.views import ViewInput, stack_inputs, warp_to_view
+from renderer.camera import camera_bboxes, camera_dict
+from renderer.pinhole import Cameras, envelope_violations, spec_cameras
 from renderer.scene import SceneBatch, yaw_to_quat
 from renderer.world import World
 
@@ -106,11 +111,54 @@ def object_dicts(scene: SceneBatch, confidence: torch.Tensor, shape_prob: torch.
     return out
 
 
-class Predictor:
-    """Weights loaded onto a device; ``infer`` turns images into scene dicts.
+@dataclass(frozen=True)
+class Prepared:
+    """One image ready for the network (``Predictor.prepare``).
 
-    model: the AIR network in eval mode. world: the world it was trained for (camera, shapes,
-    colours, N). version: see ``weights_version``. Call from one thread at a time.
+    pixels: (3, S, S) float in [0, 1], what the network reads (a view network: the canonical
+    view). view: a view network's ``ViewInput`` (batch of 1), else None. camera: the image's
+    camera (batch of 1, its own size), the default one when none was given. width, height: the
+    image as given. refine_pixels: (3, S, S) the world camera's square crop, for test-time
+    refinement (None when the camera is not the default one).
+    """
+
+    pixels: torch.Tensor
+    view: ViewInput | None
+    camera: Cameras
+    width: int
+    height: int
+    refine_pixels: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the network said about B images (T = N slots, present ones first).
+
+    scene: the inferred (possibly refined) scenes. confidence, shape_prob, color_prob: (B, T).
+    boxes: (B, T, 4) [u0, v0, u1, v1] in each image's own pixels. infer_ms: the forward pass;
+    refine_ms: (B,) each image's refinement time.
+    """
+
+    scene: SceneBatch
+    confidence: torch.Tensor
+    shape_prob: torch.Tensor
+    color_prob: torch.Tensor
+    boxes: torch.Tensor
+    infer_ms: float
+    refine_ms: list[float]
+
+
+def image_tensor(image: Image.Image) -> torch.Tensor:
+    """Any PIL image -> (3, H, W) float32 in [0, 1] (modes converted as ``to_rgb`` does)."""
+    return torch.from_numpy(np.asarray(to_rgb(image), dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+class Predictor:
+    """Weights loaded onto a device; ``infer`` turns images (and their cameras) into scene dicts.
+
+    model: the AIR network in eval mode. world: the world it was trained for (default camera,
+    camera envelope, shapes, colours, N). version: see ``weights_version``. The service's engine
+    runs the same ``prepare`` and ``forward``. Call from one thread at a time.
     """
 
     def __init__(self, model: AIR, world: World, version: str) -> None:
@@ -129,14 +177,83 @@ class Predictor:
         model, world, _ = load_weights(weights, torch.device(device))
         return cls(model, world, weights_version(model, file_sha256(weights)))
 
-    def infer(self, images: ImageInput | Sequence[ImageInput], refine: int = 0,
-              min_confidence: float = 0.0) -> dict[str, Any] | list[dict[str, Any]]:
+    @property
+    def takes_cameras(self) -> bool:
+        """Whether the network reads any camera of the envelope (a view network)."""
+        return bool(self.model.config.view_inputs)
+
+    def check_camera(self, camera: Cameras) -> None:
+        """ValueError naming the envelope field a camera lies outside of (or saying that this
+        network knows only its world's fixed camera)."""
+        if not self.takes_cameras:
+            raise ValueError("these weights know only their world's fixed camera; send no camera")
+        problem = envelope_violations(camera, self.world.envelope)[0]
+        if problem:
+            raise ValueError(problem)
+
+    def prepare(self, image: Image.Image, camera: Cameras | None = None, refine: bool = False,
+                full_size: tuple[int, int] | None = None) -> Prepared:
+        """A decoded image (any mode and size) and its camera (None: the world's fixed one) ->
+        the network's input. full_size: (height, width) of the image the camera is for, when
+        ``image`` is a reduced decode of it (default: the image's own size). ``refine``: also
+        keep the world camera's square crop for test-time refinement (default camera only).
+        ValueError for a camera outside the envelope."""
+        h, w = full_size or (image.height, image.width)
+        if camera is not None:
+            self.check_camera(camera)
+        if refine and camera is not None:
+            raise ValueError("test-time refinement works with the default camera only; send refine=0 with a camera")
+        used = camera if camera is not None else spec_cameras(self.world.camera, 1, h, w)
+        size = self.world.image_size
+        crop = to_network_input(image, size) if (refine or not self.takes_cameras) else None
+        if not self.takes_cameras:
+            return Prepared(crop, None, used, w, h, crop if refine else None)
+        view = warp_to_view(image_tensor(image), used.resized(image.height, image.width), self.world)
+        return Prepared(view.pixels[0], view, used, w, h, crop)
+
+    @torch.no_grad()
+    def forward(self, items: Sequence[Prepared], refine: Sequence[int]) -> Answer:
+        """One batched forward pass over prepared images, refinement for those that asked
+        (``refine[i]`` steps), and each object's box in its own image."""
+        t0 = time.perf_counter()
+        pixels = torch.stack([it.pixels for it in items]).to(self.device)
+        view = stack_inputs([it.view for it in items]).to(self.device) if self.takes_cameras else None
+        out = infer(self.model, pixels, self.world, view)
+        scene = to_scene(out.objects, self.world)
+        infer_ms = (time.perf_counter() - t0) * 1000
+        scene, refine_ms = self._refine(scene, items, refine)
+        boxes = torch.cat([camera_bboxes(scene.select(slice(i, i + 1)), self.world, it.camera.to(self.device))
+                           for i, it in enumerate(items)])
+        return Answer(scene, out.confidence, out.shape_prob, out.color_prob, boxes, infer_ms, refine_ms)
+
+    def _refine(self, scene: SceneBatch, items: Sequence[Prepared], steps: Sequence[int]) -> tuple[SceneBatch, list[float]]:
+        """Test-time refinement of the images that asked, grouped by step count; the scenes and
+        each image's refinement time in ms (0 for those that did not ask)."""
+        by_steps: dict[int, list[int]] = defaultdict(list)
+        for i, n in enumerate(steps):
+            if n:
+                by_steps[n].append(i)
+        refine_ms = [0.0] * len(steps)
+        for n, idx in by_steps.items():
+            t = time.perf_counter()
+            sel = torch.tensor(idx, device=self.device)
+            target = torch.stack([items[i].refine_pixels for i in idx]).to(self.device)
+            with torch.enable_grad():
+                better = refine_poses(scene.select(sel), target, self.world, n)
+            scene = scene.put(sel, better)
+            for i in idx:
+                refine_ms[i] = (time.perf_counter() - t) * 1000
+        return scene, refine_ms
+
+    def infer(self, images: ImageInput | Sequence[ImageInput], refine: int = 0, min_confidence: float = 0.0,
+              camera: Cameras | None = None) -> dict[str, Any] | list[dict[str, Any]]:
         """One image -> its answer dict; a list of images -> a list of answers, in order.
 
-        Images: PIL images or uint8 arrays (see ``as_pil``), any size: non-square ones are
-        centre-cropped for the network, and boxes refer to the image as given. refine: test-time
-        refinement steps (render-and-compare on the pose; about 0.1 s a step on a CPU).
-        min_confidence: drop objects whose presence probability is below it.
+        Images: PIL images or uint8 arrays (see ``as_pil``), any size, used whole; boxes refer
+        to the image as given. camera: the images' camera (``renderer.pinhole.Cameras``, one,
+        for images of its size: intrinsics scale with the image), None for the world's fixed
+        camera. refine: test-time refinement steps (default camera only; about 0.1 s a step on
+        a CPU). min_confidence: drop objects whose presence probability is below it.
         """
         single = isinstance(images, (Image.Image, np.ndarray)) and not (
             isinstance(images, np.ndarray) and images.ndim == 4)
@@ -147,19 +264,14 @@ class Predictor:
             raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
         if not pil:
             return []
-        x = torch.stack([to_network_input(im, self.world.image_size) for im in pil]).to(self.device)
-        out = infer(self.model, x, self.world)
-        scene = to_scene(out.objects, self.world)
-        if refine:
-            scene = refine_poses(scene, x, self.world, refine)
-        with torch.no_grad():
-            boxes = torch.cat([object_bboxes(scene.select(slice(i, i + 1)), self.world, im.height, im.width)
-                               for i, im in enumerate(pil)])
-        objects = object_dicts(scene, out.confidence, out.shape_prob, out.color_prob, boxes, self.world,
+        cams = [None if camera is None else camera.resized(im.height, im.width) for im in pil]
+        items = [self.prepare(im, cam, refine > 0) for im, cam in zip(pil, cams)]
+        ans = self.forward(items, [refine] * len(items))
+        objects = object_dicts(ans.scene, ans.confidence, ans.shape_prob, ans.color_prob, ans.boxes, self.world,
                                [min_confidence] * len(pil))
         answers = [{"objects": objs, "count": len(objs), "frame_id": "world",
-                    "image": {"width": im.width, "height": im.height},
-                    "camera": camera_info(self.world, im.height, im.width),
+                    "image": {"width": it.width, "height": it.height},
+                    "camera": camera_dict(it.camera),
                     "model": {"version": self.version, "device": str(self.device)}}
-                   for objs, im in zip(objects, pil)]
+                   for objs, it in zip(objects, items)]
         return answers[0] if single else answers

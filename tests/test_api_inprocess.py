@@ -14,6 +14,7 @@ import torch
 from apiserver import make_dev_weights, table_png
 from PIL import Image
 
+from app import convert
 from app.engine import Engine
 from inference.api import Predictor
 from inference.checkpoint import save_weights
@@ -44,7 +45,7 @@ def test_predictor_infers_a_numpy_frame_as_the_service_does(predictor, weights):
     assert answer["count"] == len(answer["objects"]) == 3 and answer["camera"]["width"] == 96
     engine = Engine.load(weights, "cpu")
     served = engine.infer_batch([engine.preprocess(Image.fromarray(frame))])[0]
-    assert answer["objects"] == [o.model_dump() for o in served.objects]
+    assert answer["objects"] == [o.model_dump() for o in convert.objects(served, engine.world, 0.0)]
     assert answer["model"] == {"version": engine.version, "device": "cpu"}
 
 
