@@ -9,6 +9,7 @@ are raised as 422s whose ``loc`` names the field, e.g. ``["body", "objects", 2, 
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, replace
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -17,6 +18,7 @@ import torch
 from app.engine import Engine, InferResult
 from app.errors import Unprocessable
 from app.schemas import (
+    LookIn,
     CameraInfo,
     ColorInfo,
     DetectedObject,
@@ -39,6 +41,7 @@ from app.schemas import (
     Vector3,
 )
 from inference.api import object_dicts
+from renderer.appearance import Look, LookPrior, default_look, kelvin_rgb, sample_looks
 from renderer.camera import camera_info
 from renderer.scene import SceneBatch, quat_to_yaw, yaw_to_quat
 from renderer.world import World
@@ -126,8 +129,52 @@ def model_info(engine: Engine) -> ModelInfo:
         table_size_m=w.table_size,
         placement_area=PlacementArea(x_min=-e, x_max=e, y_min=-e, y_max=e),
         camera=camera(w, w.image_size, w.image_size),
+        camera_envelope=envelope_info(w, engine.predictor.takes_cameras),
         metrics=metrics, card=meta,
     )
+
+
+def envelope_info(world: World, takes_cameras: bool) -> dict:
+    """The supported cameras, as /v1/model states them (only the fixed camera for weights that
+    do not take cameras)."""
+    if not takes_cameras:
+        return {"supported": "the fixed camera only (these weights do not take a camera)"}
+    env = asdict(world.envelope)
+    env.pop("train_margin")
+    return {**env, "azimuth_deg": [0.0, 360.0], "convention": "elevation of the optical axis below the horizon; "
+            "distance from the camera to where the optical axis meets the table; look_at_radius: how far that "
+            "point may lie from the table centre; fov_deg vertical; aspect = width / height"}
+
+
+def look_from(look: LookIn | None, world: World) -> Look | None:
+    """A /render look -> the renderer's ``Look`` (None: the world's own, the fast path)."""
+    if look is None:
+        return None
+    base = default_look(world, 1) if look.seed is None else \
+        sample_looks(LookPrior(), 1, torch.Generator().manual_seed(look.seed))
+    changes: dict = {}
+    if look.key_light is not None:
+        k = look.key_light
+        el, az = math.radians(k.elevation_deg), math.radians(k.azimuth_deg)
+        direction = torch.tensor([[[math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)]]])
+        rgb = kelvin_rgb(torch.tensor([k.kelvin])) * k.intensity
+        changes["light_dir"] = torch.cat([direction, base.light_dir[:, 1:]], dim=1)
+        changes["light_rgb"] = torch.cat([rgb[:, None], base.light_rgb[:, 1:]], dim=1)
+    one = lambda v: torch.tensor([v], dtype=torch.float32)  # noqa: E731
+    for name, value in (("specular", look.specular), ("shadow_strength", look.shadow_strength),
+                        ("noise_std", look.noise_std)):
+        if value is not None:
+            changes[name] = one(value)
+    if look.ambient is not None:
+        changes["ambient_rgb"] = torch.full((1, 3), look.ambient)
+    if look.smooth is not None:
+        changes["smooth"] = torch.tensor([look.smooth])
+    if look.table_rgb is not None:
+        changes["table_rgb"] = torch.tensor([look.table_rgb]).clamp(0, 1)
+    if look.background_rgb is not None:
+        bg = torch.tensor([look.background_rgb]).clamp(0, 1)
+        changes["background_top"], changes["background_bottom"] = bg, bg.clone()
+    return replace(base, **changes)
 
 
 def to_ros(answer: InferResponse, world: World, stamp_ns: int) -> RosInferResponse:

@@ -19,7 +19,9 @@ from PIL import Image
 from app.images import encode_png
 from inference.api import Predictor, Prepared, file_sha256, weights_version
 from inference.checkpoint import load_weights
-from renderer.pinhole import Cameras
+from renderer.appearance import Look, default_look
+from renderer.photo import render_photo
+from renderer.pinhole import Cameras, spec_cameras
 from renderer.prior import sample_scenes
 from renderer.render import render
 from renderer.scene import SceneBatch
@@ -108,10 +110,20 @@ class Engine:
                             ans.color_prob[i], ans.boxes[i], it.prepared.camera, len(items), ans.infer_ms,
                             ans.refine_ms[i]) for i, it in enumerate(items)]
 
-    def render_png(self, scene: SceneBatch, height: int, width: int) -> bytes:
-        """One scene (B = 1) -> PNG bytes of ``height`` x ``width`` pixels (``hard`` shading)."""
+    def render_png(self, scene: SceneBatch, height: int, width: int, camera: Cameras | None = None,
+                   look: Look | None = None) -> bytes:
+        """One scene (B = 1) -> PNG bytes of ``height`` x ``width`` pixels: the world's camera
+        and look (``hard`` shading), or, given a camera (for that size) or a look, the photo
+        renderer (``renderer.photo``: smooth meshes, lights, shadows, sensor; 2x supersampled)."""
+        scene = scene.to(self.device)
         with torch.no_grad():
-            image = render(scene.to(self.device), self.world, "hard", height, width)[0]
+            if camera is None and look is None:
+                image = render(scene, self.world, "hard", height, width)[0]
+            else:
+                cams = camera if camera is not None else spec_cameras(self.world.camera, 1, height, width)
+                look = look if look is not None else default_look(self.world, 1)
+                g = torch.Generator().manual_seed(0)  # the sensor noise of a look is drawn the same each time
+                image = render_photo(scene, self.world, cams.to(self.device), look.to(self.device), g, detail=2)[0]
         rgb = (image.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
         return encode_png(rgb)
 

@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, SerializerFunctionWrapHandler, model_serializer
 
+from app.camera import CameraIn
 from app.config import RENDER_SIDE_CAP
 
 FRAME_ID = "world"
@@ -86,6 +87,31 @@ class RecordedImage(_In):
     height: int = Field(ge=1)
 
 
+class KeyLightIn(_In):
+    """The main light: where it comes from and its colour."""
+
+    elevation_deg: FiniteFloat = Field(50.0, ge=0, le=90, description="above the table plane")
+    azimuth_deg: FiniteFloat = Field(140.0, description="direction it comes from, from +x toward +y")
+    kelvin: FiniteFloat = Field(6500.0, ge=3000, le=7500, description="colour temperature")
+    intensity: FiniteFloat = Field(0.55, ge=0, le=2)
+
+
+class LookIn(_In):
+    """How /render draws: omitted, the world's own look (flat shading, one light, grey table).
+    ``seed`` draws a look from the training prior (lights, shading, table, backdrop, shadows,
+    sensor); the other fields then set parts of it."""
+
+    seed: int | None = Field(None, ge=0, le=2**31 - 1, description="draw a random look from the prior")
+    key_light: KeyLightIn | None = None
+    ambient: FiniteFloat | None = Field(None, ge=0, le=2)
+    smooth: bool | None = Field(None, description="smooth-shade curved surfaces")
+    specular: FiniteFloat | None = Field(None, ge=0, le=2, description="highlight strength")
+    table_rgb: list[FiniteFloat] | None = Field(None, min_length=3, max_length=3)
+    background_rgb: list[FiniteFloat] | None = Field(None, min_length=3, max_length=3)
+    shadow_strength: FiniteFloat | None = Field(None, ge=0, le=0.95, description="contact shadow darkness")
+    noise_std: FiniteFloat | None = Field(None, ge=0, le=0.5, description="sensor noise, in [0, 1] pixel units")
+
+
 class RenderRequest(_In):
     """A scene to draw. Size: ``width`` and ``height``; one of them alone makes a square; with
     neither, the ``image`` an /infer answer records (scaled down to fit the render limit, aspect
@@ -98,6 +124,10 @@ class RenderRequest(_In):
     height: int | None = Field(None, ge=1, le=RENDER_SIDE_CAP)
     image: RecordedImage | None = Field(None, description="size of the image an /infer answer came from; "
                                                           "the default size when width and height are not given")
+    camera: CameraIn | None = Field(None, description="the camera to render from (the /infer camera schema); "
+                                                      "default: the deployment's or the world's camera")
+    look: LookIn | None = Field(None, description="the look (lights, shading, table, sensor); default: the "
+                                                  "world's own")
 
     def size(self, default: int, max_side: int) -> tuple[int, int]:
         """(width, height) to render: as asked; else the recorded image's, scaled down to fit
@@ -303,6 +333,8 @@ class ModelInfo(_Out):
     table_size_m: float
     placement_area: PlacementArea
     camera: CameraInfo
+    camera_envelope: dict = Field(description="the cameras the model supports (others are refused with a 422): "
+                                              "ranges of elevation, distance, vertical fov, roll, aspect, look-at radius")
     frame_id: str = FRAME_ID
     units: dict[str, str] = Field(default_factory=lambda: dict(UNITS))
     orientation_note: str = ("/render accepts any orientation quaternion (full 3D); the prior and "

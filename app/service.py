@@ -30,6 +30,7 @@ from app.metrics import Metrics
 from renderer.camera import camera_dict
 from app.schemas import (
     CameraInfo,
+    RecordedImage,
     ImageSize,
     InferParams,
     InferResponse,
@@ -229,9 +230,17 @@ class ModelService:
     async def render(self, request: RenderRequest) -> bytes:
         """A scene -> PNG bytes, rendered in the torch thread."""
         engine = self.ready_engine()
+        spec = request.camera if request.camera is not None else self.default_camera
+        if spec is not None and spec.width and not (request.width or request.height or request.image):
+            request = request.model_copy(update={"image": RecordedImage(width=spec.width, height=spec.height)})
         height, width = convert.render_size(request, engine.image_size, self.settings.max_render_side)
         self.check_render(height, width)
         scene = convert.scene_from_objects(request.objects, engine.world)
+        try:
+            camera = None if spec is None else to_cameras(spec, height, width)
+        except ValueError as e:
+            raise Unprocessable(("body", "camera"), str(e)) from None
+        look = convert.look_from(request.look, engine.world)
         if self._renders_waiting >= self.settings.max_queue:
             self.metrics.queue_rejections.inc()
             raise Unavailable(f"the render queue is full ({self._renders_waiting} waiting)", retry_after_s=1)
@@ -239,7 +248,7 @@ class ModelService:
         try:
             t = time.perf_counter()
             png = await asyncio.get_running_loop().run_in_executor(
-                self._torch, engine.render_png, scene, height, width)
+                self._torch, engine.render_png, scene, height, width, camera, look)
             self.metrics.render_seconds.observe(time.perf_counter() - t)
             return png
         finally:

@@ -30,15 +30,16 @@ from renderer.world import World
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "air.safetensors"
 
 
-def make_dev_weights(folder: Path) -> Path:
+def make_dev_weights(folder: Path, views: bool = False) -> Path:
     """An untrained (seeded) model for the world's defaults: right shapes, meaningless answers.
+    ``views``: a view network (it takes any camera of the envelope).
 
     Its presence bias is raised so that it always reports N objects: every code path that
     handles objects (boxes, ROS, refinement, filtering) then has some to handle.
     """
     torch.manual_seed(0)
     world = World()
-    model = AIR(AIRConfig.for_world(world))
+    model = AIR(AIRConfig.for_world(world, view_inputs=views))
     with torch.no_grad():
         model.out_pres.bias.fill_(4.0)
     path = folder / "air.safetensors"
