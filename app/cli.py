@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app.client import Client, ClientError
+from app.client import Client, ClientError, camera_json
 from app.config import Settings
 from app.errors import ApiError
 
@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-confidence", type=_fraction, default=0.0, help="drop objects below this "
                                                                           "confidence (0 to 1)")
     p.add_argument("--format", choices=("json", "ros"), default="json", help="answer shape")
+    p.add_argument("--camera", type=Path, help="JSON file with the images' camera (pose in the table frame + "
+                                               "intrinsics, the /infer camera schema; default: the server's)")
 
     p = sub.add_parser("render", help="render a scene JSON to a PNG")
     p.add_argument("scene", type=Path, help="scene JSON file ('-' for stdin)")
@@ -50,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=_whole(1), help="pixels (default: the scene's, else the size of the image an "
                                                  "/infer answer records, else 64)")
     p.add_argument("--height", type=_whole(1), help="pixels (default: as --width)")
+    p.add_argument("--camera", type=Path, help="JSON file with the camera to render from (the /infer camera schema)")
     _remote_args(p)
 
     args = parser.parse_args(argv)
@@ -136,11 +139,13 @@ def _unservable(weights: Path) -> str | None:
 def _infer(args: argparse.Namespace) -> int:
     if args.url:
         with Client(args.url, api_key=args.api_key) as c:
-            answers = c.infer(args.images, refine=args.refine, min_confidence=args.min_confidence, format=args.format)
+            answers = c.infer(args.images, refine=args.refine, min_confidence=args.min_confidence, format=args.format,
+                              camera=args.camera)
     else:
         from app.schemas import InferParams
 
-        params = InferParams(refine=args.refine, min_confidence=args.min_confidence, format=args.format)
+        camera = None if args.camera is None else camera_json(args.camera)
+        params = InferParams(refine=args.refine, min_confidence=args.min_confidence, format=args.format, camera=camera)
         images = [path.read_bytes() for path in args.images]
         result = asyncio.run(_local(args, lambda s: s.infer(images, params)))
         answers = [a.model_dump(mode="json") for a in result]
@@ -156,6 +161,8 @@ def _render(args: argparse.Namespace) -> int:
         scene["width"] = args.width
     if args.height:
         scene["height"] = args.height
+    if args.camera is not None:
+        scene["camera"] = json.loads(camera_json(args.camera))
     if args.url:
         with Client(args.url, api_key=args.api_key) as c:
             png = c.render(scene)

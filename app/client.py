@@ -13,6 +13,8 @@ RGBA or (H, W) grey); in-memory images are sent as PNG. A server that cannot be 
 
 from __future__ import annotations
 
+import json
+
 import io
 import time
 from collections.abc import Sequence
@@ -61,9 +63,10 @@ class Client:
         self._http.close()
 
     def infer(self, images: ImageLike | Sequence[ImageLike], refine: int = 0, min_confidence: float = 0.0,
-              format: str = "json") -> dict | list[dict]:
+              format: str = "json", camera: dict | str | Path | None = None) -> dict | list[dict]:
         """POST /infer. One image -> its answer; a list (or a (B, H, W, 3) array) -> a list of
-        answers, in order."""
+        answers, in order. camera: the images' camera (a dict in the /infer camera schema, or
+        the path of a JSON file holding one); None: the server's default camera."""
         single = isinstance(images, (bytes, str, Path, Image.Image)) or (
             isinstance(images, np.ndarray) and images.ndim in (2, 3))
         items = [images] if single else list(images)
@@ -72,16 +75,20 @@ class Client:
             data = _encode(img, i)
             files.append(("image", (_name(img, i), data, _mime(data))))
         params = {"refine": refine, "min_confidence": min_confidence, "format": format}
-        body = self._check(self._send("POST", "/infer", params=params, files=files)).json()
+        data = {} if camera is None else {"camera": camera_json(camera)}
+        body = self._check(self._send("POST", "/infer", params=params, files=files, data=data)).json()
         return [body] if not single and isinstance(body, dict) else body
 
-    def render(self, scene: dict, width: int | None = None, height: int | None = None) -> bytes:
+    def render(self, scene: dict, width: int | None = None, height: int | None = None,
+               camera: dict | str | Path | None = None, look: dict | None = None) -> bytes:
         """POST /render with a scene (``{"objects": [...]}`` or an /infer answer) -> PNG bytes.
         Size: ``width``/``height`` if given, else the scene's, else the size of the image an
-        /infer answer records (the server's default)."""
+        /infer answer records (the server's default). camera (dict or JSON file) and look: as
+        /render takes them; default: the scene's own, else the server's."""
         body = {"objects": scene.get("objects", [])}
+        cam = json.loads(camera_json(camera)) if camera is not None else scene.get("camera")
         for key, value in (("width", width or scene.get("width")), ("height", height or scene.get("height")),
-                           ("image", scene.get("image"))):
+                           ("image", scene.get("image")), ("camera", cam), ("look", look or scene.get("look"))):
             if value:
                 body[key] = value
         return self._check(self._send("POST", "/render", json=body)).content
@@ -155,3 +162,17 @@ def _reason(e: httpx.TransportError) -> str:
     """A short reason for a transport failure (httpx's text, else the exception's name)."""
     text = str(e).strip().splitlines()[-1] if str(e).strip() else ""
     return text or type(e).__name__
+
+
+def camera_json(camera: dict | str | Path) -> str:
+    """A camera as JSON text: a dict as is, or the contents of a JSON file (checked to parse;
+    ValueError naming the file otherwise)."""
+    if isinstance(camera, dict):
+        return json.dumps(camera)
+    path = Path(camera)
+    try:
+        text = path.read_text()
+        json.loads(text)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"camera file {path}: {e}") from None
+    return text

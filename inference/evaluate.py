@@ -18,6 +18,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -27,7 +28,10 @@ from inference.metrics import add_batch, scores_for
 from inference.infer import infer, to_scene
 from inference.network import AIR
 from inference.refine import refine
-from inference.views import CameraImages, ViewInput, as_view_input
+from inference.views import CameraImages, ViewInput, as_view_input, view_cameras
+from renderer.appearance import LookPrior, sample_looks, shade_palette
+from renderer.photo import jpeg, render_photo
+from renderer.pinhole import sample_cameras
 from renderer.dataset import render_images
 from renderer.prior import sample_scenes
 from renderer.scene import SceneBatch
@@ -58,6 +62,61 @@ def held_out_set(world: World, scenes: int, seed: int, objects: int | None = Non
     s = world.image_size
     images = torch.cat([render_images(p, world) for p in parts]) if scenes else torch.zeros(0, s, s, 3)
     return images.permute(0, 3, 1, 2).float() / 255.0, scene
+
+
+PHOTO_SIZES = ((240, 240), (240, 320), (180, 320), (320, 240))  # (height, width), one per chunk in turn
+
+
+def held_out_photos(world: World, scenes: int, seed: int, base: int = HELD_OUT_SEED_BASE,
+                    sizes: tuple[tuple[int, int], ...] = PHOTO_SIZES) -> list[tuple[CameraImages, SceneBatch]]:
+    """The held-out photo set: ``scenes`` prior scenes seen by cameras drawn from the envelope
+    itself (no training margin), each under a look drawn from the look prior, rendered by the
+    photo renderer at the camera's own resolution and through JPEG when the look says so, as
+    a user's camera would send them. ``CHUNK`` scenes per chunk, chunk i at ``sizes[i % len]``.
+    Returns per chunk the camera images and the true scenes."""
+    g = torch.Generator().manual_seed(base + seed)
+    prior = LookPrior()
+    out = []
+    for i, lo in enumerate(range(0, scenes, CHUNK)):
+        n = min(CHUNK, scenes - lo)
+        h, w = sizes[i % len(sizes)]
+        cams = sample_cameras(world.envelope, n, g, h, w, margin=False)
+        scene = sample_scenes(world, n, generator=g, cameras=(cams, view_cameras(cams, world)))
+        look = sample_looks(prior, n, g)
+        shaded = replace(scene, albedo=shade_palette(scene, world, prior, g))
+        detail = int(torch.randint(1, 4, (1,), generator=g))
+        with torch.no_grad():
+            img = render_photo(shaded, world, cams, look, g, detail)
+        u8 = jpeg((img * 255).round().to(torch.uint8).numpy(), look.jpeg_quality.numpy())
+        pixels = torch.from_numpy(u8).permute(0, 3, 1, 2).float() / 255.0
+        out.append((CameraImages(pixels, cams), scene))
+    return out
+
+
+def evaluate_photos(predict: Predict, parts: list[tuple[CameraImages, SceneBatch]], world: World,
+                    ) -> tuple[dict, SceneBatch, SceneBatch, torch.Tensor]:
+    """``evaluate`` over the chunks of ``held_out_photos``: the summary, the predicted and true
+    scenes (all chunks), and each scene's camera envelope quantities (B, 2): elevation_deg, distance."""
+    preds, truths, where = [], [], []
+    for images, truth in parts:
+        _, pred = evaluate(predict, images, truth, world)
+        preds.append(pred)
+        truths.append(truth)
+        d = images.cameras.describe()
+        where.append(torch.stack([d["elevation_deg"], d["distance"]], dim=-1))
+    cat = lambda xs: SceneBatch(*(torch.cat([getattr(x, f) for x in xs]) for f in SCENE_FIELDS))  # noqa: E731
+    pred, truth = cat(preds), cat(truths)
+    return score(pred, truth, world), pred, truth, torch.cat(where)
+
+
+def banded(pred: SceneBatch, truth: SceneBatch, values: torch.Tensor, edges: list[float], world: World) -> list[dict]:
+    """The metrics of the scenes whose ``values`` (B,) fall in each band [edges[i], edges[i+1])."""
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = torch.nonzero((values >= lo) & (values < hi))[:, 0]
+        if len(sel):
+            rows.append({"band": [lo, hi], **score(pred.select(sel), truth.select(sel), world)})
+    return rows
 
 
 def air_predict(model: AIR, world: World, refine_steps: int = 0) -> Predict:
@@ -107,11 +166,33 @@ def time_inference(model: AIR, world: World, images: torch.Tensor, batch: int, r
     return sorted(times)[len(times) // 2]
 
 
+ELEVATION_BANDS = [30.0, 45.0, 60.0, 75.0, 85.01]
+DISTANCE_BANDS = [0.75, 1.0, 1.25, 1.6001]
+
+
+def photo_report(model: AIR, world: World, scenes: int, seed: int) -> dict:
+    """``python -m inference.evaluate --photo``: a view network on ``held_out_photos``, overall
+    and by camera elevation and distance band. The model must be in eval mode."""
+    if not model.config.view_inputs:
+        raise ValueError("--photo scores a view network (these weights know one fixed camera)")
+    parts = held_out_photos(world, scenes, seed)
+    summary, pred, truth, where = evaluate_photos(air_predict(model, world), parts, world)
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("shape_confusion", "per_count")} for r in rows]  # noqa: E731
+    summary["by_elevation_deg"] = strip(banded(pred, truth, where[:, 0], ELEVATION_BANDS, world))
+    summary["by_distance_m"] = strip(banded(pred, truth, where[:, 1], DISTANCE_BANDS, world))
+    summary["setup"] = {"scenes": scenes, "seed": seed, "photo": True, "sizes": list(PHOTO_SIZES),
+                        "threads": torch.get_num_threads()}
+    return summary
+
+
 def report(model: AIR, world: World, scenes: int, seed: int, objects: int | None = None,
-           refine_steps: int = 0) -> dict:
+           refine_steps: int = 0, image_size: int | None = None) -> dict:
     """The full report of ``python -m inference.evaluate`` as a dict (metrics, steps, timings;
-    with ``refine_steps``, the refined answers' metrics and time). The model must be in eval mode."""
-    images, truth = held_out_set(world, scenes, seed, objects)
+    with ``refine_steps``, the refined answers' metrics and time). ``image_size``: render the
+    held-out images at this size (default: the model's), from the world's fixed camera. The
+    model must be in eval mode."""
+    images, truth = held_out_set(world if image_size is None else world.with_(image_size=image_size),
+                                 scenes, seed, objects)
     summary, guess = evaluate(air_predict(model, world), images, truth, world)
     summary["ms_per_image"] = {
         "batch_1": time_inference(model, world, images, 1, 50),
@@ -123,25 +204,47 @@ def report(model: AIR, world: World, scenes: int, seed: int, objects: int | None
         ms = (time.perf_counter() - t) * 1000 / max(1, scenes)
         refined = {k: v for k, v in score(better, truth, world).items() if k not in ("shape_confusion", "mean_steps")}
         summary["refined"] = {"steps": refine_steps, "ms_per_image": ms, **refined}
-    summary["setup"] = {"scenes": scenes, "seed": seed, "objects": objects, "threads": torch.get_num_threads()}
+    summary["setup"] = {"scenes": scenes, "seed": seed, "objects": objects, "threads": torch.get_num_threads(),
+                        "image_size": images.shape[-1]}
     return summary
 
 
+def format_bands(rows: list[dict], name: str) -> list[str]:
+    """Table rows of banded metrics."""
+    lines = [f"{name:>14s}  scenes  count  shape  colour  pos med/p90 cm  yaw med deg"]
+    for r in rows:
+        lo, hi = r["band"]
+        lines.append(f"{lo:6.2f}-{hi:6.2f}  {r['scenes']:6d}  {r['count_accuracy']:.3f}  {r['shape_accuracy']:.3f}  "
+                     f"{r['color_accuracy']:.3f}   {r['position_error_cm']['median']:.2f} / {r['position_error_cm']['p90']:.2f}"
+                     f"    {r['yaw_error_deg']['median']:.1f}")
+    return lines
+
+
 def format_report(r: dict) -> str:
+    setup = r["setup"]
+    what = "photo set: envelope cameras, prior looks" if setup.get("photo") else \
+        f"objects {setup['objects'] or '0..N'}, fixed camera, {setup.get('image_size')} px"
     lines = [
-        f"scenes {r['scenes']} (seed {r['setup']['seed']}, objects {r['setup']['objects'] or '0..N'})",
+        f"scenes {r['scenes']} (seed {setup['seed']}, {what})",
         f"count accuracy      {r['count_accuracy']:.4f}",
         f"shape accuracy      {r['shape_accuracy']:.4f}   (over {r['matched_objects']} matched objects)",
         f"colour accuracy     {r['color_accuracy']:.4f}",
         f"position error cm   median {r['position_error_cm']['median']:.2f}  p90 {r['position_error_cm']['p90']:.2f}",
         f"yaw error deg       median {r['yaw_error_deg']['median']:.2f}  p90 {r['yaw_error_deg']['p90']:.2f}",
         f"mean steps          {r['mean_steps']:.2f}",
-        f"ms per image        batch 1: {r['ms_per_image']['batch_1']:.2f}   batch 64: {r['ms_per_image']['batch_64']:.3f}",
+    ]
+    if "ms_per_image" in r:
+        lines.append(f"ms per image        batch 1: {r['ms_per_image']['batch_1']:.2f}   "
+                     f"batch 64: {r['ms_per_image']['batch_64']:.3f}")
+    lines += [
         "per count           " + "  ".join(f"{k}: {v['count_accuracy']:.3f} ({v['scenes']})" for k, v in r["per_count"].items()),
         "shape confusion (rows true, cols predicted): " + " ".join(r["shape_confusion"]["labels"]),
     ]
     for name, row in zip(r["shape_confusion"]["labels"], r["shape_confusion"]["rows_true_cols_pred"]):
         lines.append(f"  {name:9s} " + " ".join(f"{v:6d}" for v in row))
+    for key, name in (("by_elevation_deg", "elevation deg"), ("by_distance_m", "distance m")):
+        if key in r:
+            lines += format_bands(r[key], name)
     if "refined" in r:
         f = r["refined"]
         lines.append(f"refined ({f['steps']} steps, {f['ms_per_image']:.1f} ms/image): position median "
@@ -160,11 +263,19 @@ def main(argv: list[str] | None = None, load: Callable = load_weights) -> int:
     p.add_argument("--refine", type=int, default=0, help="test-time refinement steps (0 = off)")
     p.add_argument("--json", type=Path, default=None, help="also write the report here")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="render the fixed-camera held-out images at this size (default: the model's)")
+    p.add_argument("--photo", action="store_true",
+                   help="score on the photo set instead: cameras across the envelope, looks from the look prior "
+                        "(a view network only)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     model, world, _ = load(args.weights)
     model.eval()
-    result = report(model, world, args.scenes, args.seed, args.objects, args.refine)
+    if args.photo:
+        result = photo_report(model, world, args.scenes, args.seed)
+    else:
+        result = report(model, world, args.scenes, args.seed, args.objects, args.refine, args.image_size)
     print(format_report(result))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

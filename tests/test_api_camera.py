@@ -212,3 +212,35 @@ def test_fixed_camera_weights_refuse_a_camera(tmp_path_factory):
         r = httpx.post(s.url + "/infer", content=table_png(160, 120), headers={"content-type": "image/png"},
                        params={"camera": json.dumps(look_at_camera(0, 60, 1.1))}, timeout=60)
     assert r.status_code == 422 and "fixed camera" in r.json()["detail"][0]["msg"]
+
+
+def test_cli_passes_a_camera_file(view_weights, tmp_path, capsys):
+    from app.cli import main
+
+    cam = tmp_path / "cam.json"
+    cam.write_text(json.dumps(look_at_camera(150, 40, 1.0)))
+    img = tmp_path / "frame.png"
+    img.write_bytes(table_png(160, 120))
+    assert main(["infer", str(img), "--camera", str(cam), "--weights", str(view_weights)]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["camera"]["elevation_deg"] == pytest.approx(40, abs=0.01)
+
+
+def test_cli_names_a_camera_file_that_is_not_json(view_weights, tmp_path, capsys):
+    from app.cli import main
+
+    cam = tmp_path / "cam.json"
+    cam.write_text("fx: 500")
+    img = tmp_path / "frame.png"
+    img.write_bytes(table_png(160, 120))
+    assert main(["infer", str(img), "--camera", str(cam), "--weights", str(view_weights)]) == 1
+    err = capsys.readouterr().err
+    assert "cam.json" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_client_sends_a_camera(http):
+    from app.client import Client
+
+    with Client(str(http.base_url)) as client:
+        answer = client.infer(np.full((120, 160, 3), 90, np.uint8), camera=look_at_camera(300, 75, 1.5))
+    assert answer["camera"]["elevation_deg"] == pytest.approx(75, abs=0.01)
