@@ -25,15 +25,15 @@ WORKDIR /srv/airscene
 # torch first, in its own layer (GBs, rarely changes); `pip install .` then finds it satisfied
 RUN pip install --index-url "$TORCH_INDEX_URL" torch==2.11.0
 
+# What the service runs, and nothing else: no training/, experiments/, bench/ or other weights
 COPY pyproject.toml README.md ./
 COPY renderer ./renderer
 COPY inference ./inference
 COPY app ./app
-COPY bench ./bench
 RUN pip install .
 
 # The shipped weights, inside the image (readable by the service user whatever their mode here)
-COPY weights ./weights
+COPY weights/air.safetensors weights/air.json ./weights/
 RUN chmod -R a+rX weights
 
 ENV AIRSCENE_WEIGHTS=/srv/airscene/weights/air.safetensors \

@@ -18,7 +18,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app.client import Client, ClientError
+from pydantic import ValidationError
+
+from app.client import Client, ClientError, camera_json
 from app.config import Settings
 from app.errors import ApiError
 
@@ -36,15 +38,21 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("infer", help="infer the objects in images; prints JSON")
     p.add_argument("images", nargs="+", type=Path, help="PNG or JPEG files")
     _remote_args(p)
-    p.add_argument("--refine", type=int, default=0, help="test-time refinement steps")
-    p.add_argument("--min-confidence", type=float, default=0.0, help="drop objects below this confidence")
+    p.add_argument("--refine", type=_whole(0), default=0, help="test-time refinement steps (0 or more; the "
+                                                              "server's limit: GET /v1/limits)")
+    p.add_argument("--min-confidence", type=_fraction, default=0.0, help="drop objects below this "
+                                                                          "confidence (0 to 1)")
     p.add_argument("--format", choices=("json", "ros"), default="json", help="answer shape")
+    p.add_argument("--camera", type=Path, help="JSON file with the images' camera (pose in the table frame + "
+                                               "intrinsics, the /infer camera schema; default: the server's)")
 
     p = sub.add_parser("render", help="render a scene JSON to a PNG")
     p.add_argument("scene", type=Path, help="scene JSON file ('-' for stdin)")
     p.add_argument("-o", "--output", type=Path, required=True, help="PNG file to write")
-    p.add_argument("--width", type=int, help="pixels (default: the scene's, else 64)")
-    p.add_argument("--height", type=int, help="pixels (default: the scene's, else 64)")
+    p.add_argument("--width", type=_whole(1), help="pixels (default: the scene's, else the size of the image an "
+                                                 "/infer answer records, else 64)")
+    p.add_argument("--height", type=_whole(1), help="pixels (default: as --width)")
+    p.add_argument("--camera", type=Path, help="JSON file with the camera to render from (the /infer camera schema)")
     _remote_args(p)
 
     args = parser.parse_args(argv)
@@ -58,9 +66,38 @@ def main(argv: list[str] | None = None) -> int:
         status = getattr(e, "status_code", None) or getattr(e, "status", "")
         print(f"airscene: error {status}: {_detail(e.detail)}", file=sys.stderr)
         return 1
+    except ValidationError as e:
+        print(f"airscene: {'; '.join(_field_errors(e))}", file=sys.stderr)
+        return 1
     except (OSError, ValueError) as e:
         print(f"airscene: {e}", file=sys.stderr)
         return 1
+
+
+def _fraction(text: str) -> float:
+    """argparse type: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (give one between 0 and 1)") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is outside 0..1 (a confidence is a probability)")
+    return value
+
+
+def _whole(minimum: int) -> Any:
+    """argparse type: a whole number >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
+        return value
+
+    return parse
 
 
 def _remote_args(p: argparse.ArgumentParser) -> None:
@@ -77,19 +114,38 @@ def _serve(args: argparse.Namespace) -> int:
     if not Path(weights).exists():
         print(f"airscene: weights {weights} not found (set AIRSCENE_WEIGHTS or --weights)", file=sys.stderr)
         return 1
+    problem = _unservable(Path(weights))
+    if problem:
+        print(f"airscene: refusing to serve: {problem}", file=sys.stderr)
+        return 1
     os.environ["AIRSCENE_WEIGHTS"] = str(weights)  # app.main:app reads its settings from the environment
     uvicorn.run("app.main:app", host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
 
+def _unservable(weights: Path) -> str | None:
+    """Why the service could not serve ``weights`` (loaded once on the CPU), or None if it can."""
+    from inference.checkpoint import load_weights
+
+    try:
+        load_weights(weights, "cpu")
+    except KeyError as e:
+        return f"its config {weights.with_suffix('.json').name} has no {e} section"
+    except (ValueError, TypeError, OSError, RuntimeError) as e:
+        return str(e)
+    return None
+
+
 def _infer(args: argparse.Namespace) -> int:
     if args.url:
         with Client(args.url, api_key=args.api_key) as c:
-            answers = c.infer(args.images, refine=args.refine, min_confidence=args.min_confidence, format=args.format)
+            answers = c.infer(args.images, refine=args.refine, min_confidence=args.min_confidence, format=args.format,
+                              camera=args.camera)
     else:
         from app.schemas import InferParams
 
-        params = InferParams(refine=args.refine, min_confidence=args.min_confidence, format=args.format)
+        camera = None if args.camera is None else camera_json(args.camera)
+        params = InferParams(refine=args.refine, min_confidence=args.min_confidence, format=args.format, camera=camera)
         images = [path.read_bytes() for path in args.images]
         result = asyncio.run(_local(args, lambda s: s.infer(images, params)))
         answers = [a.model_dump(mode="json") for a in result]
@@ -100,31 +156,45 @@ def _infer(args: argparse.Namespace) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
-    text = sys.stdin.read() if str(args.scene) == "-" else args.scene.read_text()
-    scene = json.loads(text)
-    if isinstance(scene, list):
-        scene = {"objects": scene}
+    scene = _read_scene(args.scene)
     if args.width:
         scene["width"] = args.width
     if args.height:
         scene["height"] = args.height
+    if args.camera is not None:
+        scene["camera"] = json.loads(camera_json(args.camera))
     if args.url:
         with Client(args.url, api_key=args.api_key) as c:
             png = c.render(scene)
     else:
-        from pydantic import ValidationError
-
         from app.errors import Unprocessable
         from app.schemas import RenderRequest
 
         try:
             request = RenderRequest.model_validate(scene)
         except ValidationError as e:
-            raise Unprocessable((), "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())) from None
+            raise Unprocessable((), "; ".join(_field_errors(e))) from None
         png = asyncio.run(_local(args, lambda s: s.render(request)))
     args.output.write_bytes(png)
     print(f"wrote {args.output} ({len(png)} bytes)", file=sys.stderr)
     return 0
+
+
+def _read_scene(path: Path) -> dict:
+    """A scene file ('-': stdin) -> ``{"objects": [...], ...}``; ValueError naming the file."""
+    name = "stdin" if str(path) == "-" else str(path)
+    text = sys.stdin.read() if str(path) == "-" else path.read_text()
+    try:
+        scene = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{name} is not JSON ({e.msg} at line {e.lineno} column {e.colno}); a scene file is "
+                         '{"objects": [...]}, an /infer answer, or a list of objects') from None
+    if isinstance(scene, list):
+        scene = {"objects": scene}
+    if not isinstance(scene, dict):
+        raise ValueError(f"{name} holds a JSON {type(scene).__name__}; a scene file is "
+                         '{"objects": [...]}, an /infer answer, or a list of objects')
+    return scene
 
 
 async def _local(args: argparse.Namespace, call: Any) -> Any:
@@ -143,6 +213,11 @@ async def _local(args: argparse.Namespace, call: Any) -> Any:
         return await call(service)
     finally:
         await service.stop()
+
+
+def _field_errors(e: ValidationError) -> list[str]:
+    """pydantic's errors as ``field.path: message`` lines."""
+    return [f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors()]
 
 
 def _detail(detail: Any) -> str:

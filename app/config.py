@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     max_render_side: int = Field(1024, ge=1, le=RENDER_SIDE_CAP, description="largest /render width or height")
     max_refine_steps: int = Field(50, ge=0, description="largest 'refine' query value (refinement holds the "
                                                         "model thread: ~0.1 s per step on the CPU)")
+    camera: Path | None = Field(None, description="a camera JSON file (the /infer 'camera' schema): the default camera "
+                                                  "of /infer and /render for this deployment")
     warmup: bool = Field(True, description="run a forward pass and a render before /readyz says ready")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="level of the service's own log ('airscene' logger)")

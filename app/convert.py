@@ -1,23 +1,32 @@
 """The one converter between the API's pydantic models and the tensors of ``renderer``/``inference``.
 
-Requests -> ``SceneBatch`` (``scene_from_objects``), inference tensors -> ``DetectedObject``
-lists (``detections``), and the JSON answer -> its vision_msgs shape (``to_ros``). Scene errors
+Requests -> ``SceneBatch`` (``scene_from_objects``), the engine's results -> ``DetectedObject``
+lists (``objects``, ``detections``), the camera and model info, and the JSON answer -> its
+vision_msgs shape (``to_ros``). The engine itself never sees a schema. Scene errors
 are raised as 422s whose ``loc`` names the field, e.g. ``["body", "objects", 2, "shape"]``.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, replace
 from collections.abc import Sequence
+from functools import lru_cache
 
 import torch
 
+from app.engine import Engine, InferResult
 from app.errors import Unprocessable
 from app.schemas import (
+    LookIn,
     CameraInfo,
+    ColorInfo,
     DetectedObject,
+    InferContext,
     InferResponse,
-    Quaternion,
+    ModelInfo,
+    PlacementArea,
+    RenderRequest,
     RosBoundingBox3D,
     RosDetection3D,
     RosHeader,
@@ -28,10 +37,13 @@ from app.schemas import (
     RosPoseWithCovariance,
     RosTime,
     SceneObject,
+    ShapeInfo,
     Vector3,
 )
+from inference.api import object_dicts
+from renderer.appearance import Look, LookPrior, default_look, kelvin_rgb, sample_looks
 from renderer.camera import camera_info
-from renderer.scene import SceneBatch, yaw_to_quat
+from renderer.scene import SceneBatch, quat_to_yaw, yaw_to_quat
 from renderer.world import World
 
 MAX_ABS_POSITION_M = 10.0  # a scene object farther than this from the table centre is a mistake
@@ -67,49 +79,102 @@ def scene_from_objects(objects: Sequence[SceneObject], world: World,
                 raise Unprocessable((*loc, i, "orientation"), f"orientation must be a non-zero, finite quaternion, got {q}")
             quat[i] = [c / norm for c in q]
         elif o.yaw_deg is not None:
-            half = math.radians(o.yaw_deg % 360.0) / 2
-            quat[i] = [0.0, 0.0, math.sin(half), math.cos(half)]
+            quat[i] = yaw_to_quat(torch.tensor(math.radians(o.yaw_deg % 360.0), dtype=torch.float64)).tolist()
     present = torch.arange(n) < len(objects)
     q = torch.tensor([quat], dtype=torch.float32)
-    x, y, zq, w = q.unbind(-1)
-    yaw = torch.atan2(2 * (w * zq + x * y), 1 - 2 * (y * y + zq * zq))
     return SceneBatch(present[None], torch.tensor([shape]), torch.tensor([color]),
-                      torch.tensor([position], dtype=torch.float32), yaw, q)
+                      torch.tensor([position], dtype=torch.float32), quat_to_yaw(q), q)
 
 
 def detections(scene: SceneBatch, confidence: torch.Tensor, shape_prob: torch.Tensor,
                color_prob: torch.Tensor, boxes: torch.Tensor, world: World,
                min_confidence: Sequence[float]) -> list[list[DetectedObject]]:
-    """Inferred scenes -> per image, its objects in slot order.
-
-    scene: B scenes of T slots (present ones first). confidence, shape_prob, color_prob: (B, T).
-    boxes: (B, T, 4) [u0, v0, u1, v1] pixels of each image as sent. min_confidence: per image;
-    objects below it are dropped and ids are 0..k-1 over what is kept.
-    """
-    quat = yaw_to_quat(scene.yaw)
-    cols = [t.detach().cpu().tolist() for t in (scene.present, scene.shape, scene.color, scene.position,
-                                                 scene.yaw, quat, confidence, shape_prob, color_prob, boxes)]
-    out: list[list[DetectedObject]] = []
-    for b, (pres, shp, col, pos, yaw, q, conf, sp, cp, box) in enumerate(zip(*cols)):
-        objs: list[DetectedObject] = []
-        for t in range(len(pres)):
-            if not pres[t] or conf[t] < min_confidence[b]:
-                continue
-            objs.append(DetectedObject(
-                id=len(objs), shape=world.shape_names[shp[t]], color=world.color_names[col[t]],
-                confidence=round(conf[t], 4), shape_confidence=round(sp[t], 4), color_confidence=round(cp[t], 4),
-                position=Vector3(**{k: round(v, 5) for k, v in zip("xyz", pos[t])}),
-                orientation=Quaternion(**{k: round(v, 6) for k, v in zip("xyzw", q[t])}),
-                yaw_deg=round(math.degrees(yaw[t]), 2),
-                bbox=[round(v, 1) for v in box[t]],
-            ))
-        out.append(objs)
-    return out
+    """Inferred scenes -> per image, its objects in slot order (``inference.api.object_dicts``,
+    the in-process API's answer, as schemas)."""
+    dicts = object_dicts(scene, confidence, shape_prob, color_prob, boxes, world, min_confidence)
+    return [[DetectedObject(**o) for o in objs] for objs in dicts]
 
 
+@lru_cache(maxsize=64)
 def camera(world: World, height: int, width: int) -> CameraInfo:
     """The world's camera for an image of ``height x width`` pixels."""
     return CameraInfo.model_validate(camera_info(world, height, width))
+
+
+def objects(result: InferResult, world: World, min_confidence: float) -> list[DetectedObject]:
+    """One image's inferred objects (``Engine.infer_batch``) -> the answer's object list."""
+    per_image = (result.confidence, result.shape_prob, result.color_prob, result.boxes)
+    return detections(result.scene, *(x[None] for x in per_image), world, [min_confidence])[0]
+
+
+def render_size(request: RenderRequest, default: int, max_side: int) -> tuple[int, int]:
+    """(height, width) of a render request (``RenderRequest.size``: as asked, else the size an
+    /infer answer records, fitted to ``max_side``, else ``default`` square)."""
+    width, height = request.size(default, max_side)
+    return height, width
+
+
+def model_info(engine: Engine) -> ModelInfo:
+    """What GET /v1/model says about the loaded engine."""
+    w = engine.world
+    e = w.placement_half_extent
+    meta = dict(engine.meta)
+    metrics = meta.pop("metrics", {}) or {}
+    return ModelInfo(
+        version=engine.version, weights=engine.weights.name, sha256=engine.sha256, device=str(engine.device),
+        max_objects=w.max_objects, image_size=w.image_size,
+        shapes=[ShapeInfo(name=s.name, size=Vector3(**dict(zip("xyz", s.size))), resting_z=s.resting_z,
+                          yaw_symmetry_deg=s.yaw_symmetry_deg) for s in w.shapes],
+        colors=[ColorInfo(name=c.name, rgb=list(c.rgb)) for c in w.colors],
+        table_size_m=w.table_size,
+        placement_area=PlacementArea(x_min=-e, x_max=e, y_min=-e, y_max=e),
+        camera=camera(w, w.image_size, w.image_size),
+        camera_envelope=envelope_info(w, engine.predictor.takes_cameras),
+        metrics=metrics, card=meta,
+    )
+
+
+def envelope_info(world: World, takes_cameras: bool) -> dict:
+    """The supported cameras, as /v1/model states them (only the fixed camera for weights that
+    do not take cameras)."""
+    if not takes_cameras:
+        return {"supported": "the fixed camera only (these weights do not take a camera)"}
+    env = asdict(world.envelope)
+    env.pop("train_margin")
+    return {**env, "azimuth_deg": [0.0, 360.0], "convention": "elevation of the optical axis below the horizon; "
+            "distance from the camera to where the optical axis meets the table; look_at_radius: how far that "
+            "point may lie from the table centre; fov_deg vertical; aspect = width / height"}
+
+
+def look_from(look: LookIn | None, world: World) -> Look | None:
+    """A /render look -> the renderer's ``Look`` (None: the world's own, the fast path)."""
+    if look is None:
+        return None
+    base = default_look(world, 1) if look.seed is None else \
+        sample_looks(LookPrior(), 1, torch.Generator().manual_seed(look.seed))
+    changes: dict = {}
+    if look.key_light is not None:
+        k = look.key_light
+        el, az = math.radians(k.elevation_deg), math.radians(k.azimuth_deg)
+        direction = torch.tensor([[[math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)]]])
+        rgb = kelvin_rgb(torch.tensor([k.kelvin])) * k.intensity
+        changes["light_dir"] = torch.cat([direction, base.light_dir[:, 1:]], dim=1)
+        changes["light_rgb"] = torch.cat([rgb[:, None], base.light_rgb[:, 1:]], dim=1)
+    one = lambda v: torch.tensor([v], dtype=torch.float32)  # noqa: E731
+    for name, value in (("specular", look.specular), ("shadow_strength", look.shadow_strength),
+                        ("noise_std", look.noise_std)):
+        if value is not None:
+            changes[name] = one(value)
+    if look.ambient is not None:
+        changes["ambient_rgb"] = torch.full((1, 3), look.ambient)
+    if look.smooth is not None:
+        changes["smooth"] = torch.tensor([look.smooth])
+    if look.table_rgb is not None:
+        changes["table_rgb"] = torch.tensor([look.table_rgb]).clamp(0, 1)
+    if look.background_rgb is not None:
+        bg = torch.tensor([look.background_rgb]).clamp(0, 1)
+        changes["background_top"], changes["background_bottom"] = bg, bg.clone()
+    return replace(base, **changes)
 
 
 def to_ros(answer: InferResponse, world: World, stamp_ns: int) -> RosInferResponse:
@@ -132,5 +197,5 @@ def to_ros(answer: InferResponse, world: World, stamp_ns: int) -> RosInferRespon
             bbox=RosBoundingBox3D(center=pose, size=Vector3(**dict(zip("xyz", sizes[o.shape])))),
             id=str(o.id),
         ))
-    context = answer.model_dump(exclude={"objects", "count"})
+    context = {k: getattr(answer, k) for k in InferContext.model_fields}
     return RosInferResponse(header=header, detections=dets, **context)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -14,6 +15,7 @@ from app.metrics import Metrics
 from app.service import ModelService
 
 RAW_IMAGE_TYPES = ("image/png", "image/jpeg", "image/jpg")
+MAX_CAMERA_CHARS = 4096  # a camera is a few hundred characters; longer ones are refused
 ACCEPTED = ("multipart/form-data with a file field 'image' (repeat it for several images), "
             "or a raw image/png or image/jpeg body")
 
@@ -35,12 +37,22 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 
 
-async def read_images(request: Request, settings: SettingsDep) -> list[bytes]:
+@dataclass(frozen=True)
+class Upload:
+    """An /infer request's images (bytes, in order) and the camera JSON texts sent beside them
+    as multipart ``camera`` fields (none for a raw body)."""
+
+    images: list[bytes]
+    cameras: list[str]
+
+
+async def read_images(request: Request, settings: SettingsDep) -> Upload:
     """The image bytes of an /infer request, in order: every multipart ``image`` file, or the
-    raw body. 415 for another content type, 422 for a form without images."""
+    raw body; and any multipart ``camera`` fields. 415 for another content type, 422 for a form
+    without images."""
     mime = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if mime in RAW_IMAGE_TYPES:
-        return [await request.body()]
+        return Upload([await request.body()], [])
     if mime != "multipart/form-data":
         raise UnsupportedMediaType(f"Content-Type {mime or '(none)'!r} is not accepted; send {ACCEPTED}")
     try:
@@ -58,9 +70,13 @@ async def read_images(request: Request, settings: SettingsDep) -> list[bytes]:
             if not isinstance(part, UploadFile):
                 raise Unprocessable(("body", "image", i), "field 'image' must be a file upload, not a text field")
             images.append(await part.read())
-        return images
+        cameras = []
+        for part in form.getlist("camera"):
+            text = (await part.read()).decode("utf-8", "replace") if isinstance(part, UploadFile) else part
+            cameras.append(text[:MAX_CAMERA_CHARS + 1])
+        return Upload(images, cameras)
     finally:
         await form.close()
 
 
-ImagesDep = Annotated[list[bytes], Depends(read_images)]
+ImagesDep = Annotated[Upload, Depends(read_images)]

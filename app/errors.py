@@ -54,10 +54,6 @@ class Unprocessable(ApiError):
         super().__init__([{"loc": list(loc), "msg": msg, "type": kind}])
 
 
-class NotImplementedOption(ApiError):
-    status = 501
-
-
 class Unavailable(ApiError):
     """503: the model is not ready, or the queue is full. Always carries Retry-After."""
 

@@ -18,10 +18,15 @@ FORMATS = ("PNG", "JPEG")
 _MAGIC = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG"}
 
 
-def decode_image(data: bytes, max_pixels: int, loc: tuple[str | int, ...] = ("body",)) -> Image.Image:
+def decode_image(data: bytes, max_pixels: int, loc: tuple[str | int, ...] = ("body",),
+                 draft_side: int | None = None) -> Image.Image:
     """Decode a PNG or JPEG fully, or raise a 413 / 415 / 422 ``ApiError`` naming the problem.
 
     loc: where the bytes came from, for the 422 detail (``("body", "image", 0)``).
+    draft_side: a JPEG whose shorter side is at least twice this is decoded at 1/2, 1/4 or 1/8
+        scale (JPEG's own DCT scaling, far cheaper than decoding in full and shrinking), its
+        shorter side staying at least ``draft_side``; ``image.info["full_size"]`` then holds the
+        (width, height) as sent.
     """
     if not data:
         raise Unprocessable(loc, "image is empty (0 bytes)")
@@ -40,6 +45,13 @@ def decode_image(data: bytes, max_pixels: int, loc: tuple[str | int, ...] = ("bo
         raise PayloadTooLarge(f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
     if width < 1 or height < 1:
         raise Unprocessable(loc, f"image has no pixels ({width}x{height})")
+    if draft_side and image.format == "JPEG":
+        scale = 1
+        while scale < 8 and min(width, height) // (scale * 2) >= draft_side:
+            scale *= 2
+        if scale > 1:
+            image.draft("RGB", (width // scale, height // scale))
+            image.info["full_size"] = (width, height)
     try:
         image.load()
     except (OSError, SyntaxError, ValueError, EOFError) as e:

@@ -4,7 +4,7 @@ Start-up (lifespan) starts loading the weights in the torch worker thread and re
 ``/healthz`` answers straight away and ``/readyz`` says 503 until the model is loaded and warm.
 
 Middleware, outermost first: metrics (sees every status, 401s and 413s included), CORS, the
-API key gate, the body-size limit.
+API key gate, the body-size limit, the unknown-query-parameter check.
 """
 
 from __future__ import annotations
@@ -18,13 +18,16 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.routing import Mount
 
 from app import __version__
 from app.config import Settings
+from app.docs import install_docs
 from app.errors import install_error_handlers
 from app.metrics import Metrics
 from app.middleware import ApiKeyGate, BodyLimit, MetricsMiddleware
-from app.routes import health, infer, model, render
+from app.query import RejectUnknownQuery, allowed_query_parameters
+from app.routes import health, infer, limits, model, render
 from app.service import ModelService
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -41,6 +44,7 @@ z up, origin at the table centre, quaternions in x, y, z, w order.
 are tabletop: objects rest on the table and turn about z only (yaw).
 
 When the server has an API key, `/infer` and `/render` need `Authorization: Bearer <key>`.
+A query parameter a route does not document is refused with a 422 that names it.
 """
 
 
@@ -60,24 +64,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await service.stop()
 
-    app = FastAPI(title="airscene", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="airscene", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)  # install_docs: the same pages, served offline
     app.state.settings = settings
     app.state.metrics = metrics
     install_error_handlers(app)
-    for router in (infer.router, render.router, model.router, health.router):
+    for router in (infer.router, render.router, model.router, limits.router, health.router):
         app.include_router(router)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> FileResponse:
+        return FileResponse(STATIC / "favicon.png", media_type="image/png")
+
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    install_docs(app)
 
     if settings.api_key is not None and settings.api_key.get_secret_value():
         _document_bearer(app)
 
     paths = frozenset(r.path for r in app.routes if hasattr(r, "path"))
-    # added innermost first: BodyLimit runs last, MetricsMiddleware first
+    # added innermost first: RejectUnknownQuery runs last, MetricsMiddleware first
+    routed = sorted(r.path for r in app.routes if hasattr(r, "path") and not isinstance(r, Mount))
+    app.add_middleware(RejectUnknownQuery, allowed=lambda: allowed_query_parameters(app.openapi(), routed))
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.api_key is not None and settings.api_key.get_secret_value():
         app.add_middleware(ApiKeyGate, key=settings.api_key.get_secret_value(), protected=PROTECTED)

@@ -1,4 +1,4 @@
-"""Request and response schemas: the API contract (DESIGN.md §4) as pydantic models.
+"""Request and response schemas: the API contract (docs/DESIGN.md §4) as pydantic models.
 
 Frame and units everywhere: the world frame of ROS REP-103 (right-handed, z up, origin at the
 table centre), metres, quaternions in ``x, y, z, w`` order; ``yaw_deg`` is the same turn about
@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, SerializerFunctionWrapHandler, model_serializer
 
+from app.camera import CameraIn
 from app.config import RENDER_SIDE_CAP
 
 FRAME_ID = "world"
@@ -79,14 +80,66 @@ class SceneObject(_In):
     yaw_deg: FiniteFloat | None = None
 
 
+class RecordedImage(_In):
+    """The ``image`` of an /infer answer: the size of the image the objects were found in."""
+
+    width: int = Field(ge=1)
+    height: int = Field(ge=1)
+
+
+class KeyLightIn(_In):
+    """The main light: where it comes from and its colour."""
+
+    elevation_deg: FiniteFloat = Field(50.0, ge=0, le=90, description="above the table plane")
+    azimuth_deg: FiniteFloat = Field(140.0, description="direction it comes from, from +x toward +y")
+    kelvin: FiniteFloat = Field(6500.0, ge=3000, le=7500, description="colour temperature")
+    intensity: FiniteFloat = Field(0.55, ge=0, le=2)
+
+
+class LookIn(_In):
+    """How /render draws: omitted, the world's own look (flat shading, one light, grey table).
+    ``seed`` draws a look from the training prior (lights, shading, table, backdrop, shadows,
+    sensor); the other fields then set parts of it."""
+
+    seed: int | None = Field(None, ge=0, le=2**31 - 1, description="draw a random look from the prior")
+    key_light: KeyLightIn | None = None
+    ambient: FiniteFloat | None = Field(None, ge=0, le=2)
+    smooth: bool | None = Field(None, description="smooth-shade curved surfaces")
+    specular: FiniteFloat | None = Field(None, ge=0, le=2, description="highlight strength")
+    table_rgb: list[FiniteFloat] | None = Field(None, min_length=3, max_length=3)
+    background_rgb: list[FiniteFloat] | None = Field(None, min_length=3, max_length=3)
+    shadow_strength: FiniteFloat | None = Field(None, ge=0, le=0.95, description="contact shadow darkness")
+    noise_std: FiniteFloat | None = Field(None, ge=0, le=0.5, description="sensor noise, in [0, 1] pixel units")
+
+
 class RenderRequest(_In):
-    """A scene to draw. Width and height default to the network's image size (64)."""
+    """A scene to draw. Size: ``width`` and ``height``; one of them alone makes a square; with
+    neither, the ``image`` an /infer answer records (scaled down to fit the render limit, aspect
+    kept), else the network's image size (64)."""
 
     objects: list[SceneObject] = Field(default_factory=list, max_length=64,
                                        description="at most N objects (GET /v1/model: max_objects)")
     width: int | None = Field(None, ge=1, le=RENDER_SIDE_CAP, description="pixels; the limit is "
                                                                             "AIRSCENE_MAX_RENDER_SIDE")
     height: int | None = Field(None, ge=1, le=RENDER_SIDE_CAP)
+    image: RecordedImage | None = Field(None, description="size of the image an /infer answer came from; "
+                                                          "the default size when width and height are not given")
+    camera: CameraIn | None = Field(None, description="the camera to render from (the /infer camera schema); "
+                                                      "default: the deployment's or the world's camera")
+    look: LookIn | None = Field(None, description="the look (lights, shading, table, sensor); default: the "
+                                                  "world's own")
+
+    def size(self, default: int, max_side: int) -> tuple[int, int]:
+        """(width, height) to render: as asked; else the recorded image's, scaled down to fit
+        ``max_side``; else ``default`` square. An asked size above ``max_side`` is the caller's
+        to refuse."""
+        if self.width or self.height:
+            return self.width or self.height, self.height or self.width  # type: ignore[return-value]
+        if self.image is None:
+            return default, default
+        w, h = self.image.width, self.image.height
+        k = min(1.0, max_side / max(w, h))
+        return max(1, round(w * k)), max(1, round(h * k))
 
     model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{
         "objects": [{"shape": "cube", "color": "red", "position": {"x": 0.1, "y": -0.05},
@@ -106,6 +159,9 @@ class InferParams(_In):
     min_confidence: float = Field(0.0, ge=0.0, le=1.0, description="drop objects whose confidence "
                                                                    "is below this")
     format: Literal["json", "ros"] = Field("json", description="'ros': vision_msgs/Detection3DArray")
+    camera: str | None = Field(None, max_length=4096, description="the image's camera as JSON (position, orientation, "
+                                                                 "intrinsics: see GET /v1/model's camera_envelope); "
+                                                                 "with multipart, a 'camera' field does the same")
 
 
 class DetectedObject(_Out):
@@ -123,8 +179,10 @@ class DetectedObject(_Out):
 
 
 class CameraInfo(_Out):
-    """The fixed camera, for the image size of the answer. Optical frame: x right, y down,
-    z forward (ROS camera convention); ``orientation`` is that frame in the world frame."""
+    """The camera of the image (the one sent, else the deployment's or the world's default),
+    for the image size of the answer. Optical frame: x right, y down, z forward (ROS camera
+    convention); ``orientation`` is that frame in the world frame. ``fov_deg`` is vertical;
+    ``look_at`` is where the optical axis meets the table, ``distance_m`` how far away."""
 
     position: Vector3
     orientation: Quaternion
@@ -162,9 +220,10 @@ class Timing(_Out):
     total: float
 
 
-class InferResponse(_Out):
-    objects: list[DetectedObject]
-    count: int
+class InferContext(_Out):
+    """What every /infer answer carries beside its objects, in either format. A subclass's own
+    fields come first in the JSON (``objects``, ``count``; ``header``, ``detections``), these after."""
+
     frame_id: str = FRAME_ID
     units: dict[str, str] = Field(default_factory=lambda: dict(UNITS))
     image: ImageSize
@@ -173,6 +232,17 @@ class InferResponse(_Out):
     refine_steps: int
     batch_size: int
     timing_ms: Timing
+
+    @model_serializer(mode="wrap")
+    def _own_fields_first(self, handler: SerializerFunctionWrapHandler) -> dict:
+        data = handler(self)
+        own = [k for k in data if k not in InferContext.model_fields]
+        return {**{k: data[k] for k in own}, **{k: v for k, v in data.items() if k not in own}}
+
+
+class InferResponse(InferContext):
+    objects: list[DetectedObject]
+    count: int
 
 
 # ---------------------------------------------------------------- ROS (vision_msgs)
@@ -220,20 +290,12 @@ class RosDetection3D(_Out):
     id: str
 
 
-class RosInferResponse(_Out):
+class RosInferResponse(InferContext):
     """``header`` and ``detections`` are a vision_msgs/Detection3DArray; the other fields are
     the same context as the JSON answer."""
 
     header: RosHeader
     detections: list[RosDetection3D]
-    frame_id: str = FRAME_ID
-    units: dict[str, str] = Field(default_factory=lambda: dict(UNITS))
-    image: ImageSize
-    camera: CameraInfo
-    model: ModelRef
-    refine_steps: int
-    batch_size: int
-    timing_ms: Timing
 
 
 # ---------------------------------------------------------------- model, health
@@ -271,6 +333,8 @@ class ModelInfo(_Out):
     table_size_m: float
     placement_area: PlacementArea
     camera: CameraInfo
+    camera_envelope: dict = Field(description="the cameras the model supports (others are refused with a 422): "
+                                              "ranges of elevation, distance, vertical fov, roll, aspect, look-at radius")
     frame_id: str = FRAME_ID
     units: dict[str, str] = Field(default_factory=lambda: dict(UNITS))
     orientation_note: str = ("/render accepts any orientation quaternion (full 3D); the prior and "
@@ -282,3 +346,13 @@ class ModelInfo(_Out):
 class Status(_Out):
     status: str
     detail: str | None = None
+
+
+class ServiceLimits(_Out):
+    """The limits this server enforces (its ``AIRSCENE_*`` settings), for clients and the page."""
+
+    max_refine_steps: int = Field(description="largest 'refine' of POST /infer")
+    max_images: int = Field(description="most images in one POST /infer")
+    max_body_bytes: int = Field(description="largest request body, bytes")
+    max_pixels: int = Field(description="most pixels in one image")
+    max_render_side: int = Field(description="largest width or height of POST /render")

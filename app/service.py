@@ -21,12 +21,16 @@ import torch
 
 from app import convert
 from app.batcher import MicroBatcher, QueueFull
+from app.camera import CameraIn, load_camera_file, parse_camera, to_cameras
 from app.config import Settings
 from app.engine import Engine, InferItem, InferResult
-from app.errors import NotImplementedOption, Unavailable, Unprocessable
+from app.errors import Unavailable, Unprocessable
 from app.images import decode_image
 from app.metrics import Metrics
+from renderer.camera import camera_dict
 from app.schemas import (
+    CameraInfo,
+    RecordedImage,
     ImageSize,
     InferParams,
     InferResponse,
@@ -53,6 +57,8 @@ class ModelService:
         self.settings = settings
         self.metrics = metrics
         self.engine: Engine | None = None
+        self.default_camera: CameraIn | None = None  # AIRSCENE_CAMERA, read when the model loads
+        self._info: ModelInfo | None = None
         self.state: State = "loading"
         self.error: str | None = None
         threads = settings.torch_threads()
@@ -89,6 +95,7 @@ class ModelService:
         try:
             t = time.perf_counter()
             self.engine = await loop.run_in_executor(self._torch, self._load_sync)
+            self._info = convert.model_info(self.engine)
         except Exception as e:  # noqa: BLE001 - reported by /readyz and the log
             self.state, self.error = "failed", f"{type(e).__name__}: {e}"
             log.error("could not load the model: %s", self.error)
@@ -103,8 +110,9 @@ class ModelService:
         log.info("model %s ready on %s in %.1f s", self.engine.version, self.engine.device, time.perf_counter() - t)
 
     def _load_sync(self) -> Engine:
+        if self.settings.camera is not None:
+            self.default_camera = load_camera_file(self.settings.camera)
         engine = Engine.load(self.settings.weights, self.settings.device)
-        engine.info()  # computed here, in the torch thread, not on the event loop later
         if self.settings.warmup:
             engine.warmup(self.settings.max_batch)
         return engine
@@ -117,56 +125,101 @@ class ModelService:
             raise Unavailable(f"the model failed to load: {self.error}", retry_after_s=60)
         raise Unavailable("the model is loading; retry shortly", retry_after_s=2)
 
-    # ---- operations -------------------------------------------------------------------------
-    async def infer(self, images: list[bytes], params: InferParams,
-                    loc: tuple[str | int, ...] = ("body",)) -> list[InferResponse | RosInferResponse]:
-        """Image bytes -> one answer per image, in order.
-
-        loc: where the images came from, for error details; the i-th image is ``(*loc, i)``
-        when there are several.
-        """
-        t0 = time.perf_counter()
-        engine = self.ready_engine()
+    # ---- limits: every request limit the service checks itself, in one place ------------------
+    def check_infer(self, images: list[bytes], params: InferParams, loc: tuple[str | int, ...]) -> None:
+        """422 for more images than ``max_images`` or more refinement steps than ``max_refine_steps``.
+        (Body size and pixel count are checked before and while reading: ``app.middleware``,
+        ``app.images``.)"""
         s = self.settings
         if len(images) > s.max_images:
             raise Unprocessable(loc, f"{len(images)} images in one request; the limit is {s.max_images}")
         if params.refine > s.max_refine_steps:
             raise Unprocessable(("query", "refine"), f"refine = {params.refine} is above the limit "
                                                      f"{s.max_refine_steps} (AIRSCENE_MAX_REFINE_STEPS)")
-        if params.refine and not engine.can_refine:
-            raise NotImplementedOption("refine is not available in this build (no inference.refine)")
+
+    def check_render(self, height: int, width: int) -> None:
+        """422 for a /render side above ``max_render_side``."""
+        for name, value in (("width", width), ("height", height)):
+            if value > self.settings.max_render_side:
+                raise Unprocessable(("body", name), f"{name} {value} is above the limit "
+                                                    f"{self.settings.max_render_side} (AIRSCENE_MAX_RENDER_SIDE)")
+
+    # ---- operations -------------------------------------------------------------------------
+    def cameras_for(self, count: int, params: InferParams, fields: list[str]) -> list[tuple[CameraIn | None, tuple]]:
+        """Per image, the camera stated for it and where it came from (for 422s): the multipart
+        ``camera`` fields (one for all images, or one each), else the ``camera`` query
+        parameter, else the deployment's default (None: the world's own camera)."""
+        if fields and params.camera:
+            raise Unprocessable(("query", "camera"), "send the camera once: as a multipart 'camera' field or as "
+                                                     "the 'camera' query parameter, not both")
+        if len(fields) not in (0, 1, count):
+            raise Unprocessable(("body", "camera"), f"{len(fields)} camera fields for {count} images: send one "
+                                                    "camera for all images or one per image")
+        if fields:
+            locs = [("body", "camera") if len(fields) == 1 else ("body", "camera", i) for i in range(len(fields))]
+            parsed = [(parse_camera(t, where), where) for t, where in zip(fields, locs)]
+        elif params.camera:
+            parsed = [(parse_camera(params.camera, ("query", "camera")), ("query", "camera"))]
+        else:
+            parsed = [(self.default_camera, ("settings", "camera"))]
+        return parsed * count if len(parsed) == 1 else parsed
+
+    async def infer(self, images: list[bytes], params: InferParams,
+                    loc: tuple[str | int, ...] = ("body",), cameras: list[str] | None = None,
+                    ) -> list[InferResponse | RosInferResponse]:
+        """Image bytes -> one answer per image, in order.
+
+        loc: where the images came from, for error details; the i-th image is ``(*loc, i)``
+        when there are several. cameras: the camera JSON texts sent beside the images.
+        """
+        t0 = time.perf_counter()
+        engine = self.ready_engine()
+        self.check_infer(images, params, loc)
+        specs = self.cameras_for(len(images), params, cameras or [])
         try:
             self.batcher.check_room(len(images))  # refuse before spending time decoding
             self.batcher.announce(len(images))
             try:
                 loop = asyncio.get_running_loop()
-                decoded = await loop.run_in_executor(self._decode, self._decode_all, engine, images, params, loc)
+                decoded = await loop.run_in_executor(self._decode, self._decode_all, engine, images, params, loc, specs)
             finally:
                 self.batcher.withdraw(len(images))
             results = await self.batcher.submit([item for item, _ in decoded])
         except QueueFull as e:
             raise Unavailable(str(e), e.retry_after_s) from None
         self.metrics.images.inc(len(images))
-        answers: list[InferResponse | RosInferResponse] = []
-        for (item, decode_ms), timed in zip(decoded, results, strict=True):
-            r = timed.result
-            answer = InferResponse(
-                objects=r.objects, count=len(r.objects), image=ImageSize(width=item.width, height=item.height),
-                camera=r.camera, model=ModelRef(version=engine.version, device=str(engine.device)),
-                refine_steps=params.refine, batch_size=r.batch_size,
-                timing_ms=Timing(decode=round(decode_ms, 3), queue=round(timed.queue_ms, 3),
-                                 inference=round(r.inference_ms, 3), refine=round(r.refine_ms, 3),
-                                 total=round((time.perf_counter() - t0) * 1000, 3)))
-            answers.append(convert.to_ros(answer, engine.world, time.time_ns()) if params.format == "ros" else answer)
-        return answers
+        return [self._answer(engine, item, decode_ms, timed, params, t0)
+                for (item, decode_ms), timed in zip(decoded, results, strict=True)]
+
+    def _answer(self, engine: Engine, item: InferItem, decode_ms: float, timed, params: InferParams,
+                t0: float) -> InferResponse | RosInferResponse:
+        """One image's answer schema (JSON, or its vision_msgs shape)."""
+        r: InferResult = timed.result
+        found = convert.objects(r, engine.world, item.min_confidence)
+        answer = InferResponse(
+            objects=found, count=len(found), image=ImageSize(width=item.prepared.width, height=item.prepared.height),
+            camera=CameraInfo.model_validate(camera_dict(r.camera)),
+            model=ModelRef(version=engine.version, device=str(engine.device)),
+            refine_steps=params.refine, batch_size=r.batch_size,
+            timing_ms=Timing(decode=round(decode_ms, 3), queue=round(timed.queue_ms, 3),
+                             inference=round(r.infer_ms, 3), refine=round(r.refine_ms, 3),
+                             total=round((time.perf_counter() - t0) * 1000, 3)))
+        return convert.to_ros(answer, engine.world, time.time_ns()) if params.format == "ros" else answer
 
     def _decode_all(self, engine: Engine, images: list[bytes], params: InferParams,
-                    loc: tuple[str | int, ...]) -> list[tuple[InferItem, float]]:
+                    loc: tuple[str | int, ...], specs: list[tuple[CameraIn | None, tuple]],
+                    ) -> list[tuple[InferItem, float]]:
         out = []
-        for i, data in enumerate(images):
+        for i, (data, (spec, where)) in enumerate(zip(images, specs)):
             t = time.perf_counter()
-            image = decode_image(data, self.settings.max_pixels, (*loc, i) if len(images) > 1 else loc)
-            item = engine.preprocess(image, params.refine, params.min_confidence)
+            image = decode_image(data, self.settings.max_pixels, (*loc, i) if len(images) > 1 else loc,
+                                 draft_side=3 * engine.image_size)
+            width, height = image.info.get("full_size", image.size)
+            try:
+                camera = None if spec is None else to_cameras(spec, height, width)
+                item = engine.preprocess(image, params.refine, params.min_confidence, camera, (height, width))
+            except ValueError as e:
+                raise Unprocessable(where, str(e)) from None
             out.append((item, (time.perf_counter() - t) * 1000))
         return out
 
@@ -177,6 +230,17 @@ class ModelService:
     async def render(self, request: RenderRequest) -> bytes:
         """A scene -> PNG bytes, rendered in the torch thread."""
         engine = self.ready_engine()
+        spec = request.camera if request.camera is not None else self.default_camera
+        if spec is not None and spec.width and not (request.width or request.height or request.image):
+            request = request.model_copy(update={"image": RecordedImage(width=spec.width, height=spec.height)})
+        height, width = convert.render_size(request, engine.image_size, self.settings.max_render_side)
+        self.check_render(height, width)
+        scene = convert.scene_from_objects(request.objects, engine.world)
+        try:
+            camera = None if spec is None else to_cameras(spec, height, width)
+        except ValueError as e:
+            raise Unprocessable(("body", "camera"), str(e)) from None
+        look = convert.look_from(request.look, engine.world)
         if self._renders_waiting >= self.settings.max_queue:
             self.metrics.queue_rejections.inc()
             raise Unavailable(f"the render queue is full ({self._renders_waiting} waiting)", retry_after_s=1)
@@ -184,11 +248,13 @@ class ModelService:
         try:
             t = time.perf_counter()
             png = await asyncio.get_running_loop().run_in_executor(
-                self._torch, engine.render_png, request, self.settings.max_render_side)
+                self._torch, engine.render_png, scene, height, width, camera, look)
             self.metrics.render_seconds.observe(time.perf_counter() - t)
             return png
         finally:
             self._renders_waiting -= 1
 
     def info(self) -> ModelInfo:
-        return self.ready_engine().info()
+        self.ready_engine()
+        assert self._info is not None  # set with the engine
+        return self._info

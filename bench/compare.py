@@ -13,11 +13,11 @@ Methods (rows):
 - AIR, the shipped weights (``--air``), greedy, one forward pass; and AIR + test-time refinement
   (``--refine`` Adam steps on pose through the soft renderer, ``inference.refine``).
 - DAIR (``--dair``): difference AIR trained with AIR's budget, its teacher-forced residuals
-  read from canvases rendered once with pose jitter (``inference.dair_canvas``).
+  read from canvases rendered once with pose jitter (``training.dair_canvas``).
 - Supervised (``--supervised``): AIR's encoder with N fixed slots, each reading the image by
   its own attention, trained on the same labels and budget with a set loss and AIR's attention
-  target (``inference.supervised``).
-- Render-and-compare (``inference.analysis_by_synthesis``) at each ``--rc-budgets`` entry
+  target (``experiments.supervised``).
+- Render-and-compare (``experiments.render_and_compare``) at each ``--rc-budgets`` entry
   STARTSxSTEPS, on the first ``--rc-scenes`` held-out scenes (it costs seconds per image). Its
   per-object count penalty is calibrated per budget on ``--rc-calibrate`` other labelled scenes
   (0 = the default penalty); calibration time is not counted in ms per image.
@@ -25,7 +25,7 @@ Methods (rows):
 Weights that are missing make a "not trained" row with the command that trains them; nothing is
 made up. Held-out scenes are prior samples (counts uniform in 0..N) rendered exactly as the
 training data, from a generator seeded far from every dataset chunk's seed
-(``bench.methods.HELD_OUT_SEED_BASE``); the report also counts held-out scenes found in the
+(``inference.evaluate.held_out_set``); the report also counts held-out scenes found in the
 training set (expected 0).
 
 Writes ``--out`` (markdown, default bench/results/compare.md) and the plot beside it (.png:
@@ -47,26 +47,24 @@ from pathlib import Path
 import torch
 
 from bench.methods import (
-    CALIBRATION_SEED_BASE,
     Method,
     Result,
-    air_predict,
     budget_note,
     check_world,
     fmt_ms,
     git_commit,
-    held_out_set,
     leaked,
     load_model,
     machine,
     metric_cells,
     run_method,
-    score,
+    score_first,
     stamp,
     supervised_predict,
     train_command,
 )
-from inference.analysis_by_synthesis import calibrate_penalty, fit, parse_budget
+from experiments.render_and_compare import calibrate_penalty, fit, parse_budget
+from inference.evaluate import CALIBRATION_SEED_BASE, air_predict, held_out_set
 from renderer.world import World
 
 AIR_ROW, REFINED_ROW, DAIR_ROW, SUPERVISED_ROW = "AIR", "AIR + refinement", "DAIR", "Supervised"
@@ -149,7 +147,7 @@ def targets(results: list[Result], truth, world: World) -> list[str]:
         good, rows = [], []
         for r in rc:
             n = r.pred.batch_size
-            a = score(air, truth, world, first=n)
+            a = score_first(air, truth, world, n)
             c, s = r.summary["count_accuracy"], r.summary["shape_accuracy"]
             as_good = a["count_accuracy"] >= c and a["shape_accuracy"] >= s
             ratio1, ratio_b = r.ms_batch1 / air.ms_batch1, r.ms_batched / air.ms_batched

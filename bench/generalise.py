@@ -10,14 +10,14 @@
 For AIR, DAIR and the supervised counterpart each. The world is unchanged (N = 3 slots, so a
 network can answer 3 even if it never saw 3); only the training scenes' counts differ: each
 variant trains on the scenes of the shipped model's dataset (data/train, data/val) whose count is
-allowed (``python -m inference.train --counts=0,1,2``; the prior draws the count uniformly and
+allowed (``python -m training.train --counts=0,1,2``; the prior draws the count uniformly and
 independently of the objects, so keeping the scenes with an allowed count is exactly sampling
 the prior restricted to those counts). The variants train with a smaller budget than the
 shipped model (``--iters``); the report reads each one's budget from its weights. Missing
 weights make a "not trained" row with the command.
 
 Writes ``--out`` (default bench/results/generalise.md) and prints it. Held-out scenes come from
-``bench.methods.held_out_set`` (seeded far from every dataset chunk seed).
+``inference.evaluate.held_out_set`` (seeded far from every dataset chunk seed).
 """
 
 from __future__ import annotations
@@ -33,11 +33,9 @@ import torch
 from bench.methods import (
     Method,
     Result,
-    air_predict,
     budget_note,
     check_world,
     git_commit,
-    held_out_set,
     load_model,
     machine,
     metric_cells,
@@ -46,6 +44,7 @@ from bench.methods import (
     supervised_predict,
     train_command,
 )
+from inference.evaluate import air_predict, held_out_set
 from renderer.world import World
 
 EXTRAPOLATION_TARGET = 0.90  # DAIR's count accuracy on 3 objects after training on 0..2

@@ -1,5 +1,6 @@
-"""What ``bench.compare`` and ``bench.generalise`` share: the held-out set, the methods as
-image -> scene functions, scoring and timing them, training commands and the report's cells.
+"""What ``bench.compare`` and ``bench.generalise`` share: the methods as image -> scene
+functions, scoring (``inference.evaluate.evaluate`` on ``inference.evaluate.held_out_set``) and
+timing them, training commands and the report's cells.
 
 A method is ``predict(images (B, 3, S, S) float in [0, 1]) -> SceneBatch (B, N)``, or "not
 trained" (its weights are missing: no number is made up; the report prints the command that
@@ -12,7 +13,6 @@ import math
 import statistics
 import subprocess
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,21 +20,12 @@ import numpy as np
 import torch
 
 from bench.render import machine  # noqa: F401  (re-exported for the report writers)
+from experiments.supervised import load_supervised, predict_slots
 from inference.checkpoint import load_weights
-from inference.metrics import add_batch, scores_for
-from inference.predict import infer, to_scene
-from inference.refine import refine
-from inference.supervised import load_supervised, predict
-from renderer.dataset import render_images
-from renderer.prior import sample_scenes
+from inference.evaluate import Predict, evaluate, score
+from inference.infer import to_scene
 from renderer.scene import SceneBatch
 from renderer.world import World
-
-# Held-out scenes are drawn from a generator seeded HELD_OUT_SEED_BASE + seed. Datasets seed
-# chunk i of ``--seed s`` with s * 1_000_003 + i, so a small seed used directly (7) would draw
-# the very scenes of chunk 7 of data/train (measured: about a quarter of 200 scenes identical).
-HELD_OUT_SEED_BASE = 1 << 40
-CALIBRATION_SEED_BASE = 1 << 41  # render-and-compare's penalty is tuned on another disjoint set
 
 # The shipped AIR's training budget (runs/air/config.json), used for commands when no AIR
 # weights are there to read it from.
@@ -43,25 +34,11 @@ SHIPPED_BUDGET = {"data": "data/train", "val_data": "data/val", "batch_size": 64
 BUDGET_KEYS = ("data", "val_data", "counts", "batch_size", "max_iters", "lr", "min_lr", "warmup_iters",
                "eval_interval", "eval_scenes", "threads", "channels", "hidden", "seed")
 
-# DAIR trains on teacher-forced canvases rendered once, with pose jitter (``inference.dair_canvas``;
+# DAIR trains on teacher-forced canvases rendered once, with pose jitter (``training.dair_canvas``;
 # measured with 3000 iterations on 0..2 objects: best validation count 85.0% with it, 81.6% without;
 # on 3 objects 97.0% and 95.0%). Its command makes them from the training data first (a no-op when
 # they are there).
 DAIR_JITTER_CM, DAIR_JITTER_DEG = 0.25, 2.0
-
-Predict = Callable[[torch.Tensor], SceneBatch]
-
-
-def held_out_set(world: World, scenes: int, seed: int, objects: int | None = None,
-                 base: int = HELD_OUT_SEED_BASE) -> tuple[torch.Tensor, SceneBatch]:
-    """``scenes`` prior scenes (exactly ``objects`` objects each if given), rendered as the
-    training data is: images (B, 3, S, S) float in [0, 1] and the true SceneBatch (B, N)."""
-    scene = sample_scenes(world, scenes, generator=torch.Generator().manual_seed(base + seed), counts=objects)
-    images = torch.cat([render_images(scene.select(slice(lo, lo + 250)), world)
-                        for lo in range(0, scenes, 250)]) if scenes else torch.zeros(0, world.image_size,
-                                                                                       world.image_size, 3)
-    return images.permute(0, 3, 1, 2).float() / 255.0, scene
-
 
 def leaked(truth: SceneBatch, data_dir: str | Path) -> int | None:
     """How many held-out scenes with objects appear in a training set (same first object's
@@ -117,15 +94,8 @@ class Result:
         return self.summary is not None
 
 
-def air_predict(model, world: World, refine_steps: int = 0) -> Predict:
-    def run(images: torch.Tensor) -> SceneBatch:
-        scene = to_scene(infer(model, images, world).objects, world)
-        return refine(scene, images, world, refine_steps) if refine_steps else scene
-    return run
-
-
 def supervised_predict(model, world: World) -> Predict:
-    return lambda images: to_scene(predict(model, images), world)
+    return lambda images: to_scene(predict_slots(model, images), world)
 
 
 def load_model(path: str | Path, kind: str):
@@ -156,18 +126,18 @@ def budget_note(meta: dict) -> str:
 
 def train_command(objective: str, out_dir: str, export: str, dair: bool = False,
                   budget: dict | None = None) -> str:
-    """The ``python -m inference.train`` line with the given budget (default: the shipped one)."""
+    """The ``python -m training.train`` line with the given budget (default: the shipped one)."""
     b = {**SHIPPED_BUDGET, **{k: v for k, v in (budget or {}).items() if k in BUDGET_KEYS}}
     flags = [f"--objective={objective}"] + (["--dair=True"] if dair else [])
     flags += [f"--{k}={b[k]}" for k in BUDGET_KEYS if k in b]
     prefix = ""
     if dair:
         canvas = f"{b['data']}-canvas-j{round(DAIR_JITTER_CM * 100)}"
-        prefix = (f"python -m inference.dair_canvas --data={b['data']} --out={canvas} --jitter_cm={DAIR_JITTER_CM} "
+        prefix = (f"python -m training.dair_canvas --data={b['data']} --out={canvas} --jitter_cm={DAIR_JITTER_CM} "
                   f"--jitter_deg={DAIR_JITTER_DEG} && ")
         flags.append(f"--dair_canvas={canvas}")
     flags += [f"--out_dir={out_dir}", f"--export={export}"]
-    return prefix + "python -m inference.train " + " ".join(flags)
+    return prefix + "python -m training.train " + " ".join(flags)
 
 
 # ---- scoring and timing -----------------------------------------------------------------------
@@ -184,24 +154,23 @@ def run_method(method: Method, images: torch.Tensor, truth: SceneBatch, world: W
         t = time.perf_counter()
         method.predict(images[i : i + 1])
         one.append((time.perf_counter() - t) * 1000)
-    preds, spent = [], 0.0
-    for lo in range(0, n, method.batch):
+    spent = 0.0
+
+    def timed(x: torch.Tensor) -> SceneBatch:
+        nonlocal spent
         t = time.perf_counter()
-        preds.append(method.predict(images[lo : lo + method.batch]))
+        out = method.predict(x)
         spent += time.perf_counter() - t
-    pred = SceneBatch(*(torch.cat([getattr(p, f) for p in preds]) for f in
-                        ("present", "shape", "color", "position", "yaw")))
-    result = Result(method, pred, None, statistics.median(one) if one else math.nan, spent * 1000 / max(n, 1))
-    result.summary = score(result, truth, world)
-    return result
+        return out
+
+    summary, pred = evaluate(timed, images[:n], truth.select(slice(0, n)), world, batch=method.batch)
+    return Result(method, pred, summary, statistics.median(one) if one else math.nan, spent * 1000 / max(n, 1))
 
 
-def score(result: Result, truth: SceneBatch, world: World, first: int | None = None) -> dict:
-    """Metrics summary of a result on its first ``first`` scenes (all it scored by default)."""
-    n = result.pred.batch_size if first is None else min(first, result.pred.batch_size)
-    scores = scores_for(world)
-    add_batch(scores, result.pred.select(slice(0, n)), truth.select(slice(0, n)))
-    return scores.summary()
+def score_first(result: Result, truth: SceneBatch, world: World, first: int) -> dict:
+    """Metrics summary of a result on its first ``first`` scenes."""
+    n = min(first, result.pred.batch_size)
+    return score(result.pred.select(slice(0, n)), truth.select(slice(0, n)), world)
 
 
 def count_ci(p: float, n: int) -> float:

@@ -1,9 +1,11 @@
 """How fast is /infer over HTTP, beside the same model called in-process?
 
     python -m bench.serve [--weights W] [--requests 400] [--concurrency 1,4,16]
+    python -m bench.serve --frame 640x480 --jpeg        # a camera-sized JPEG, as a robot sends
 
-Starts the service in a child process (uvicorn, as ``make serve`` does), renders one 64x64 PNG
-of a prior scene, and sends it to /infer from ``concurrency`` keep-alive connections at once
+Starts the service in a child process (uvicorn, as ``make serve`` does), renders one PNG of a
+prior scene at the network's size (or, with ``--frame WxH``, at that size from the world's
+camera, as a PNG or with ``--jpeg`` a quality-90 JPEG), and sends it to /infer from ``concurrency`` keep-alive connections at once
 (a minimal HTTP/1.1 client on asyncio, so the load generator costs little CPU). Then it runs the
 same pipeline in this process without HTTP: decode + preprocess + forward, batch 1 and batched.
 Prints p50/p99 latency and throughput per concurrency and the HTTP/in-process ratios.
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import httpx
 import torch
+from PIL import Image
 
 from app.config import DEFAULT_WEIGHTS, Settings
 from app.engine import Engine
@@ -36,21 +39,31 @@ from renderer.render import render
 from renderer.world import World
 
 
-def scene_png(world: World, size: int, seed: int = 3) -> bytes:
-    """One prior scene with 2 objects, rendered at 2x and box-filtered, as the training data is."""
+def scene_image(world: World, height: int, width: int, jpeg: bool = False, seed: int = 3) -> bytes:
+    """One prior scene with 2 objects seen by the world's camera, rendered at 2x and box-filtered
+    (as the training data is), as PNG or quality-90 JPEG bytes."""
     scene = sample_scenes(world, 1, seed=seed, counts=2)
     with torch.no_grad():
-        img = render(scene, world, "hard", size * 2, size * 2).permute(0, 3, 1, 2)
+        img = render(scene, world, "hard", height * 2, width * 2).permute(0, 3, 1, 2)
         img = torch.nn.functional.avg_pool2d(img, 2).permute(0, 2, 3, 1)[0]
-    return encode_png((img * 255).round().to(torch.uint8).numpy())
+    rgb = (img * 255).round().to(torch.uint8).numpy()
+    if not jpeg:
+        return encode_png(rgb)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
 
 
 # ---------------------------------------------------------------- HTTP load
 
 
+def mime(body: bytes) -> str:
+    return "image/jpeg" if body.startswith(b"\xff\xd8") else "image/png"
+
+
 async def _one_connection(port: int, body: bytes, count: int, latencies: list[float]) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    head = (f"POST /infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+    head = (f"POST /infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {mime(body)}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n").encode()
     try:
         for _ in range(count):
@@ -113,7 +126,11 @@ def in_process(engine: Engine, body: bytes, batch: int, images: int, max_pixels:
     t0 = time.perf_counter()
     for _ in range(max(1, images // batch)):
         t = time.perf_counter()
-        items = [engine.preprocess(decode_image(body, max_pixels)) for _ in range(batch)]
+        items = []
+        for _ in range(batch):  # as the service does: a reduced JPEG decode where it can, at the full size's camera
+            image = decode_image(body, max_pixels, draft_side=3 * engine.image_size)
+            width, height = image.info.get("full_size", image.size)
+            items.append(engine.preprocess(image, full_size=(height, width)))
         engine.infer_batch(items)
         latencies.append(time.perf_counter() - t)
     return latencies, time.perf_counter() - t0
@@ -132,16 +149,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: the service's default)")
     parser.add_argument("--max-batch", type=int, default=16, help="AIRSCENE_MAX_BATCH")
     parser.add_argument("--max-wait-ms", type=float, default=2.0, help="AIRSCENE_MAX_WAIT_MS")
+    parser.add_argument("--frame", default="", help="WxH: send an image of this size (default: the network's size)")
+    parser.add_argument("--jpeg", action="store_true", help="send it as a quality-90 JPEG instead of a PNG")
     args = parser.parse_args()
 
     settings = Settings(_env_file=None, weights=args.weights, threads=args.threads)  # type: ignore[call-arg]
     threads = settings.torch_threads()
     torch.set_num_threads(threads)
     engine = Engine.load(args.weights, "cpu")
-    body = scene_png(engine.world, engine.image_size)
+    width, height = (int(v) for v in args.frame.split("x")) if args.frame else (engine.image_size,) * 2
+    body = scene_image(engine.world, height, width, args.jpeg)
     levels = [int(c) for c in args.concurrency.split(",")]
-    print(f"# bench.serve: {args.weights.name} ({engine.version}), {len(body)}-byte {engine.image_size}x"
-          f"{engine.image_size} PNG, cpu, {threads} torch thread(s), {os.cpu_count()} cores, "
+    print(f"# bench.serve: {args.weights.name} ({engine.version}), {len(body)}-byte {width}x{height} "
+          f"{'JPEG' if args.jpeg else 'PNG'}, cpu, {threads} torch thread(s), {os.cpu_count()} cores, "
           f"max_batch {args.max_batch}, max_wait {args.max_wait_ms} ms")
 
     # in-process first (the server is not running yet, so nothing competes for the cores)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from inference.model import AIR, AIRConfig
+from inference.network import AIR
 from renderer.world import World
 
 
@@ -57,9 +57,20 @@ def save_weights(model: AIR, world: World, path: str | Path, meta: dict[str, Any
     write_weights(model, {"air": model.config.to_dict(), "world": world.to_dict(), "meta": meta or {}}, path)
 
 
-def load_weights(path: str | Path, device: torch.device | str = "cpu") -> tuple[AIR, World, dict[str, Any]]:
-    """Load shipped weights -> (model in eval mode, its world, metadata)."""
+def load_weights(path: str | Path, device: torch.device | str = "cpu",
+                 network: type[AIR] = AIR) -> tuple[AIR, World, dict[str, Any]]:
+    """Load AIR weights -> (model in eval mode, its world, metadata). ``network``: the class to
+    build (an ``AIR`` subclass, e.g. ``experiments.anchored.AnchoredAIR``); its ``config_type``
+    reads the ``"air"`` config.
+
+    ValueError naming the file when its config holds no AIR network (the supervised
+    counterpart's weights, say: they describe another model under another key)."""
     doc = read_config(path)
-    model = AIR(AIRConfig.from_dict(doc["air"]))
+    if "air" not in doc:
+        other = [k for k in doc if k not in ("world", "meta")]
+        raise ValueError(f"{path} is not AIR network weights: its config {config_path(path).name} has "
+                         f"{other or 'no model'} where an 'air' section should be (the supervised counterpart "
+                         "and other baselines are loaded by their own modules, not served)")
+    model = network(network.config_type.from_dict(doc["air"]))
     load_tensors(model, path)
     return model.to(device).eval(), World.from_dict(doc["world"]), doc.get("meta", {})

@@ -15,10 +15,8 @@ from renderer.world import World
 
 POSITION_LR = 0.003  # metres per Adam step
 YAW_LR = 0.03  # radians per Adam step
-# Edge blur of the soft rendering compared with the image. 0.25 px, not the renderer's default
-# 0.5: the wider rim biases the fit against the box-filtered images. Measured on 40 held-out
-# scenes, 20 steps, shipped weights: position median 0.25 -> 0.11 cm (p90 0.50 -> 0.27) at
-# 0.25 px; no gain at 0.5 px (0.25 -> 0.26 cm).
+# Edge blur (px) of the soft rendering compared with the image: narrower than the renderer's
+# default 0.5, whose wider rim biases the fit against the box-filtered images (model card).
 BLUR_PX = 0.25
 
 

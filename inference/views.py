@@ -17,12 +17,13 @@ learning), and the yaw gets the ray's azimuth back.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
-from renderer.pinhole import Cameras, canonical_cameras, coverage, warp_images
+from renderer.pinhole import Cameras, canonical_cameras, coverage, spec_cameras, warp_images
 from renderer.scene import SceneBatch
 from renderer.world import World
 
@@ -30,8 +31,9 @@ NUM_CAMERA_FEATURES = 3
 _DISTANCE_CENTRE, _DISTANCE_SCALE = 1.15, 0.45
 
 
-class ViewInput(NamedTuple):
-    """What the network reads for B images.
+@dataclass(frozen=True)
+class ViewInput:
+    """What the network reads for B images; ``v[lo:hi]`` selects images.
 
     pixels: (B, 3, S, S) float in [0, 1], the canonical views (0 where the camera saw nothing).
     coverage: (B, 1, S, S) float 0/1, where the camera's image reaches.
@@ -43,6 +45,41 @@ class ViewInput(NamedTuple):
     coverage: torch.Tensor
     features: torch.Tensor
     view: Cameras
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.pixels.shape
+
+    def __getitem__(self, index: slice) -> ViewInput:
+        return ViewInput(self.pixels[index], self.coverage[index], self.features[index], self.view.select(index))
+
+    def to(self, device: torch.device | str) -> ViewInput:
+        return ViewInput(self.pixels.to(device), self.coverage.to(device), self.features.to(device),
+                         self.view.to(device))
+
+
+@dataclass(frozen=True)
+class CameraImages:
+    """B camera images of one size with their cameras; ``c[lo:hi]`` selects images.
+
+    pixels: (B, 3, H, W) float in [0, 1]. cameras: B cameras for H x W images.
+    """
+
+    pixels: torch.Tensor
+    cameras: Cameras
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.pixels.shape
+
+    def __getitem__(self, index: slice) -> CameraImages:
+        return CameraImages(self.pixels[index], self.cameras.select(index))
+
+
+def views_of(images: CameraImages, world: World) -> ViewInput:
+    """Camera images -> the network's input, each warped to its canonical view (``warp_to_view``)."""
+    return stack_inputs([warp_to_view(images.pixels[i], images.cameras.select(slice(i, i + 1)), world)
+                         for i in range(images.pixels.shape[0])])
 
 
 def view_cameras(cameras: Cameras, world: World) -> Cameras:
@@ -128,3 +165,32 @@ def to_table(centre: torch.Tensor, yaw: torch.Tensor, shape: torch.Tensor, view:
     uv = (centre + 1) / 2 * size
     position = view.lift(uv, rest)
     return position, wrap(yaw + ray_azimuth(view, position[..., :2]))
+
+
+def dataset_views(data, index: np.ndarray, world: World) -> ViewInput:
+    """A photo dataset's images ``index`` (``renderer.dataset.SceneDataset`` made with
+    ``--photo``) as one ``ViewInput``, in the order of ``index``."""
+    pixels = torch.from_numpy(np.array(data.images[index])).permute(0, 3, 1, 2).float().div_(255.0)
+    b, s = len(index), world.image_size
+    coverage_ = torch.zeros(b, 1, s, s)
+    features = torch.zeros(b, NUM_CAMERA_FEATURES)
+    flat = torch.zeros(b, 16)
+    for rows, cams in data.cameras(index):
+        part = view_input(pixels[rows], cams, world)
+        coverage_[rows], features[rows] = part.coverage, part.features
+        v = part.view
+        flat[rows] = torch.cat([v.position, v.rotation.reshape(-1, 9), v.focal, v.principal], dim=1)
+    view = Cameras(flat[:, :3], flat[:, 3:12].reshape(b, 3, 3), flat[:, 12:14], flat[:, 14:16], s, s)
+    return ViewInput(pixels * coverage_, coverage_, features, view)
+
+
+def as_view_input(images: torch.Tensor | CameraImages | ViewInput, world: World) -> ViewInput:
+    """Whatever a caller has -> the view network's input: a ``ViewInput`` as is; camera images
+    warped to their views; a plain image batch (B, 3, H, W) as images from the world's fixed
+    camera (its fov across the shorter side)."""
+    if isinstance(images, ViewInput):
+        return images
+    if not isinstance(images, CameraImages):
+        b, _, h, w = images.shape
+        images = CameraImages(images, spec_cameras(world.camera, b, h, w))
+    return views_of(images, world)

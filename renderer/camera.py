@@ -109,7 +109,15 @@ def _matrix_to_quat(m: torch.Tensor) -> list[float]:
 
 
 def object_bboxes(scene, world: World, height: int, width: int) -> torch.Tensor:
-    """Image-space bounding boxes of each slot's whole mesh (occluded parts included).
+    """``camera_bboxes`` for the world's fixed camera and ``height x width`` images."""
+    from renderer.pinhole import spec_cameras  # local: pinhole imports this module's neighbours
+
+    return camera_bboxes(scene, world, spec_cameras(world.camera, scene.batch_size, height, width).to(scene.position.device))
+
+
+def camera_bboxes(scene, world: World, cameras) -> torch.Tensor:
+    """Image-space bounding boxes of each slot's whole mesh (occluded parts included), in the
+    images of ``cameras`` (``renderer.pinhole.Cameras``, one per scene).
 
     scene: SceneBatch. Returns (B, N, 4) float [u0, v0, u1, v1] in pixels, clipped to the image;
     absent slots are all zeros.
@@ -123,11 +131,33 @@ def object_bboxes(scene, world: World, height: int, width: int) -> torch.Tensor:
     template = lib.verts.to(device)[scene.shape]  # (B, N, V, 3)
     real = torch.arange(template.shape[2], device=device) < lib.num_verts.to(device)[scene.shape][..., None]
     verts = torch.einsum("bnij,bnvj->bnvi", scene.rotation(), template) + scene.position[:, :, None, :]
-    uv, _ = project(verts, world, height, width)  # (B, N, V, 2)
+    uv, _ = cameras.project(verts)  # (B, N, V, 2)
     big = torch.finfo(uv.dtype).max
     lo = torch.where(real[..., None], uv, torch.full_like(uv, big)).amin(dim=2)
     hi = torch.where(real[..., None], uv, torch.full_like(uv, -big)).amax(dim=2)
     box = torch.cat([lo, hi], dim=-1)
-    box[..., 0::2] = box[..., 0::2].clamp(0, width)
-    box[..., 1::2] = box[..., 1::2].clamp(0, height)
+    box[..., 0::2] = box[..., 0::2].clamp(0, cameras.width)
+    box[..., 1::2] = box[..., 1::2].clamp(0, cameras.height)
     return box * scene.present[..., None]
+
+
+def camera_dict(cameras) -> dict:
+    """The first camera of a ``renderer.pinhole.Cameras`` batch as ``camera_info`` states the
+    world's: position, orientation (quaternion x, y, z, w of the optical frame: x right, y down,
+    z forward), intrinsics fx, fy, cx, cy for width x height, the vertical fov, and where the
+    optical axis meets the table (look_at), how far (distance_m) and how steeply (elevation_deg)."""
+    d = {k: float(v[0]) for k, v in cameras.describe().items()}
+    axis = cameras.rotation[0, :, 2].double()
+    position = cameras.position[0].double()
+    look_at = position + d["distance"] * axis
+    r6 = lambda v: round(float(v), 6)  # noqa: E731  (float32 cameras: more digits are noise)
+    fx, fy = (r6(v) for v in cameras.focal[0])
+    cx, cy = (r6(v) for v in cameras.principal[0])
+    return {
+        "position": {k: r6(v) for k, v in zip("xyz", position.tolist())},
+        "orientation": {k: r6(v) for k, v in zip("xyzw", _matrix_to_quat(cameras.rotation[0].double()))},
+        "fov_deg": round(d["fov_deg"], 4), "width": cameras.width, "height": cameras.height,
+        "fx": fx, "fy": fy, "cx": cx, "cy": cy,
+        "look_at": {k: r6(v) for k, v in zip("xyz", look_at.tolist())}, "distance_m": r6(d["distance"]),
+        "elevation_deg": round(d["elevation_deg"], 4), "optical_frame": "x right, y down, z forward",
+    }

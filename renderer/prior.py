@@ -122,3 +122,18 @@ def footprints_overlap(scene: SceneBatch, world: World) -> torch.Tensor:
     scene = scene.blank_absent()  # absent slots may hold out-of-range indices
     radius = mesh_library(world).footprint_radius[scene.shape]
     return _overlapping(scene.position[..., :2], radius, scene.present).any(dim=1)
+
+
+def object_log_density(xy: torch.Tensor, has_yaw: torch.Tensor, world: World, edge_m: float = 0.02) -> torch.Tensor:
+    """log p(shape, colour, x, y, yaw) of one object under the prior, any leading shape (...).
+
+    xy: (..., 2) table position, metres. has_yaw: (...) float, 1 where the shape's yaw is
+    observable (the others carry no yaw term). Shape and colour are uniform; (x, y) is uniform on
+    the placement square with a Gaussian fall-off of ``edge_m`` outside it (so a gradient brings a
+    stray object back instead of meeting -inf; ``sample_scenes`` never draws there); yaw is
+    uniform on [-pi, pi). The non-overlap of footprints is not part of this density.
+    """
+    e = world.placement_half_extent
+    outside = (xy.abs() - e).clamp_min(0.0) / edge_m
+    return -(math.log(len(world.shapes)) + math.log(len(world.colors)) + math.log((2 * e) ** 2)
+             + has_yaw * math.log(2 * math.pi) + 0.5 * (outside**2).sum(-1))

@@ -74,6 +74,18 @@ class SceneBatch:
             None if self.albedo is None else self.albedo[index],
         )
 
+    def put(self, index: torch.Tensor, part: SceneBatch) -> SceneBatch:
+        """A copy with the scenes at ``index`` (B',) replaced by ``part`` (B' scenes, same slots)."""
+        def put(full: torch.Tensor | None, sub: torch.Tensor | None) -> torch.Tensor | None:
+            if full is None:
+                return None
+            full = full.clone()
+            full[index] = sub.to(full.dtype)
+            return full
+
+        return SceneBatch(*(put(getattr(self, f), getattr(part, f)) for f in
+                            ("present", "shape", "color", "position", "yaw", "quat", "albedo")))
+
     def blank_absent(self) -> SceneBatch:
         """The same scenes with every absent slot reset to shape 0, colour 0, the origin, yaw 0
         (and the identity quaternion, black albedo). Present slots are returned bit for bit.

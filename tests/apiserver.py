@@ -24,21 +24,22 @@ from PIL import Image
 from app.config import Settings
 from app.main import create_app
 from inference.checkpoint import save_weights
-from inference.model import AIR, AIRConfig
+from inference.network import AIR, AIRConfig
 from renderer.world import World
 
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "air.safetensors"
 
 
-def make_dev_weights(folder: Path) -> Path:
+def make_dev_weights(folder: Path, views: bool = False) -> Path:
     """An untrained (seeded) model for the world's defaults: right shapes, meaningless answers.
+    ``views``: a view network (it takes any camera of the envelope).
 
     Its presence bias is raised so that it always reports N objects: every code path that
     handles objects (boxes, ROS, refinement, filtering) then has some to handle.
     """
     torch.manual_seed(0)
     world = World()
-    model = AIR(AIRConfig.for_world(world))
+    model = AIR(AIRConfig.for_world(world, view_inputs=views))
     with torch.no_grad():
         model.out_pres.bias.fill_(4.0)
     path = folder / "air.safetensors"
@@ -145,8 +146,10 @@ def chromium():
     os.environ.setdefault("SE_OFFLINE", "true")  # never let selenium-manager fetch a browser or driver
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
+    # every host name but the loopback fails to resolve: a page that needs the internet shows it here
     for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-dev-shm-usage", "--window-size=1200,1000"):
+                "--disable-dev-shm-usage", "--window-size=1200,1000",
+                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost"):
         opts.add_argument(arg)
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
 

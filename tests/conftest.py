@@ -1,10 +1,12 @@
-"""Shared fixtures: the default world and a small scene builder."""
+"""Shared fixtures: the default world, a small scene builder and a batch of prior scenes."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from renderer.dataset import render_images
+from renderer.prior import sample_scenes
 from renderer.scene import SceneBatch
 from renderer.world import World
 
@@ -35,3 +37,11 @@ def make_scene(world: World):
         )
 
     return build
+
+
+@pytest.fixture(scope="session")
+def batch(world: World) -> tuple[torch.Tensor, SceneBatch]:
+    """Eight prior scenes (seed 3) and their images as the datasets render them:
+    (8, 3, S, S) float in [0, 1]."""
+    scene = sample_scenes(world, 8, seed=3)
+    return render_images(scene, world).permute(0, 3, 1, 2).float() / 255.0, scene

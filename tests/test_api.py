@@ -4,6 +4,7 @@ auth, CORS, metrics and micro-batching. Nothing here depends on the model being 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 import re
@@ -15,7 +16,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from apiserver import LiveServer, bomb_png, make_dev_weights, settings_for, table_png
+from apiserver import SHIPPED_WEIGHTS, LiveServer, bomb_png, make_dev_weights, settings_for, table_png
 from PIL import Image
 
 from app.convert import scene_from_objects
@@ -80,6 +81,16 @@ def test_readyz_is_503_with_reason_when_weights_fail_to_load(tmp_path):
         assert int(r.headers["retry-after"]) >= 1
 
 
+def test_readyz_names_weights_that_are_not_an_air_network():
+    """Under bare uvicorn (``airscene serve`` refuses them before starting), /readyz says why."""
+    supervised = SHIPPED_WEIGHTS.with_name("supervised.safetensors")
+    with LiveServer(settings_for(supervised), wait_ready=False) as s:
+        _wait_for(lambda: s.service.state == "failed")
+        r = httpx.get(s.url + "/readyz")
+        assert r.status_code == 503 and "is not AIR network weights" in r.json()["detail"]
+        assert "KeyError" not in r.json()["detail"]
+
+
 def test_model_info_lists_shapes_colors_camera_and_n(http):
     info = http.get("/v1/model").json()
     world = World()
@@ -90,8 +101,8 @@ def test_model_info_lists_shapes_colors_camera_and_n(http):
     assert cube["resting_z"] == pytest.approx(cube["size"]["z"] / 2)
     assert info["placement_area"] == {"x_min": -0.25, "x_max": 0.25, "y_min": -0.25, "y_max": 0.25}
     assert info["camera"]["width"] == 64 and info["camera"]["fx"] > 0
-    assert info["card"]["version"] == "dev-untrained" and info["version"] == "dev-untrained"
-    assert re.fullmatch(r"[0-9a-f]{64}", info["sha256"])
+    assert info["card"]["version"] == "dev-untrained"
+    assert re.fullmatch(r"[0-9a-f]{64}", info["sha256"]) and info["version"] == "air-" + info["sha256"][:12]
 
 
 # ---------------------------------------------------------------- /infer
@@ -104,7 +115,7 @@ def test_infer_raw_png_answers_the_contract(http, scene_png):
     assert a["frame_id"] == "world" and a["units"]["position"] == "m"
     assert a["image"] == {"width": 128, "height": 128}
     assert a["camera"]["width"] == 128 and a["camera"]["cx"] == 64
-    assert a["model"]["version"] == "dev-untrained"
+    assert re.fullmatch(r"air-[0-9a-f]{12}", a["model"]["version"])
     assert set(a["timing_ms"]) == {"decode", "queue", "inference", "refine", "total"}
     assert a["count"] == len(a["objects"]) == 3
     for i, o in enumerate(a["objects"]):
@@ -169,6 +180,13 @@ def test_infer_format_ros_is_a_detection3d_array(http, scene_png):
         assert len(hyp["pose"]["covariance"]) == 36
         assert det["bbox"]["center"]["position"] == obj["position"]
         assert tuple(det["bbox"]["size"].values()) == pytest.approx(sizes[obj["shape"]])
+
+
+def test_infer_answers_keep_their_key_order(http, scene_png):
+    context = ["frame_id", "units", "image", "camera", "model", "refine_steps", "batch_size", "timing_ms"]
+    for query, own in (("", ["objects", "count"]), ("?format=ros", ["header", "detections"])):
+        r = http.post("/infer" + query, content=scene_png, headers={"content-type": "image/png"})
+        assert list(r.json()) == own + context
 
 
 def test_infer_with_refine_steps_runs_refinement(http, scene_png):
@@ -481,3 +499,91 @@ def test_a_lone_request_does_not_wait_for_a_batch(dev_weights):
         r = httpx.post(s.url + "/infer", content=png, headers={"content-type": "image/png"})
         assert r.status_code == 200 and time.perf_counter() - t < 0.5
         assert r.json()["timing_ms"]["queue"] < 500
+
+
+# ---------------------------------------------------------------- what a new user meets
+
+
+def test_model_version_identifies_the_weights_file(http, dev_weights, scene_png):
+    digest = hashlib.sha256(dev_weights.read_bytes()).hexdigest()
+    info = http.get("/v1/model").json()
+    assert info["version"] == "air-" + digest[:12] and info["sha256"] == digest
+    answer = http.post("/infer", content=scene_png, headers={"content-type": "image/png"}).json()
+    assert answer["model"]["version"] == info["version"]
+
+
+QUERY_ROUTES = [("POST", "/infer"), ("POST", "/render"), ("GET", "/v1/model"), ("GET", "/v1/limits"),
+                ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"), ("GET", "/"), ("GET", "/docs"),
+                ("GET", "/redoc"), ("GET", "/openapi.json"), ("GET", "/favicon.ico")]
+
+
+@pytest.mark.parametrize("method, path", QUERY_ROUTES)
+def test_every_route_rejects_unknown_query_parameters_naming_them(http, method, path):
+    r = http.request(method, path, params={"fx": "500", "refine": "0"} if path == "/infer" else {"fx": "500"},
+                     content=table_png() if path == "/infer" else b"{}",
+                     headers={"content-type": "image/png" if path == "/infer" else "application/json"})
+    assert_clean_error(r, 422)
+    [error] = r.json()["detail"]
+    assert error["loc"] == ["query", "fx"] and "unknown query parameter 'fx'" in error["msg"]
+
+
+def test_infer_rejects_unknown_query_parameter_and_lists_the_known_ones(http):
+    r = http.post("/infer?fx=500&min_confidense=0.5&refine=1", content=table_png(),
+                  headers={"content-type": "image/png"})
+    assert_clean_error(r, 422)
+    assert [e["loc"] for e in r.json()["detail"]] == [["query", "fx"], ["query", "min_confidense"]]
+    assert "format, min_confidence, refine" in r.json()["detail"][0]["msg"]
+    ok = http.post("/infer?refine=0&min_confidence=0.1&format=json", content=table_png(),
+                   headers={"content-type": "image/png"})
+    assert ok.status_code == 200
+    assert http.get("/static/app.js?v=2").status_code == 200  # static files are left alone
+
+
+def _local_urls(html: str) -> list[str]:
+    """Every URL an HTML page loads (src=, href=, url: '...'), asserting none leaves the server."""
+    assert "http://" not in html and "https://" not in html and "//cdn" not in html, html
+    urls = re.findall(r"""(?:src|href|spec-url)\s*=\s*["']([^"']+)["']|\burl:\s*['"]([^'"]+)['"]""", html)
+    return [a or b for a, b in urls]
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_docs_pages_load_only_assets_the_server_serves(http, page):
+    r = http.get(page)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    urls = _local_urls(r.text)
+    assert any(u.endswith(".js") for u in urls) and "/openapi.json" in urls
+    for url in urls:
+        assert url.startswith("/") and not url.startswith("//"), url
+        got = http.get(url)
+        assert got.status_code == 200 and len(got.content) > 100, url
+
+
+def test_demo_page_has_a_favicon(http):
+    urls = _local_urls(http.get("/").text)
+    assert "/static/favicon.png" in urls
+    for path in ("/static/favicon.png", "/favicon.ico"):
+        r = http.get(path)
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        assert Image.open(io.BytesIO(r.content)).size[0] >= 16
+
+
+def test_limits_report_the_servers_own_settings(http):
+    assert http.get("/v1/limits").json() == {"max_refine_steps": 50, "max_images": 4, "max_body_bytes": 2_000_000,
+                                              "max_pixels": 4_000_000, "max_render_side": 512}
+
+
+def test_render_of_an_infer_answer_defaults_to_the_image_size_it_records(http):
+    answer = http.post("/infer", content=table_png(120, 90), headers={"content-type": "image/png"}).json()
+    assert answer["image"] == {"width": 120, "height": 90}
+    png = http.post("/render", json=answer).content
+    assert Image.open(io.BytesIO(png)).size == (120, 90)
+    ros = http.post("/infer?format=ros", content=table_png(120, 90), headers={"content-type": "image/png"}).json()
+    assert Image.open(io.BytesIO(http.post("/render", json=ros).content)).size == (120, 90)
+    asked = http.post("/render", json={**answer, "width": 40, "height": 30}).content
+    assert Image.open(io.BytesIO(asked)).size == (40, 30)  # an explicit size still wins
+
+
+def test_render_of_a_large_recorded_image_is_scaled_to_the_limit(http):
+    r = http.post("/render", json={"objects": [OK_OBJ], "image": {"width": 2000, "height": 1000}})
+    assert r.status_code == 200, r.text
+    assert Image.open(io.BytesIO(r.content)).size == (512, 256)  # max_render_side 512, aspect kept

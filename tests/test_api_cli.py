@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from apiserver import LiveServer, make_dev_weights, settings_for, table_png
 from PIL import Image
 
 from app.cli import main
-from app.client import Client, ClientError
+from app.client import Client, ClientError, ServerUnreachable
 
 
 @pytest.fixture(scope="module")
@@ -101,10 +103,13 @@ def test_airscene_serve_starts_the_service(weights, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    exe = Path(sys.executable).with_name("airscene")
+    # `python -m app.cli` is what the `airscene` script runs; PYTHONPATH makes it this checkout's
+    # code even where the venv's editable install points at another one
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRSCENE_")}
-    proc = subprocess.Popen([str(exe), "serve", "--port", str(port), "--weights", str(weights), "--log-level", "warning"],
-                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--weights", str(weights),
+                             "--log-level", "warning"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
     try:
         end = time.monotonic() + 60
         while True:
@@ -116,7 +121,8 @@ def test_airscene_serve_starts_the_service(weights, tmp_path):
                 pass
             assert time.monotonic() < end, "not ready after 60 s"
             time.sleep(0.2)
-        assert httpx.get(f"http://127.0.0.1:{port}/v1/model").json()["version"] == "dev-untrained"
+        info = httpx.get(f"http://127.0.0.1:{port}/v1/model").json()
+        assert info["card"]["version"] == "dev-untrained" and info["version"] == "air-" + info["sha256"][:12]
     finally:
         proc.terminate()
         proc.wait(15)
@@ -126,3 +132,107 @@ def test_airscene_serve_refuses_missing_weights(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("AIRSCENE_WEIGHTS", raising=False)
     assert main(["serve", "--weights", str(tmp_path / "none.safetensors")]) == 1
     assert "not found" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- what a new user meets
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens once the socket is closed
+
+
+def test_cli_says_in_one_line_when_the_server_is_down(tmp_path, capsys, scene_file):
+    png = tmp_path / "x.png"
+    png.write_bytes(table_png())
+    url = f"http://127.0.0.1:{_closed_port()}"
+    assert main(["infer", str(png), "--url", url]) == 1
+    assert main(["render", str(scene_file), "-o", str(tmp_path / "y.png"), "--url", url]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and "Traceback" not in "".join(lines)
+    for line in lines:
+        assert line.startswith(f"airscene: cannot reach the airscene server at {url}") and "airscene serve" in line
+
+
+def test_cli_process_exits_non_zero_without_a_traceback_when_the_server_is_down(tmp_path):
+    png = tmp_path / "x.png"
+    png.write_bytes(table_png())
+    proc = subprocess.run([sys.executable, "-m", "app.cli", "infer", str(png), "--url",
+                           f"http://127.0.0.1:{_closed_port()}"], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent, timeout=120)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+@pytest.mark.parametrize("value, words", [("2", "outside 0..1"), ("-0.1", "outside 0..1"), ("high", "not a number"),
+                                          ("nan", "outside 0..1")])
+def test_cli_refuses_a_bad_min_confidence_with_a_clear_message(tmp_path, capsys, weights, value, words):
+    png = tmp_path / "x.png"
+    png.write_bytes(table_png())
+    with pytest.raises(SystemExit) as e:
+        main(["infer", str(png), "--weights", str(weights), "--min-confidence", value])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --min-confidence: " in err and words in err
+    assert "validation error" not in err and "pydantic" not in err and "Traceback" not in err
+
+
+def test_cli_refuses_negative_refine_steps(tmp_path, capsys, weights):
+    with pytest.raises(SystemExit):
+        main(["infer", str(tmp_path / "x.png"), "--refine", "-3"])
+    assert "argument --refine: -3 is below 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, words", [("{\"objects\": [", "is not JSON"), ("", "is not JSON"),
+                                         ("42", "holds a JSON int")])
+def test_cli_render_names_a_scene_file_that_is_not_a_scene(tmp_path, capsys, weights, text, words):
+    scene = tmp_path / "my-scene.json"
+    scene.write_text(text)
+    assert main(["render", str(scene), "-o", str(tmp_path / "x.png"), "--weights", str(weights)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"airscene: {scene} ") and words in err and "Traceback" not in err
+
+
+def test_cli_render_of_an_infer_answer_keeps_the_image_size(weights, tmp_path, capsys):
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(table_png(150, 100))
+    assert main(["infer", str(photo), "--weights", str(weights)]) == 0
+    answer = tmp_path / "answer.json"
+    answer.write_text(capsys.readouterr().out)
+    assert main(["render", str(answer), "-o", str(tmp_path / "back.png"), "--weights", str(weights)]) == 0
+    assert Image.open(tmp_path / "back.png").size == (150, 100)
+
+
+def test_airscene_serve_refuses_weights_it_cannot_serve(capsys, monkeypatch):
+    monkeypatch.delenv("AIRSCENE_WEIGHTS", raising=False)
+    supervised = Path(__file__).resolve().parent.parent / "weights" / "supervised.safetensors"
+    assert main(["serve", "--weights", str(supervised), "--port", str(_closed_port())]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("airscene: refusing to serve: ") and "is not AIR network weights" in err
+    assert "supervised" in err and len(err.splitlines()) == 1
+
+
+def test_client_sends_numpy_arrays_and_pil_images(server):
+    frame = np.asarray(Image.open(io.BytesIO(table_png(96, 72))).convert("RGB"))  # (72, 96, 3) uint8
+    with Client(server.url, api_key="k3y") as c:
+        from_array = c.infer(frame)
+        from_pil = c.infer(Image.fromarray(frame))
+        from_bytes = c.infer(table_png(96, 72))
+        assert from_array["image"] == from_pil["image"] == {"width": 96, "height": 72}
+        assert from_array["objects"] == from_pil["objects"] == from_bytes["objects"]
+        both = c.infer([frame, Image.fromarray(frame[:, :, 0])])  # RGB array and a grey PIL image
+        assert [a["image"]["width"] for a in both] == [96, 96]
+        batch = c.infer(np.stack([frame, frame]))  # (B, H, W, 3) -> one answer per image
+        assert isinstance(batch, list) and len(batch) == 2
+        with pytest.raises(ValueError, match=r"image 0: expected .* uint8 array, got shape \(72, 96, 3\) dtype float32"):
+            c.infer(frame.astype(np.float32) / 255)
+
+
+def test_client_raises_server_unreachable_naming_the_url():
+    url = f"http://127.0.0.1:{_closed_port()}"
+    with Client(url) as c, pytest.raises(ServerUnreachable, match="cannot reach the airscene server at " + url):
+        c.model()
+    assert issubclass(ServerUnreachable, ConnectionError)

@@ -54,4 +54,16 @@ def test_dockerfile_pins_what_the_project_pins_and_runs_as_non_root():
     assert re.search(r"^USER 10001$", text, re.M) and "useradd" in text
     assert re.search(r"^HEALTHCHECK .*\n.*/readyz", text, re.M)
     assert re.search(r'^ENTRYPOINT \["uvicorn", "app.main:app"\]', text, re.M)
-    assert re.search(r"^COPY weights ", text, re.M)
+    assert re.search(r"^COPY weights/air.safetensors ", text, re.M)
+
+
+def test_the_image_holds_only_what_the_service_runs():
+    text = (ROOT / "Dockerfile").read_text()
+    copied = re.findall(r"^COPY (.+) \S+$", text, re.M)
+    sources = {src for line in copied for src in line.split()}
+    assert sources == {"pyproject.toml", "README.md", "renderer", "inference", "app",
+                       "weights/air.safetensors", "weights/air.json"}
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {"bench", "training", "experiments", "weights/*"} <= set(ignored)
+    packages = re.search(r"^include = \[(.*)\]", (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+    assert sorted(re.findall(r'"(\w+)\*"', packages)) == ["app", "inference", "renderer"]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from inference.checkpoint import load_weights
-from inference.evaluate import evaluate
+from inference.evaluate import report as evaluation_report
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "air.safetensors"
 
@@ -23,7 +23,7 @@ def shipped():
 def report(shipped):
     model, world, _ = shipped
     torch.set_num_threads(2)
-    return evaluate(model, world, scenes=200, seed=2024)
+    return evaluation_report(model, world, scenes=200, seed=2024)
 
 
 def test_shipped_weights_count_objects_on_held_out_prior_scenes(report):

@@ -3,7 +3,10 @@
 
 const $ = (id) => document.getElementById(id);
 const PALETTE = { red: "#e33", green: "#2b2", blue: "#36f", yellow: "#ec2", purple: "#a3c", cyan: "#2cc" };
-const MAX_RENDER_SIDE = 512;
+const GUTTER = 200;       // px right of the image where the labels stand, stacked
+const LABEL_H = 32;       // px, two lines
+const LABEL_GAP = 6;      // px between stacked labels
+let limits = { max_refine_steps: 50, max_render_side: 512 };  // until /v1/limits answers
 
 const keyInput = $("apikey");
 keyInput.value = localStorage.getItem("airscene-api-key") || "";
@@ -40,31 +43,63 @@ function loadImage(blob) {
   });
 }
 
+const pct = (p) => `${(100 * p).toFixed(1)}%`;
+
+// Label rows: y of each label's top, in the order of ``wanted`` (each label's preferred top),
+// stacked so that none overlaps the next and all stay inside [0, height].
+function stack(wanted, height) {
+  const order = wanted.map((y, i) => i).sort((a, b) => wanted[a] - wanted[b]);
+  const top = new Array(wanted.length);
+  let next = 0;
+  for (const i of order) { top[i] = Math.max(wanted[i], next); next = top[i] + LABEL_H + LABEL_GAP; }
+  let limit = height - LABEL_H;  // push back up from the bottom edge
+  for (const i of order.slice().reverse()) { top[i] = Math.max(0, Math.min(top[i], limit)); limit = top[i] - LABEL_H - LABEL_GAP; }
+  return top;
+}
+
+// The image with each object's box, and its label in a column to the right of the image (never
+// over an object or another label), joined to its box by a line. The layout is kept in
+// window.airsceneLayout (canvas pixels) for tests.
 function draw(img, answer) {
   const canvas = $("canvas");
   const side = Math.max(img.naturalWidth, img.naturalHeight);
   const scale = side < 256 ? 256 / side : side > 512 ? 512 / side : 1;  // small images drawn larger
-  canvas.width = Math.round(img.naturalWidth * scale);
-  canvas.height = Math.round(img.naturalHeight * scale);
+  const w = Math.round(img.naturalWidth * scale), h = Math.round(img.naturalHeight * scale);
+  const n = answer.objects.length;
+  canvas.width = w + GUTTER;
+  canvas.height = Math.max(h, n * (LABEL_H + LABEL_GAP));
   const ctx = canvas.getContext("2d");
   ctx.imageSmoothingEnabled = false;
-  ctx.drawImage(img, 0, 0, canvas.width, canvas.height);
+  ctx.drawImage(img, 0, 0, w, h);
   ctx.lineWidth = 2;
-  ctx.font = "12px system-ui, sans-serif";
-  for (const o of answer.objects) {
-    const [u0, v0, u1, v1] = o.bbox.map((v) => v * scale);
+  const boxes = answer.objects.map((o) => o.bbox.map((v) => v * scale));
+  const tops = stack(boxes.map(([, v0, , v1]) => (v0 + v1) / 2 - LABEL_H / 2), canvas.height);
+  const labels = [];
+  answer.objects.forEach((o, i) => {
+    const [u0, v0, u1, v1] = boxes[i];
     const colour = PALETTE[o.color] || "#fff";
     ctx.strokeStyle = colour;
     ctx.strokeRect(u0, v0, u1 - u0, v1 - v0);
-    const label = `${o.id} ${o.color} ${o.shape} ${o.confidence.toFixed(2)}`;
-    const w = ctx.measureText(label).width + 6;
-    const x = Math.max(0, Math.min(u0, canvas.width - w));  // keep the label inside the canvas
-    const y = v0 > 16 ? v0 - 16 : Math.min(v1, canvas.height - 16);
-    ctx.fillStyle = "rgba(0,0,0,0.7)";
-    ctx.fillRect(x, y, w, 16);
+    const x = w + 12, y = tops[i], lw = GUTTER - 16;
+    ctx.beginPath();
+    ctx.moveTo(u1, (v0 + v1) / 2);
+    ctx.lineTo(x, y + LABEL_H / 2);
+    ctx.stroke();
+    ctx.fillStyle = "rgba(0,0,0,0.78)";
+    ctx.fillRect(x, y, lw, LABEL_H);
+    ctx.fillStyle = colour;
+    ctx.fillRect(x, y, 4, LABEL_H);
     ctx.fillStyle = "#fff";
-    ctx.fillText(label, x + 3, y + 12);
-  }
+    ctx.font = "bold 12px system-ui, sans-serif";
+    const line1 = `${o.id} ${o.color} ${o.shape}  ${pct(o.confidence)}`;
+    ctx.fillText(line1, x + 8, y + 13);
+    ctx.font = "11px system-ui, sans-serif";
+    const line2 = `shape ${pct(o.shape_confidence)} · colour ${pct(o.color_confidence)}`;
+    ctx.fillText(line2, x + 8, y + 27);
+    labels.push({ x, y, w: lw, h: LABEL_H, text: line1 + " / " + line2 });
+  });
+  window.airsceneLayout = { image: { w, h }, boxes: boxes.map(([u0, v0, u1, v1]) => ({ x: u0, y: v0, w: u1 - u0, h: v1 - v0 })), labels };
+  return { w, h };
 }
 
 function table(answer) {
@@ -73,7 +108,8 @@ function table(answer) {
   for (const o of answer.objects) {
     const tr = document.createElement("tr");
     const p = o.position;
-    for (const cell of [o.id, o.shape, o.color, o.confidence.toFixed(3),
+    for (const cell of [o.id, o.shape, o.color, o.confidence.toFixed(4), o.shape_confidence.toFixed(4),
+                        o.color_confidence.toFixed(4),
                         `${p.x.toFixed(3)}, ${p.y.toFixed(3)}, ${p.z.toFixed(3)}`, o.yaw_deg.toFixed(1)]) {
       const td = document.createElement("td");
       td.textContent = cell;
@@ -83,8 +119,8 @@ function table(answer) {
   }
 }
 
-async function reconstruct(answer) {
-  const k = Math.min(1, MAX_RENDER_SIDE / Math.max(answer.image.width, answer.image.height));
+async function reconstruct(answer, shown) {
+  const k = Math.min(1, limits.max_render_side / Math.max(answer.image.width, answer.image.height));
   const request = {
     objects: answer.objects,
     width: Math.max(1, Math.round(answer.image.width * k)),
@@ -95,14 +131,30 @@ async function reconstruct(answer) {
   });
   if (!resp.ok) throw new Error(`/render: ${resp.status} ${await errorText(resp)}`);
   const recon = $("recon");
-  recon.width = $("canvas").width;  // shown at the same size as the input beside it
-  recon.height = $("canvas").height;
+  recon.width = shown.w;  // shown at the same size as the input beside it
+  recon.height = shown.h;
   recon.src = URL.createObjectURL(await resp.blob());
 }
 
-async function run(blob, name) {
-  setStatus(`inferring ${name}…`);
+// Nothing of an earlier answer stays on screen: called before every request (so an error
+// never sits under the previous result).
+function clearResult() {
+  const canvas = $("canvas");
+  canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
+  $("objects").querySelector("tbody").replaceChildren();
+  $("json").textContent = "";
+  $("count").textContent = "no result";
   $("count").dataset.count = "";
+  $("timing").textContent = "";
+  const recon = $("recon");
+  if (recon.src) URL.revokeObjectURL(recon.src);
+  recon.removeAttribute("src");
+  window.airsceneLayout = null;
+}
+
+async function run(blob, name) {
+  clearResult();
+  setStatus(`inferring ${name}…`);
   const form = new FormData();
   form.append("image", blob, name);
   const params = new URLSearchParams({ refine: $("refine").value || "0", min_confidence: $("minconf").value || "0" });
@@ -111,15 +163,16 @@ async function run(blob, name) {
     if (!resp.ok) throw new Error(`/infer: ${resp.status} ${await errorText(resp)}`);
     const answer = await resp.json();
     const img = await loadImage(blob);
-    draw(img, answer);
+    const shown = draw(img, answer);
     table(answer);
     $("json").textContent = JSON.stringify(answer, null, 1);
     $("count").textContent = `${answer.count} object${answer.count === 1 ? "" : "s"}`;
     $("count").dataset.count = String(answer.count);
     $("timing").textContent = `(${answer.timing_ms.total.toFixed(1)} ms on the server)`;
-    await reconstruct(answer);
+    await reconstruct(answer, shown);
     setStatus(`${name}: done`);
   } catch (err) {
+    clearResult();
     setStatus(String(err.message || err), true);
   }
 }
@@ -149,4 +202,18 @@ async function loadSamples() {
   }
 }
 
+// The server's own limits: the refine box allows what the server allows.
+async function loadLimits() {
+  try {
+    const resp = await fetch("/v1/limits");
+    if (!resp.ok) return;
+    limits = await resp.json();
+  } catch (_) {
+    return;
+  }
+  $("refine").max = String(limits.max_refine_steps);
+  $("refine-max").textContent = `(0 to ${limits.max_refine_steps})`;
+}
+
+loadLimits();
 loadSamples();

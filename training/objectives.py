@@ -2,7 +2,8 @@
 
 ``amortised_loss``: the generative model is fully specified, so it teaches its own inference
 network ("sleep" / amortised training): maximise log q(z, n | x) on pairs (x, z) drawn from the
-prior and rendered. The ELBO lives in ``inference/elbo.py``.
+prior and rendered. The ELBO lives in ``training/elbo.py``. ``Objective`` is the interface
+``training.train`` runs every objective through.
 
 Objects have no natural order, but q generates them one after another, so q assigns a
 probability to every ordering of the same set. The probability of the *set* is the sum over
@@ -17,9 +18,7 @@ Attention target: the labels also say where each object is in the image, so each
 attention map gets an auxiliary cross-entropy toward the feature cell that holds the projected
 centre of the object that step explains (weight ``attention_weight``). This is supervision the
 ELBO does not have; in amortised training it only tells the network early where to look, which
-otherwise it finds slowly (measured: after 3000 iterations without it, shape accuracy was 27%
-and colour at chance while positions were already about 2.5 cm: the what-heads read blurred
-glimpses).
+otherwise it finds slowly (model card, "How it was trained").
 """
 
 from __future__ import annotations
@@ -28,44 +27,37 @@ import itertools
 import math
 
 import torch
-from torch.nn import functional as F
 
-from inference.model import FEATURE_STRIDE, AIR, Latents, StepOutput
+from inference.checkpoint import save_weights
+from inference.distributions import Latents, log_prob
+from inference.infer import infer, to_scene
+from inference.network import FEATURE_STRIDE, AIR, StepOutput
+from inference.views import ViewInput, to_view
 from renderer.camera import project
+from renderer.pinhole import Cameras
 from renderer.render import render
 from renderer.scene import SceneBatch
 from renderer.world import World
 
 
-def scene_latents(scene: SceneBatch) -> Latents:
-    """A prior/dataset scene batch (present slots first) -> per-step latents (T = N)."""
-    return Latents(scene.present.float(), scene.shape, scene.color, scene.position[..., :2], scene.yaw)
-
-
-def von_mises_log_prob(x: torch.Tensor, mu: torch.Tensor, log_kappa: torch.Tensor) -> torch.Tensor:
-    """log VonMises(x; mu, kappa), stable for large kappa (log I0(k) = log i0e(k) + k)."""
-    kappa = log_kappa.exp()
-    return kappa * (torch.cos(x - mu) - 1) - math.log(2 * math.pi) - torch.log(torch.special.i0e(kappa))
+def scene_latents(scene: SceneBatch, view: Cameras | None = None) -> Latents:
+    """A prior/dataset scene batch (present slots first) -> per-step latents (T = N): on the
+    table, or, given the canonical ``view`` cameras, as a view_inputs network predicts them
+    (``inference.views.to_view``)."""
+    if view is None:
+        return Latents(scene.present.float(), scene.shape, scene.color, scene.position[..., :2], scene.yaw)
+    centre, yaw = to_view(scene, view)
+    return Latents(scene.present.float(), scene.shape, scene.color, centre, yaw)
 
 
 def step_log_prob(model: AIR, out: StepOutput, target: Latents, t: int) -> dict[str, torch.Tensor]:
-    """Per-term log q of step t's true latents. Each (B,), already masked:
-    pres counts only while the sequence is running; what/where only for present objects."""
-    pres = target.pres[:, t]
-    running = torch.ones_like(pres) if t == 0 else target.pres[:, t - 1]
-    shape = target.shape[:, t]
-    k = model.yaw_orders[shape]
-    mu = out.yaw_mu.gather(1, model.yaw_slot[shape][:, None])[:, 0]
-    log_kappa = out.yaw_log_kappa.gather(1, model.yaw_slot[shape][:, None])[:, 0]
-    yaw_lp = von_mises_log_prob(k.float() * target.yaw[:, t], mu, log_kappa) * (k > 0).float()
-    xy = torch.distributions.Normal(out.where_mean, out.where_log_std.exp()).log_prob(target.position[:, t]).sum(-1)
-    return {
-        "pres": -F.binary_cross_entropy_with_logits(out.pres_logit, pres, reduction="none") * running,
-        "shape": -F.cross_entropy(out.shape_logits, shape, reduction="none") * pres,
-        "color": -F.cross_entropy(out.color_logits, target.color[:, t], reduction="none") * pres,
-        "where": xy * pres,
-        "yaw": yaw_lp * pres,
-    }
+    """Per-term log q of step t's true latents (``inference.distributions.log_prob``). Each (B,),
+    already masked: pres counts only while the sequence is running; what/where only for
+    present objects."""
+    terms = log_prob(out, Latents(*(x[:, t] for x in target)), model.yaw)
+    running = torch.ones_like(target.pres[:, t]) if t == 0 else target.pres[:, t - 1]
+    terms["pres"] = terms["pres"] * running
+    return terms
 
 
 def orderings(n: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -73,9 +65,13 @@ def orderings(n: int, device: torch.device | str = "cpu") -> torch.Tensor:
     return torch.tensor(list(itertools.permutations(range(n))), dtype=torch.int64, device=device)
 
 
-def attention_cells(scene: SceneBatch, world: World, image_size: int) -> torch.Tensor:
-    """(B, N) int64 index of the feature cell holding each object's projected centre."""
-    uv, _ = project(scene.position, world, image_size, image_size)
+def attention_cells(scene: SceneBatch, world: World, image_size: int, view: Cameras | None = None) -> torch.Tensor:
+    """(B, N) int64 index of the feature cell holding each object's projected centre (in the
+    world camera's image, or in the canonical ``view``)."""
+    if view is None:
+        uv, _ = project(scene.position, world, image_size, image_size)
+    else:
+        uv, _ = view.project(scene.position)
     side = image_size // FEATURE_STRIDE
     cell = (uv / FEATURE_STRIDE).floor().long().clamp(0, side - 1)
     return cell[..., 1] * side + cell[..., 0]
@@ -88,8 +84,8 @@ def nearest_first(scene: SceneBatch) -> SceneBatch:
 
     DAIR is trained on one slot order (see ``amortised_loss``), and that order must be one the
     network can see: in the prior's own order which object sits in slot 0 is arbitrary, so step
-    0 can only learn the average position (measured: 14 cm median error, count 69% after 2000
-    iterations). Nearest first is readable from the image and never occluded by a later object."""
+    0 could only learn the average position. Nearest first is readable from the image and never
+    occluded by a later object."""
     key = torch.where(scene.present, scene.position[..., 0], torch.full_like(scene.position[..., 0], math.inf))
     order = torch.argsort(key, dim=1, stable=True)
     take = lambda x: torch.gather(x, 1, order if x.dim() == 2 else order[..., None].expand_as(x))  # noqa: E731
@@ -108,7 +104,7 @@ def dair_residuals(images: torch.Tensor, scene: SceneBatch, world: World) -> lis
     """DAIR's per-step inputs for teacher-forced training, in the scene's own slot order.
 
     Step t sees the image minus a ``hard`` rendering (at the image's size, as
-    ``inference.predict.infer`` renders its own finds) of the true objects in slots < t; step 0
+    ``inference.infer.infer`` renders its own finds) of the true objects in slots < t; step 0
     sees the image minus the empty table. images: (B, 3, S, S) in [0, 1]; scene: B scenes,
     present slots first. Returns N tensors (B, 3, S, S).
     """
@@ -119,20 +115,24 @@ def dair_residuals(images: torch.Tensor, scene: SceneBatch, world: World) -> lis
 
 def amortised_loss(model: AIR, images: torch.Tensor, scene: SceneBatch, world: World | None = None,
                    residuals: list[torch.Tensor] | None = None,
-                   attention_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+                   attention_weight: float = 1.0, view: ViewInput | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """-mean log q(set | x) over the batch (+ the attention target when ``world`` is given),
     and per-term diagnostics.
 
     images: (B, 3, S, S) in [0, 1]. scene: B scenes with present slots first (as the prior
     draws them). residuals: DAIR only, one residual image batch per step; computing them per
     ordering is too costly, so a DAIR model is trained on the scene's own slot order, which the
-    caller makes a readable one (``nearest_first``).
+    caller makes a readable one (``nearest_first``). view: a view_inputs network's input
+    (``inference.views.view_input``); ``images`` is then its pixels.
     """
     b, n = scene.present.shape
     if n != model.config.max_steps:
         raise ValueError(f"scene has {n} slots, the model {model.config.max_steps} steps")
-    features = model.encode(images)
-    latents = scene_latents(scene)
+    if model.config.view_inputs != (view is not None):
+        raise ValueError("pass view= exactly when the model has view_inputs")
+    cams = None if view is None else view.view
+    features = model.encode(images) if view is None else model.encode(images, view.coverage, view.features)
+    latents = scene_latents(scene, cams)
     if model.config.dair:
         if residuals is None or len(residuals) != n:
             raise ValueError(f"a DAIR model needs {n} residual batches (see dair_residuals), got "
@@ -141,14 +141,14 @@ def amortised_loss(model: AIR, images: torch.Tensor, scene: SceneBatch, world: W
         ctx = [model.context(features, r, model.residual_encoder(r)) for r in residuals]
     else:
         perms = orderings(n, images.device)
-        ctx = model.context(features, images)
+        ctx = model.context(features, images, camera=None if view is None else view.features)
     p = perms.shape[0]
     # (B * P) sequences: scene b under ordering perm
     idx = perms[None].expand(b, p, n).reshape(b * p, n)
     rep = lambda x: x.repeat_interleave(p, dim=0)  # noqa: E731
     gather = lambda x: torch.gather(rep(x), 1, idx if x.dim() == 2 else idx[..., None].expand(-1, -1, x.shape[-1]))  # noqa: E731
     permuted = Latents(*(gather(x) for x in latents))
-    cells = gather(attention_cells(scene, world, images.shape[-1])) if world is not None else None
+    cells = gather(attention_cells(scene, world, images.shape[-1], cams)) if world is not None else None
     outs = model.teacher_forced(ctx, permuted)
     terms: dict[str, torch.Tensor] = {}
     attention_nll = images.new_zeros(b * p)
@@ -172,3 +172,63 @@ def amortised_loss(model: AIR, images: torch.Tensor, scene: SceneBatch, world: W
     stats["attention"] = attention_nll.view(b, p).gather(1, best[:, None]).mean().item()
     stats["loss"] = loss.item()
     return loss, stats
+
+
+# ---- the interface training.train runs ---------------------------------------------------------
+class Objective:
+    """What ``training.train``'s loop calls, the same for every objective.
+
+    ``model``: the network trained. ``loss(images, scene, index, it)``: images (B, 3, S, S) in
+    [0, 1] (for a photo dataset, an ``inference.views.ViewInput``), the true scenes (B, N) (objectives that learn without labels ignore them), the
+    dataset rows ``index`` (B,) and the step ``it`` -> (scalar loss to minimise, per-term floats).
+    ``param_groups()``: Adam's parameter groups (a group may carry ``lr_scale``, its learning rate
+    over the schedule's). ``predict``: images -> SceneBatch, for validation (eval mode is the
+    caller's). ``state()`` / ``load_state``: what a checkpoint keeps beside the model.
+    ``export``: write the model as shipped weights.
+    """
+
+    kind = "air"  # the key of the model's config in config.json and the weights' .json
+
+    def __init__(self, model: torch.nn.Module, world: World) -> None:
+        self.model, self.world = model, world
+
+    def loss(self, images: torch.Tensor, scene: SceneBatch, index, it: int) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def param_groups(self) -> list[dict]:
+        return [{"params": list(self.model.parameters())}]
+
+    def predict(self, images: torch.Tensor | ViewInput) -> SceneBatch:
+        if isinstance(images, ViewInput):  # a photo dataset's views
+            return to_scene(infer(self.model, images.pixels, self.world, images).objects, self.world)
+        return to_scene(infer(self.model, images, self.world).objects, self.world)
+
+    def state(self) -> dict:
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        pass
+
+    def export(self, path: str, meta: dict) -> None:
+        save_weights(self.model, self.world, path, meta)
+
+
+class Amortised(Objective):
+    """``amortised_loss`` on labelled prior samples; DAIR models read their teacher-forced
+    residuals from ``canvases`` (``training.dair_canvas.CanvasStore``) or render them per batch."""
+
+    def __init__(self, model: AIR, world: World, attention_weight: float = 1.0, canvases=None) -> None:
+        super().__init__(model, world)
+        self.attention_weight, self.canvases = attention_weight, canvases
+
+    def loss(self, images: torch.Tensor | ViewInput, scene: SceneBatch, index, it: int) -> tuple[torch.Tensor, dict[str, float]]:
+        if isinstance(images, ViewInput):  # a photo dataset's views (view_inputs network)
+            return amortised_loss(self.model, images.pixels, scene, self.world,
+                                  attention_weight=self.attention_weight, view=images)
+        residuals = None
+        if self.model.config.dair:
+            scene = nearest_first(scene)
+            residuals = (self.canvases.residuals(images, index) if self.canvases is not None
+                         else dair_residuals(images, scene, self.world))
+        return amortised_loss(self.model, images, scene, self.world, residuals=residuals,
+                              attention_weight=self.attention_weight)

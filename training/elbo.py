@@ -18,18 +18,15 @@ rho_t = (N - t) / (N - t + 1); early in training rho is annealed from ``pres_pri
 (about 1: objects are cheap, so the network does not learn to stop too soon and collapse)
 toward that value, or (``pres_prior_end``) toward a small constant, the sparsity prior of the
 AIR paper: with the uniform count prior a second object stacked on an explained one costs only
-a few nats of KL and the network over-counts (measured: 1.67 objects per image for a true mean
-of 1.0); with p(z_pres = 1) = p each object must pay log(1 / p) in likelihood. Shape and colour
-are uniform; (x, y) uniform on the placement square; yaw uniform.
-
-The position prior is uniform on the placement square with soft edges (a Gaussian fall-off of
-2 cm outside it), so that gradients can bring a stray object back instead of meeting -inf.
+a few nats of KL and the network over-counts; with p(z_pres = 1) = p each object must pay
+log(1 / p) in likelihood. Shape and colour
+are uniform; (x, y) uniform on the placement square with soft edges; yaw uniform
+(``renderer.prior.object_log_density``, beside the prior's sampler).
 
 Presence warm-up (``pres_warmup_iters``): the first thing an untrained q does is propose
 objects in random places, which the likelihood punishes, and the score-function gradient then
 switches presence off everywhere within ~50 iterations; with no object left there is no signal
-for where/what, and it never recovers (z_pres collapse, seen in our first run: count 0 from
-iteration 75 on). So for the first iterations every step is forced present and presence is not
+for where/what, and it never recovers (z_pres collapse; model card). So for the first iterations every step is forced present and presence is not
 trained: position, shape and colour learn to explain the image first; then presence learns
 which proposals are worth their prior cost.
 
@@ -47,10 +44,13 @@ from torch import nn
 from torch.nn import functional as F
 from torch.distributions import Bernoulli, Categorical, Normal
 
-from inference.model import AIR, Latents
-from inference.predict import to_scene, _pad
+from inference.distributions import Latents
+from inference.infer import pad_slots, to_scene
+from inference.network import AIR
+from renderer.prior import object_log_density
 from renderer.render import palette_rgb, render
 from renderer.world import World
+from training.objectives import Objective
 
 
 class Baseline(nn.Module):
@@ -107,8 +107,6 @@ def sample_q(model: AIR, images: torch.Tensor, world: World, anneal: float, star
     lq_d = images.new_zeros(b)
     lq_c = images.new_zeros(b)
     lp = images.new_zeros(b)
-    e = world.placement_half_extent
-    log_area = math.log((2 * e) ** 2)
     steps: list[Latents] = []
     albedos: list[torch.Tensor] = []
     palette = palette_rgb(world, images.device, images.dtype)
@@ -120,11 +118,9 @@ def sample_q(model: AIR, images: torch.Tensor, world: World, anneal: float, star
         shape, color = q_shape.sample(), q_color.sample()
         q_xy = Normal(out.where_mean, out.where_log_std.exp())
         xy = q_xy.rsample()
-        k = model.yaw_orders[shape]
+        k = model.yaw.order[shape]
         has_yaw = (k > 0).float()
-        slot = model.yaw_slot[shape][:, None]
-        mu = out.yaw_mu.gather(1, slot)[:, 0]
-        q_phi = Normal(mu, (-0.5 * out.yaw_log_kappa.gather(1, slot)[:, 0]).exp())
+        q_phi = Normal(model.yaw.pick(out.yaw_mu, shape), (-0.5 * model.yaw.pick(out.yaw_log_kappa, shape)).exp())
         phi = q_phi.rsample()
         yaw = phi / k.clamp_min(1).float() * has_yaw
 
@@ -141,14 +137,12 @@ def sample_q(model: AIR, images: torch.Tensor, world: World, anneal: float, star
         rho = pres_prior(n, t, anneal, start, end)
         if not force_present:
             lp = lp + alive * (pres * math.log(rho) + (1 - pres) * math.log1p(-rho))
-        outside = (xy.abs() - e).clamp_min(0.0) / 0.02  # soft edge of the uniform position prior
-        lp = lp - pres * (math.log(len(world.shapes)) + math.log(len(world.colors)) + log_area
-                          + has_yaw * math.log(2 * math.pi) + 0.5 * (outside**2).sum(-1))
+        lp = lp + pres * object_log_density(xy, has_yaw, world)
         lat = Latents(pres[:, None], shape[:, None], color[:, None], xy[:, None], yaw[:, None])
         steps.append(lat)
         state = state._replace(prev=model.embed(lat, 0))
         alive = alive * pres
-    objects = _pad(Latents(*(torch.cat(x, 1) for x in zip(*steps))), n)
+    objects = pad_slots(Latents(*(torch.cat(x, 1) for x in zip(*steps))), n)
     albedo = torch.stack(albedos, 1) if relax_color else None
     return Sample(objects, lq_d, lq_c, lp, albedo)
 
@@ -182,20 +176,32 @@ def log_likelihood(objects: Latents, images: torch.Tensor, world: World, scale: 
     return Normal(recon, scale).log_prob(images).flatten(1).sum(1)
 
 
-class ELBOTrainer:
-    """One optimiser step of the ELBO: reparameterised + NVIL score-function gradients."""
+class ELBO(Objective):
+    """The ELBO objective: reparameterised + NVIL score-function gradients in one surrogate loss.
+    ``cfg``: an ``experiments.config.ResearchConfig`` (its ELBO knobs and lr)."""
 
     def __init__(self, model: AIR, world: World, cfg) -> None:
-        self.model, self.world, self.cfg = model, world, cfg
+        super().__init__(model, world)
+        self.cfg = cfg
         self.baseline = Baseline()
-        self.optimizer = torch.optim.Adam([
-            {"params": model.parameters(), "lr": cfg.lr, "lr_scale": 1.0},
-            {"params": self.baseline.parameters(), "lr": cfg.baseline_lr, "lr_scale": cfg.baseline_lr / cfg.lr,
-             "name": "bl_"},
-        ])
         self.signal_mean, self.signal_var = 0.0, 1.0  # NVIL running centring (of the ELBO) and scaling
 
-    def train_step(self, images: torch.Tensor, it: int) -> dict[str, float]:
+    def param_groups(self) -> list[dict]:
+        """The model's group, and the baseline's (``bl_``) at its own, larger learning rate."""
+        cfg = self.cfg
+        return [{"params": list(self.model.parameters()), "lr": cfg.lr, "lr_scale": 1.0},
+                {"params": list(self.baseline.parameters()), "lr": cfg.baseline_lr,
+                 "lr_scale": cfg.baseline_lr / cfg.lr, "name": "bl_"}]
+
+    def state(self) -> dict:
+        return {"baseline": self.baseline.state_dict()}
+
+    def load_state(self, state: dict) -> None:
+        if "baseline" in state:
+            self.baseline.load_state_dict(state["baseline"])
+
+    def loss(self, images: torch.Tensor, scene, index, it: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """The surrogate loss of one step on unlabelled ``images`` (``scene`` is not read)."""
         cfg = self.cfg
         warm = it < cfg.pres_warmup_iters
         anneal = min(1.0, max(0, it - cfg.pres_warmup_iters) / max(1, cfg.pres_anneal_iters))
@@ -221,15 +227,8 @@ class ELBOTrainer:
         surrogate = -((signal / scale) * sample.log_q_discrete).mean()  # score-function part
         reparam = -elbo.mean()  # pathwise part (discrete draws are constants here)
         baseline_loss = ((centred - base) ** 2).mean()
-        loss = reparam + surrogate + baseline_loss / scale**2
-
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        self.optimizer.step()
-        n = images.shape[0]
-        per_pixel = images[0].numel()
-        return {
+        n, per_pixel = images.shape[0], images[0].numel()
+        stats = {
             "loss": float(-detached.mean()) / per_pixel,
             "elbo": float(detached.mean()),
             "log_lik": float(log_lik.detach().mean()),
@@ -237,3 +236,4 @@ class ELBOTrainer:
             "count": float(sample.objects.pres.sum() / n),
             "baseline_mse": float(baseline_loss.detach()),
         }
+        return reparam + surrogate + baseline_loss / scale**2, stats

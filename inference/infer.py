@@ -10,7 +10,9 @@ from typing import NamedTuple
 
 import torch
 
-from inference.model import AIR, Latents
+from inference.distributions import Latents
+from inference.network import AIR
+from inference.views import ViewInput, to_table
 from renderer.render import render
 from renderer.scene import SceneBatch
 from renderer.world import World
@@ -42,17 +44,26 @@ def to_scene(objects: Latents, world: World) -> SceneBatch:
 
 
 @torch.no_grad()
-def infer(model: AIR, images: torch.Tensor, world: World | None = None) -> Inference:
-    """images: (B, 3, S, S) float in [0, 1]. ``world`` is needed for DAIR (residual renders)."""
+def infer(model: AIR, images: torch.Tensor, world: World | None = None, view: ViewInput | None = None) -> Inference:
+    """Greedy inference on images (B, 3, S, S) float in [0, 1], S = the model's image size.
+    ``world`` is needed for DAIR (residual renders) and for a view_inputs network, which also
+    needs ``view`` (``inference.views``; ``images`` is then its pixels): its answers are lifted
+    to the table. The caller sets the model's mode (``model.eval()``: weights from
+    ``inference.checkpoint.load_weights`` come in it)."""
     if model.config.dair and world is None:
         raise ValueError("a DAIR model needs the world to render residuals")
-    model.eval()
+    if model.config.view_inputs and (view is None or world is None):
+        raise ValueError("a view_inputs model needs the world and the view input (inference.views)")
     b, t_max = images.shape[0], model.config.max_steps
-    features = model.encode(images)
-    if model.config.dair:
+    if model.config.view_inputs:
+        features = model.encode(images, view.coverage, view.features)
+        ctx = model.context(features, images, camera=view.features)
+    elif model.config.dair:
+        features = model.encode(images)
         residual = images - table_image(world, b, images)
         ctx = model.context(features, residual, model.residual_encoder(residual))
     else:
+        features = model.encode(images)
         ctx = model.context(features, images)
     state = model.initial_state(ctx)
     alive = torch.ones(b, dtype=torch.bool, device=images.device)
@@ -73,15 +84,17 @@ def infer(model: AIR, images: torch.Tensor, world: World | None = None) -> Infer
         state = state._replace(prev=model.embed(lat, 0))
         if model.config.dair and t + 1 < t_max:
             so_far = Latents(*(torch.cat(x, 1) for x in zip(*found)))
-            with torch.no_grad():
-                recon = render(to_scene(_pad(so_far, t_max), world), world).permute(0, 3, 1, 2)
+            recon = render(to_scene(pad_slots(so_far, t_max), world), world).permute(0, 3, 1, 2)
             ctx = model.context(features, images - recon, model.residual_encoder(images - recon))
-    objects = _pad(Latents(*(torch.cat(x, 1) for x in zip(*found))), t_max)
+    objects = pad_slots(Latents(*(torch.cat(x, 1) for x in zip(*found))), t_max)
+    if model.config.view_inputs:  # view coordinates -> the table
+        position, yaw = to_table(objects.position, objects.yaw, objects.shape, view.view, world)
+        objects = objects._replace(position=position[..., :2] * objects.pres[..., None], yaw=yaw * objects.pres)
     pad = lambda xs: torch.nn.functional.pad(torch.stack(xs, 1), (0, t_max - len(xs)))  # noqa: E731
     return Inference(objects, pad(conf), pad(sprob), pad(cprob), steps)
 
 
-def _pad(lat: Latents, t_max: int) -> Latents:
+def pad_slots(lat: Latents, t_max: int) -> Latents:
     """Pad a (B, t) latent sequence with absent slots to (B, t_max)."""
     t = lat.pres.shape[1]
     if t == t_max:

@@ -1,6 +1,6 @@
 """The supervised counterpart: AIR's encoder with N fixed output slots, trained on labels.
 
-The same CNN as AIR (``inference.model.Encoder``: image -> (B, C + 2, S/4, S/4) features with
+The same CNN as AIR (``inference.network.Encoder``: image -> (B, C + 2, S/4, S/4) features with
 coordinate channels) feeds a small head that outputs, for each of N slots at once, the same
 distributions AIR outputs per step:
 
@@ -11,10 +11,9 @@ distributions AIR outputs per step:
 There is no recurrence and no stopping: every slot is decided in one pass. How a slot reads the
 image is ``SupervisedConfig.slot_attention``:
 
-- False (the first version): one MLP over the flattened feature map outputs all slots. It
-  learns count and position but, measured over 12000 iterations, never binds an object's shape
-  and colour to the slot that holds its position (colour 16%, chance; shape 53%): nothing ties
-  slot i's colour outputs to the image region slot i's position points at.
+- False (the first version): one MLP over the flattened feature map outputs all slots. Nothing
+  ties slot i's colour outputs to the image region slot i's position points at (the model card
+  gives what it learned).
 - True: each slot gets a query from the global summary and reads the feature cells by softmax
   attention (as in DETR-style set prediction), so its heads see the features (coordinates
   included) and the mean pixel patch of the region it attends. The slots are still fixed and
@@ -27,7 +26,7 @@ the same as Hungarian matching on the per-pair negative log-likelihood), and the
 log-likelihood of that assignment. Every slot's presence is scored; what/where only for slots
 assigned a present object. The loss is therefore invariant to the order of the true objects.
 
-Trained by ``python -m inference.train --objective=supervised`` on the same data and with the
+Trained by ``python -m training.train training/recipes/supervised.py`` on the same data and with the
 same budget machinery as AIR. Weights are saved like AIR's (safetensors + a json holding
 ``"supervised"``: the ``SupervisedConfig``, the world and metadata).
 """
@@ -35,7 +34,7 @@ same budget machinery as AIR. Weights are saved like AIR's (safetensors + a json
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -44,8 +43,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from inference.checkpoint import config_path, load_tensors, read_config, write_weights
-from inference.model import FEATURE_STRIDE, YAW_ORDERS, Encoder, Latents, config_from_dict, world_sizes
-from inference.objectives import attention_cells, orderings, scene_latents, von_mises_log_prob
+from inference.distributions import Latents, YawTable, greedy, head_sizes, log_prob, object_params
+from inference.network import FEATURE_STRIDE, Encoder, JsonConfig, world_sizes
+from inference.infer import to_scene
+from training.objectives import Objective, attention_cells, orderings, scene_latents
 from renderer.scene import SceneBatch
 from renderer.world import World
 
@@ -53,7 +54,7 @@ ATTENTION_DIM = 64  # width of the slot queries and cell keys (slot_attention)
 
 
 @dataclass(frozen=True)
-class SupervisedConfig:
+class SupervisedConfig(JsonConfig):
     """Architecture of the slot network.
 
     num_shapes, num_colors: sizes of the categorical heads.
@@ -81,21 +82,13 @@ class SupervisedConfig:
     def __post_init__(self) -> None:
         if self.image_size % (2 * FEATURE_STRIDE):
             raise ValueError(f"image_size must be a multiple of {2 * FEATURE_STRIDE}, got {self.image_size}")
-        if len(self.yaw_orders) != self.num_shapes:
-            raise ValueError(f"yaw_orders has {len(self.yaw_orders)} entries for {self.num_shapes} shapes")
+        self.check_yaw_orders()
         if not 1 <= self.slots <= 6:
             raise ValueError(f"slots must be in 1..6 (the loss enumerates slots! orderings), got {self.slots}")
 
     @classmethod
     def for_world(cls, world: World, **overrides: Any) -> SupervisedConfig:
         return cls(**{**world_sizes(world), "slots": world.max_objects, **overrides})
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SupervisedConfig:
-        return config_from_dict(cls, d)
 
 
 class SlotOutput(NamedTuple):
@@ -127,7 +120,7 @@ class SupervisedNet(nn.Module):
         self.encoder = Encoder(3, c)  # AIR's encoder, unchanged
         self.reduce = nn.Sequential(nn.Conv2d(c + 2, c, 3, stride=2, padding=1), nn.ReLU())  # (B, C, S/8, S/8)
         cells = (config.image_size // (2 * FEATURE_STRIDE)) ** 2
-        self.per_slot = 1 + config.num_shapes + config.num_colors + 4 + 3 * len(YAW_ORDERS)
+        self.per_slot = sum(head_sizes(config.num_shapes, config.num_colors))
         h = config.hidden
         summary = [nn.Flatten(), nn.Linear(c * cells, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU()]
         if config.slot_attention:
@@ -139,9 +132,7 @@ class SupervisedNet(nn.Module):
             self.slot_head = nn.Sequential(nn.Linear(h + c + 2 + patch, h), nn.ReLU(), nn.Linear(h, self.per_slot))
         else:
             self.head = nn.Sequential(*summary, nn.Linear(h, n * self.per_slot))
-        self.register_buffer("yaw_orders", torch.tensor(config.yaw_orders), persistent=False)
-        slot = [YAW_ORDERS.index(k) if k in YAW_ORDERS else 0 for k in config.yaw_orders]
-        self.register_buffer("yaw_slot", torch.tensor(slot), persistent=False)
+        self.yaw = YawTable(config.yaw_orders)
 
     def forward(self, images: torch.Tensor) -> SlotOutput:
         cfg = self.config
@@ -158,46 +149,21 @@ class SupervisedNet(nn.Module):
             out = self.slot_head(torch.cat([state, read, att @ patches], dim=-1))  # (B, N, per_slot)
         else:
             out, att = self.head(self.reduce(features)).view(b, cfg.slots, self.per_slot), None
-        s, k = cfg.num_shapes, cfg.num_colors
-        pres, shape, color, where, yaw = out.split([1, s, k, 4, 3 * len(YAW_ORDERS)], dim=-1)
-        yaw = yaw.reshape(b, cfg.slots, 3, len(YAW_ORDERS))
-        return SlotOutput(
-            pres_logit=pres[..., 0],
-            shape_logits=shape,
-            color_logits=color,
-            where_mean=where[..., :2] * cfg.position_scale,
-            where_log_std=where[..., 2:].clamp(-9.0, 2.0) + math.log(cfg.position_scale),
-            yaw_mu=torch.atan2(yaw[..., 1, :], yaw[..., 0, :]),
-            yaw_log_kappa=yaw[..., 2, :].clamp(-5.0, 9.0),
-            attention=att,
-        )
+        heads = out.split(head_sizes(cfg.num_shapes, cfg.num_colors), dim=-1)
+        return SlotOutput(**object_params(*heads, cfg.position_scale), attention=att)
 
 
 def slot_log_prob(model: SupervisedNet, out: SlotOutput, target: Latents) -> dict[str, torch.Tensor]:
-    """Per-term log q of targets assigned to slots, each (B, P, N), already masked.
+    """Per-term log q of targets assigned to slots (``inference.distributions.log_prob``), each
+    (B, P, N), already masked.
 
     out: the network's (B, N, ...) slots. target: Latents with a leading (B, P, N) shape:
     P candidate assignments of the true objects to the N slots. pres is scored in every slot;
     what/where only where the assigned object is present.
     """
-    pres = target.pres
-    lift = lambda x: x[:, None].expand(-1, pres.shape[1], *x.shape[1:])  # noqa: E731 (B, N, ...) -> (B, P, N, ...)
-    shape = target.shape
-    k = model.yaw_orders[shape]
-    yaw_slot = model.yaw_slot[shape][..., None]
-    mu = lift(out.yaw_mu).gather(-1, yaw_slot)[..., 0]
-    log_kappa = lift(out.yaw_log_kappa).gather(-1, yaw_slot)[..., 0]
-    yaw_lp = von_mises_log_prob(k.float() * target.yaw, mu, log_kappa) * (k > 0).float()
-    xy = torch.distributions.Normal(lift(out.where_mean), lift(out.where_log_std).exp()) \
-        .log_prob(target.position).sum(-1)
-    pick = lambda logits, idx: lift(F.log_softmax(logits, dim=-1)).gather(-1, idx[..., None])[..., 0]  # noqa: E731
-    return {
-        "pres": -F.binary_cross_entropy_with_logits(lift(out.pres_logit), pres, reduction="none"),
-        "shape": pick(out.shape_logits, shape) * pres,
-        "color": pick(out.color_logits, target.color) * pres,
-        "where": xy * pres,
-        "yaw": yaw_lp * pres,
-    }
+    p = target.pres.shape[1]
+    lifted = SlotOutput(*(None if x is None else x[:, None].expand(-1, p, *x.shape[1:]) for x in out))
+    return log_prob(lifted, target, model.yaw)
 
 
 def supervised_loss(model: SupervisedNet, images: torch.Tensor, scene: SceneBatch, world: World | None = None,
@@ -210,8 +176,7 @@ def supervised_loss(model: SupervisedNet, images: torch.Tensor, scene: SceneBatc
     holds AIR's attention target (``objectives.attention_cells``): -log of the weight slot i puts
     on the feature cell under the projected centre of the object assigned to it, for present
     objects, times ``attention_weight``. The labels AIR's amortised training gets, used the same
-    way (measured without it: shape and colour stay at chance for 300 iterations even on
-    one-object scenes; the heads cannot learn what an unfocused read does not show).
+    way.
     """
     b, n = scene.present.shape
     if n != model.config.slots:
@@ -237,26 +202,35 @@ def supervised_loss(model: SupervisedNet, images: torch.Tensor, scene: SceneBatc
     return loss, stats
 
 
-def yaw_from(model: SupervisedNet, out: SlotOutput, shape: torch.Tensor) -> torch.Tensor:
-    """Point estimate of yaw (B, N) for the given shapes (B, N): mu_k / k, 0 where unobservable."""
-    k = model.yaw_orders[shape]
-    mu = out.yaw_mu.gather(-1, model.yaw_slot[shape][..., None])[..., 0]
-    return torch.where(k > 0, mu / k.clamp_min(1).float(), torch.zeros_like(mu))
-
-
 @torch.no_grad()
-def predict(model: SupervisedNet, images: torch.Tensor) -> Latents:
+def predict_slots(model: SupervisedNet, images: torch.Tensor) -> Latents:
     """images (B, 3, S, S) in [0, 1] -> Latents (B, N): slots with q(pres) > 0.5 are present,
-    moved first (in order of confidence); ``inference.predict.to_scene`` makes a scene of it."""
-    model.eval()
+    moved first (in order of confidence); ``inference.infer.to_scene`` makes a scene of it.
+    The caller sets the model's mode (``model.eval()``)."""
     out = model(images)
     prob = torch.sigmoid(out.pres_logit)
     order = prob.argsort(dim=1, descending=True, stable=True)
     take = lambda x: x.gather(1, order if x.dim() == 2 else order[..., None].expand_as(x))  # noqa: E731
-    shape = out.shape_logits.argmax(-1)
-    objects = Latents((prob > 0.5).float(), shape, out.color_logits.argmax(-1), out.where_mean,
-                      yaw_from(model, out, shape))
-    return Latents(*(take(x) for x in objects))
+    return Latents(*(take(x) for x in greedy(out, model.yaw, (prob > 0.5).float())))
+
+
+class Supervised(Objective):
+    """``supervised_loss`` as a ``training.train`` objective."""
+
+    kind = "supervised"
+
+    def __init__(self, model: SupervisedNet, world: World, attention_weight: float = 1.0) -> None:
+        super().__init__(model, world)
+        self.attention_weight = attention_weight
+
+    def loss(self, images: torch.Tensor, scene: SceneBatch, index, it: int) -> tuple[torch.Tensor, dict[str, float]]:
+        return supervised_loss(self.model, images, scene, self.world, attention_weight=self.attention_weight)
+
+    def predict(self, images: torch.Tensor) -> SceneBatch:
+        return to_scene(predict_slots(self.model, images), self.world)
+
+    def export(self, path: str, meta: dict) -> None:
+        save_supervised(self.model, self.world, path, meta)
 
 
 # ---- weights ----------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Learning curves from training logs.
 
-    python -m inference.plot --log runs/air/log.csv --out docs/training.png
-    python -m inference.plot --log runs/air/log.csv runs/elbo/log.csv --label amortised elbo --out docs/curves.png
+    python -m training.plot --log runs/air/log.csv --out docs/training.png
+    python -m training.plot --log runs/air/log.csv runs/elbo/log.csv --label amortised elbo --out docs/curves.png
 """
 
 from __future__ import annotations

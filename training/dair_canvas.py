@@ -2,18 +2,17 @@
 
 Teacher-forced DAIR training shows step t the image minus a ``hard`` rendering of the true
 objects in slots < t, nearest to the camera first (``objectives.dair_residuals``). Rendering
-those per batch costs about a third of a training step on the CPU (measured: 0.20 of 0.55 s
-for a batch of 64 at one thread), and they depend only on the scene, so this renders them once
-(about 700 images/s at one thread) and training reads them back (``CanvasStore.residuals``).
+those per batch costs about a third of a training step on the CPU (model card), and they
+depend only on the scene, so this renders them once and training reads them back
+(``CanvasStore.residuals``).
 
 Pose jitter, against exposure bias: at inference DAIR subtracts a rendering of its *own* finds,
-off by a few millimetres and a degree or two (the shipped AIR: 0.28 cm median position error,
-1.3 degrees yaw), which leaves thin slivers of colour at object edges; residuals rendered from
+off by a few millimetres and a degree or two, which leaves thin slivers of colour at object edges; residuals rendered from
 the exact truth never show them, so a network trained only on those may read a sliver as one
 more object. With ``jitter_cm`` / ``jitter_deg`` each canvas object's table position and yaw are
 drawn once per scene from a Gaussian around the truth (per axis), so training sees the slivers.
 
-    python -m inference.dair_canvas --data data/train --out data/train-canvas-j25 --jitter_cm 0.25 --jitter_deg 2
+    python -m training.dair_canvas --data data/train --out data/train-canvas-j25 --jitter_cm 0.25 --jitter_deg 2
 
 Layout of ``--out``: ``canvas.npy`` (M, N - 1, S, S, 3) uint8, row i = scene i of the dataset,
 entry t - 1 = the canvas step t subtracts (t = 1 .. N - 1; step 0 subtracts the empty table,
@@ -34,8 +33,8 @@ import torch
 from numpy.lib.format import open_memmap
 from tqdm import tqdm
 
-from inference.objectives import earlier_slots, nearest_first
-from inference.predict import table_image
+from training.objectives import earlier_slots, nearest_first
+from inference.infer import table_image
 from renderer.dataset import SceneDataset
 from renderer.render import render
 from renderer.scene import SceneBatch
@@ -79,7 +78,7 @@ class CanvasStore:
         """Open ``root`` and check it was made from ``data`` and covers every scene it has."""
         root = Path(root)
         if not (root / "meta.json").exists():
-            raise ValueError(f"{root} holds no canvases (make them with python -m inference.dair_canvas)")
+            raise ValueError(f"{root} holds no canvases (make them with python -m training.dair_canvas)")
         meta = json.loads((root / "meta.json").read_text())
         if meta["dataset"] != str(data.root) or meta["world"] != data.meta["world"]:
             raise ValueError(f"{root} was made from {meta['dataset']}, not {data.root}")

@@ -7,13 +7,8 @@ as a "coverage" map so no object is explained twice), and reads two glimpses the
 attention-weighted features, and, as in AIR, a window of the image itself cut out around the
 attention's centroid with a differentiable sampler (``grid_sample``) and encoded by a small CNN
 (the pixel glimpse carries colour and fine shape at full resolution). It then outputs the
-distribution of one more object:
-
-    z_pres   Bernoulli(logit)                              is there one more object?
-    z_what   Categorical(shape logits), Categorical(colour logits)
-    z_where  position (x, y) on the table: diagonal Gaussian (metres)
-             yaw: von Mises on k * yaw, k = the shape's symmetry order (4 cube, 2 box,
-             1 wedge); shapes with no observable yaw (k = 0) have no yaw term.
+distribution of one more object (``inference.distributions``: presence, shape, colour,
+table position, yaw).
 
 The count is unary: the first z_pres = 0 ends the sequence. Each step is conditioned on the
 latents inferred so far (fed to the LSTM) and on the coverage map.
@@ -32,6 +27,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from inference.distributions import YAW_ORDERS, Latents, YawTable, greedy, object_params
+from inference.views import NUM_CAMERA_FEATURES
 from renderer.world import World
 
 FEATURE_STRIDE = 4
@@ -46,44 +43,37 @@ def world_sizes(world: World) -> dict[str, Any]:
 
 
 def config_from_dict(cls: type, d: dict[str, Any]) -> Any:
-    """Rebuild a frozen config dataclass from its JSON dict; unknown keys are an error."""
+    """Rebuild a frozen config dataclass from its JSON dict (lists become tuples); unknown keys
+    are an error."""
     known = {f.name for f in fields(cls)}
     if set(d) - known:
         raise ValueError(f"unknown {cls.__name__} fields: {sorted(set(d) - known)}")
-    d = dict(d)
-    for key in ("yaw_orders", "anchor"):
-        if key in d:
-            d[key] = tuple(d[key])
-    return cls(**d)
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
-ANCHOR_TERMS = ("1", "u", "v", "uu", "uv", "vv")
+class JsonConfig:
+    """What a frozen architecture dataclass shares: its JSON dict and back."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Any:
+        return config_from_dict(cls, d)
+
+    def check_yaw_orders(self) -> None:
+        """ValueError unless there is one yaw symmetry order per shape."""
+        if len(self.yaw_orders) != self.num_shapes:
+            raise ValueError(f"yaw_orders has {len(self.yaw_orders)} entries for {self.num_shapes} shapes")
 
 
-def _anchor_features(uv: torch.Tensor) -> torch.Tensor:
-    """(..., 2) normalised image coordinates -> (..., 6) the terms of ANCHOR_TERMS."""
-    u, v = uv[..., 0], uv[..., 1]
-    return torch.stack([torch.ones_like(u), u, v, u * u, u * v, v * v], dim=-1)
-
-
-def table_anchor(world: World, height: float = 0.08) -> tuple[float, ...]:
-    """Least-squares quadratic map from normalised image coordinates (u, v in [-1, 1], as the
-    attention centroid) to table (x, y) in metres, for points ``height`` above the table (about an
-    object's centre). Fitted on a grid of table points projected by the world's camera; the
-    residual is a few millimetres over the placement square."""
-    from renderer.camera import project
-
-    r = torch.linspace(-world.placement_half_extent - 0.05, world.placement_half_extent + 0.05, 21)
-    x, y = torch.meshgrid(r, r, indexing="ij")
-    xyz = torch.stack([x.flatten(), y.flatten(), torch.full_like(x.flatten(), height)], dim=-1)
-    s = world.image_size
-    uv = project(xyz, world, s, s)[0] / s * 2 - 1
-    coef = torch.linalg.lstsq(_anchor_features(uv).double(), xyz[:, :2].double()).solution  # (6, 2)
-    return tuple(float(c) for c in coef.T.flatten())
+# Fields that weights written before the anchored variant moved out (experiments.anchored) carry,
+# with these values for every network without it; any other value needs the anchored network.
+RETIRED_FIELDS: dict[str, Any] = {"anchor": [], "position_bound": 0.0}
 
 
 @dataclass(frozen=True)
-class AIRConfig:
+class AIRConfig(JsonConfig):
     """Architecture. Everything a checkpoint needs to rebuild the network.
 
     num_shapes, num_colors: sizes of the categorical z_what heads.
@@ -95,12 +85,12 @@ class AIRConfig:
     position_scale: metres per unit of the network's position output.
     glimpse_fraction: side of the image window each step cuts out, as a fraction of the image.
     dair: whether each step also sees the residual image (difference AIR).
-    anchor: empty, or 12 coefficients (see ``table_anchor``) of a quadratic map from a step's
-        attention centroid in the image to a point on the table; the step's position is then
-        that point plus an offset of at most position_scale, so a step that attends to an
-        object starts next to it and no step can put its object where it did not look. Used for
-        ELBO training from scratch, where position must be found through the renderer's
-        short-range gradients.
+    view_inputs: the network reads an image through its canonical view (``inference.views``):
+        the encoder also gets the view's coverage mask and the camera features as input planes,
+        the recurrent core gets the camera features, and a step's position is in normalised
+        view coordinates, the attention centroid plus an offset of position_scale units; yaw
+        is relative to the ray azimuth. Otherwise the image is the world camera's and position
+        is on the table in metres.
     """
 
     num_shapes: int = 6
@@ -113,38 +103,30 @@ class AIRConfig:
     position_scale: float = 0.25
     glimpse_fraction: float = 0.375
     dair: bool = False
-    anchor: tuple[float, ...] = ()
-    position_bound: float = 0.0
+    view_inputs: bool = False
 
     def __post_init__(self) -> None:
-        if self.anchor and len(self.anchor) != 2 * len(ANCHOR_TERMS):
-            raise ValueError(f"anchor needs {2 * len(ANCHOR_TERMS)} coefficients, got {len(self.anchor)}")
         if self.image_size % FEATURE_STRIDE:
             raise ValueError(f"image_size must be a multiple of {FEATURE_STRIDE}, got {self.image_size}")
-        if len(self.yaw_orders) != self.num_shapes:
-            raise ValueError(f"yaw_orders has {len(self.yaw_orders)} entries for {self.num_shapes} shapes")
+        self.check_yaw_orders()
 
     @classmethod
     def for_world(cls, world: World, **overrides: Any) -> AIRConfig:
         return cls(**{**world_sizes(world), "max_steps": world.max_objects, **overrides})
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AIRConfig:
+        """The config of a weights ``.json``. ``RETIRED_FIELDS`` at their empty values are
+        dropped; other values name the anchored network (``experiments.anchored``)."""
+        d = dict(d)
+        known = {f.name for f in fields(cls)}
+        for key, empty in RETIRED_FIELDS.items():
+            if key in d and key not in known:
+                value = d.pop(key)
+                if value != empty:
+                    raise ValueError(f"the config sets {key}: an anchored network; load it with "
+                                     "experiments.anchored.load_anchored")
         return config_from_dict(cls, d)
-
-
-class Latents(NamedTuple):
-    """One object per step, batched. Shapes for T steps: pres (B, T) float 0/1,
-    shape/color (B, T) int64, position (B, T, 2) metres, yaw (B, T) radians."""
-
-    pres: torch.Tensor
-    shape: torch.Tensor
-    color: torch.Tensor
-    position: torch.Tensor
-    yaw: torch.Tensor
 
 
 class StepState(NamedTuple):
@@ -193,9 +175,6 @@ class StepOutput(NamedTuple):
     yaw_mu: torch.Tensor
     yaw_log_kappa: torch.Tensor
     attention: torch.Tensor
-
-
-YAW_ORDERS = (1, 2, 4)
 
 
 def _coords(size: int, device: torch.device) -> torch.Tensor:
@@ -268,15 +247,18 @@ def cut_glimpses(pixels: torch.Tensor, centre: torch.Tensor, fraction: float) ->
 class AIR(nn.Module):
     """q(z, n | x): ``step(t, prev, inputs) -> (StepState, StepOutput)`` run up to N times."""
 
+    config_type = AIRConfig  # what ``inference.checkpoint.load_weights`` rebuilds the config as
+
     def __init__(self, config: AIRConfig) -> None:
         super().__init__()
         self.config = config
         c, hdim = config.channels, config.hidden
-        self.encoder = Encoder(3, c)
+        extra = (1 + NUM_CAMERA_FEATURES) if config.view_inputs else 0  # coverage + camera planes
+        self.encoder = Encoder(3 + extra, c)
         self.residual_encoder = Encoder(3, c) if config.dair else None
         feat = c + 2
         self.latent_dim = 1 + config.num_shapes + config.num_colors + 2 + 2
-        in_dim = feat * (2 if config.dair else 1) + self.latent_dim
+        in_dim = feat * (2 if config.dair else 1) + self.latent_dim + (NUM_CAMERA_FEATURES if config.view_inputs else 0)
         self.core = nn.LSTMCell(in_dim + feat * (2 if config.dair else 1), hdim)  # + the explained features
         # dot-product attention over feature cells; coverage (attention already spent) lowers a
         # cell's logit by a learned amount, so later steps look elsewhere
@@ -290,27 +272,35 @@ class AIR(nn.Module):
         self.out_pres = nn.Linear(256, 1)
         self.out_what = nn.Linear(256, config.num_shapes + config.num_colors)
         self.out_where = nn.Linear(256, 4)
-        self.out_yaw = nn.Linear(256, 3 * len(YAW_ORDERS))
-        self.register_buffer("yaw_orders", torch.tensor(config.yaw_orders), persistent=False)
-        # which of the YAW_ORDERS outputs each shape reads (any one for k = 0: unused)
-        slot = [YAW_ORDERS.index(k) if k in YAW_ORDERS else 0 for k in config.yaw_orders]
-        self.register_buffer("yaw_slot", torch.tensor(slot), persistent=False)
-        anchor = torch.tensor(config.anchor, dtype=torch.float32).view(2, -1).T if config.anchor else None
-        self.register_buffer("anchor", anchor, persistent=False)  # (6, 2) or None
+        self.out_yaw = nn.Linear(256, 3 * len(YAW_ORDERS))  # cos, sin, log kappa per order
+        self.yaw = YawTable(config.yaw_orders)
 
     # ---- pieces -----------------------------------------------------------------------------
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) in [0, 1] -> (B, C + 2, S/4, S/4)."""
-        return self.encoder(images - 0.5)
+    def encode(self, images: torch.Tensor, coverage: torch.Tensor | None = None,
+               camera: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 3, S, S) in [0, 1] -> (B, C + 2, S/4, S/4). With ``view_inputs``, also the
+        view's coverage (B, 1, S, S) and camera features (B, NUM_CAMERA_FEATURES)."""
+        x = images - 0.5
+        if self.config.view_inputs:
+            if coverage is None or camera is None:
+                raise ValueError("a view_inputs network needs the coverage and camera features (inference.views)")
+            planes = camera[:, :, None, None].expand(-1, -1, *images.shape[-2:])
+            x = torch.cat([x, coverage - 0.5, planes], dim=1)
+        return self.encoder(x)
 
     def context(self, features: torch.Tensor, pixels: torch.Tensor,
-                residual_features: torch.Tensor | None = None) -> Context:
+                residual_features: torch.Tensor | None = None, camera: torch.Tensor | None = None) -> Context:
         """Image features (B, C+2, H', W') [+ residual features, DAIR] and the image (or the
-        residual, DAIR) the glimpses are cut from (B, 3, S, S) -> the steps' context."""
+        residual, DAIR) the glimpses are cut from (B, 3, S, S) -> the steps' context. With
+        ``view_inputs``, the camera features (B, NUM_CAMERA_FEATURES) join the pooled feature
+        every step's core reads."""
         if residual_features is not None:
             features = torch.cat([features, residual_features], dim=1)
         flat = features.flatten(2).transpose(1, 2)  # (B, L, C')
-        return Context(flat, self.att_feat(flat), flat.mean(dim=1), pixels)
+        pooled = flat.mean(dim=1)
+        if self.config.view_inputs:
+            pooled = torch.cat([pooled, camera], dim=-1)
+        return Context(flat, self.att_feat(flat), pooled, pixels)
 
     def initial_state(self, ctx: Context, sequences_per_image: int = 1) -> StepState:
         b, cells, _ = ctx.flat.shape
@@ -322,7 +312,7 @@ class AIR(nn.Module):
         """Step t's latents -> (B, latent_dim) input for the next step. Yaw enters as
         (cos k*yaw, sin k*yaw) with k the shape's order, zeros where yaw is unobservable."""
         shape = latents.shape[:, t]
-        k = self.yaw_orders[shape].float()
+        k = self.yaw.order[shape].float()
         ang = k * latents.yaw[:, t]
         yaw = torch.stack([torch.cos(ang), torch.sin(ang)], dim=-1) * (k > 0).float()[:, None]
         pres = latents.pres[:, t : t + 1].float()
@@ -356,25 +346,20 @@ class AIR(nn.Module):
         z = self.head(torch.cat([h, glimpse, pixel_glimpse, centre.view(b, 2)], dim=-1))
         what = self.out_what(z)
         where = self.out_where(z)
-        if self.anchor is None:
-            where_mean = where[:, :2] * self.config.position_scale
-        else:  # the table point under the attention centroid, plus an offset of at most position_scale
-            where_mean = torch.tanh(where[:, :2]) * self.config.position_scale \
-                + _anchor_features(centre.view(b, 2)) @ self.anchor
-        if self.config.position_bound > 0:
-            where_mean = self.config.position_bound * torch.tanh(where_mean / self.config.position_bound)
-        yaw = self.out_yaw(z).view(b, 3, len(YAW_ORDERS))
-        out = StepOutput(
-            pres_logit=self.out_pres(z)[:, 0],
-            shape_logits=what[:, : self.config.num_shapes],
-            color_logits=what[:, self.config.num_shapes :],
-            where_mean=where_mean,
-            where_log_std=where[:, 2:].clamp(-9.0, 2.0) + math.log(self.config.position_scale),
-            yaw_mu=torch.atan2(yaw[:, 1], yaw[:, 0]),
-            yaw_log_kappa=yaw[:, 2].clamp(-5.0, 9.0),
-            attention=attention,
-        )
+        s = self.config.num_shapes
+        params = object_params(self.out_pres(z), what[:, :s], what[:, s:], where, self.out_yaw(z),
+                               self.config.position_scale, self.position_mean(where, centre.view(b, 2)))
+        out = StepOutput(**params, attention=attention)
         return StepState(h, c, prev.coverage + attention, prev.prev), out
+
+    def position_mean(self, where: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+        """The mean table position (B, 2) metres from the position head's output ``where``
+        (B, 4) and the attention centroid ``centre`` (B, 2) (u, v) in [-1, 1]; here the head
+        alone says it, in units of ``position_scale`` (a variant may override this). With
+        ``view_inputs`` it is a view position: the centroid plus the head's offset."""
+        if self.config.view_inputs:
+            return centre + where[:, :2] * self.config.position_scale
+        return where[:, :2] * self.config.position_scale
 
     # ---- whole sequences --------------------------------------------------------------------
     def teacher_forced(self, ctx: Context | list[Context], latents: Latents) -> list[StepOutput]:
@@ -389,16 +374,7 @@ class AIR(nn.Module):
             state = state._replace(prev=self.embed(latents, t))
         return outs
 
-    def yaw_from(self, out: StepOutput, shape: torch.Tensor) -> torch.Tensor:
-        """Point estimate of yaw (B,) for the given shapes: mu_k / k; 0 where unobservable."""
-        k = self.yaw_orders[shape]
-        mu = out.yaw_mu.gather(1, self.yaw_slot[shape][:, None])[:, 0]
-        return torch.where(k > 0, mu / k.clamp_min(1).float(), torch.zeros_like(mu))
-
     def decide(self, out: StepOutput, alive: torch.Tensor) -> Latents:
-        """Greedy (mode) latents of one step, for inference. alive: (B,) bool, not yet stopped."""
-        pres = (out.pres_logit > 0) & alive
-        shape = out.shape_logits.argmax(1)
-        return Latents(pres.float()[:, None], shape[:, None], out.color_logits.argmax(1)[:, None],
-                       out.where_mean[:, None], self.yaw_from(out, shape)[:, None])
-
+        """Greedy (mode) latents of one step (T = 1), for inference. alive: (B,) bool, not yet stopped."""
+        lat = greedy(out, self.yaw, ((out.pres_logit > 0) & alive).float())
+        return Latents(*(x[:, None] for x in lat))

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from bench import compare, generalise
-from inference.analysis_by_synthesis import (
+from experiments.render_and_compare import (
     FitSettings,
     calibrate_penalty,
     choose_count,
@@ -22,24 +22,25 @@ from inference.analysis_by_synthesis import (
     sweep_discrete,
     with_pose,
 )
-from inference.dair_canvas import CanvasStore, jittered, write_canvases
-from inference.metrics import yaw_error_deg
-from inference.objectives import dair_residuals, nearest_first
-from inference.supervised import (
+from experiments.anchored import AnchoredAIR, AnchoredAIRConfig, load_anchored, table_anchor
+from experiments.supervised import (
     SupervisedConfig,
     SupervisedNet,
     load_supervised,
-    predict,
+    predict_slots,
     save_supervised,
     supervised_loss,
 )
-from inference.train import main as train_main
-from inference.train import parse_overrides
+from inference.checkpoint import load_weights, save_weights
+from inference.metrics import yaw_error_deg
+from renderer.camera import project
 from renderer.dataset import SceneDataset, render_images, write_dataset
 from renderer.prior import sample_scenes
-from renderer.render import render
 from renderer.scene import SceneBatch
 from renderer.world import World
+from training.dair_canvas import write_canvases
+from training.train import parse_config
+from training.train import main as train_main
 
 WORLD = World()
 FIELDS = ("present", "shape", "color", "position", "yaw")
@@ -161,90 +162,15 @@ def test_supervised_training_lowers_the_loss_and_predicts_a_renderable_scene(tmp
         loss.backward()
         opt.step()
     assert loss.item() < first.item() - 1.0
-    objects = predict(model, images)
+    objects = predict_slots(model, images)
     assert (objects.pres[:, 1:] <= objects.pres[:, :-1]).all(), "present slots come first"
     save_supervised(model, WORLD, tmp_path / "s.safetensors", {"note": "test"})
     loaded, world, meta = load_supervised(tmp_path / "s.safetensors")
     assert world == WORLD and meta == {"note": "test"}
-    assert torch.equal(predict(loaded, images).shape, objects.shape)
+    assert torch.equal(predict_slots(loaded, images).shape, objects.shape)
 
 
 # ---- DAIR training inputs ---------------------------------------------------------------------
-def test_dair_residuals_subtract_the_true_objects_of_earlier_slots():
-    scene = sample_scenes(WORLD, 3, seed=2, counts=2)
-    images = render(scene, WORLD, "hard").permute(0, 3, 1, 2)  # as infer renders its finds
-    res = dair_residuals(images, scene, WORLD)
-    assert len(res) == WORLD.max_objects
-    table = render(SceneBatch(scene.present & False, *(getattr(scene, f) for f in FIELDS[1:])), WORLD, "hard")
-    assert torch.allclose(res[0], images - table.permute(0, 3, 1, 2))
-    assert res[1].abs().sum() < res[0].abs().sum()  # one object explained
-    assert torch.equal(res[2], torch.zeros_like(images))  # both explained: nothing left
-
-
-def test_nearest_first_sorts_present_objects_by_distance_to_the_camera_and_keeps_them_whole():
-    scene = sample_scenes(WORLD, 40, seed=9)
-    ordered = nearest_first(scene)
-    assert torch.equal(ordered.count, scene.count)
-    for b in range(40):
-        n = int(scene.count[b])
-        assert ordered.present[b, :n].all() and not ordered.present[b, n:].any()
-        x = ordered.position[b, :n, 0]
-        assert (x[1:] >= x[:-1]).all()
-        # each object keeps its own shape, colour, position and yaw
-        before = {(int(scene.shape[b, i]), int(scene.color[b, i]), round(float(scene.yaw[b, i]), 5))
-                  for i in range(n)}
-        after = {(int(ordered.shape[b, i]), int(ordered.color[b, i]), round(float(ordered.yaw[b, i]), 5))
-                 for i in range(n)}
-        assert before == after
-    assert (nearest_first(scene).position != scene.position).any()  # the prior's order is not this one
-
-
-def test_stored_canvases_give_the_rendered_residuals_of_the_nearest_first_order(tmp_path):
-    write_dataset(tmp_path / "d", 24, seed=4, world=WORLD, chunk=24, progress=False)
-    data = SceneDataset.open(tmp_path / "d")
-    store = CanvasStore.open(write_canvases(data, tmp_path / "c", progress=False), data)
-    idx = np.array([2, 5, 11, 23])
-    images = torch.from_numpy(np.array(data.images[idx])).permute(0, 3, 1, 2).float() / 255
-    expected = dair_residuals(images, nearest_first(data.scenes(idx)), WORLD)
-    got = store.residuals(images, idx)
-    assert len(got) == len(expected) == WORLD.max_objects
-    for g, e in zip(got, expected):
-        assert (g - e).abs().max() <= 0.5 / 255 + 1e-6  # canvases are stored as uint8
-
-
-def test_canvas_jitter_moves_only_table_position_and_yaw_by_about_its_std():
-    scene = sample_scenes(WORLD, 500, seed=6, counts=3)
-    moved = jittered(scene, 0.25, 2.0, torch.Generator().manual_seed(0))
-    d = (moved.position - scene.position)[scene.present]
-    assert torch.equal(d[:, 2], torch.zeros_like(d[:, 2]))
-    assert abs(float(d[:, :2].std()) - 0.0025) < 0.0002  # metres
-    assert abs(math.degrees(float((moved.yaw - scene.yaw).std())) - 2.0) < 0.15
-    assert torch.equal(moved.shape, scene.shape) and torch.equal(moved.color, scene.color)
-    still = jittered(scene, 0.0, 0.0, torch.Generator().manual_seed(0))
-    assert torch.equal(still.position, scene.position) and torch.equal(still.yaw, scene.yaw)
-
-
-def test_canvases_resume_with_the_same_jitter_and_refuse_other_settings_or_data(tmp_path):
-    write_dataset(tmp_path / "d", 12, seed=4, world=WORLD, chunk=12, progress=False)
-    write_dataset(tmp_path / "e", 12, seed=5, world=WORLD, chunk=12, progress=False)
-    data = SceneDataset.open(tmp_path / "d")
-    whole = np.load(write_canvases(data, tmp_path / "a", 1.0, 10.0, seed=3, progress=False) / "canvas.npy")
-    meta = json.loads((tmp_path / "a" / "meta.json").read_text())
-    assert meta["done"] == 12 and meta["jitter_cm"] == 1.0
-    meta["done"] = 0  # as if interrupted before the first chunk was flushed
-    (tmp_path / "a" / "meta.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="canvases for 0 of 12"):
-        CanvasStore.open(tmp_path / "a", data)
-    again = np.load(write_canvases(data, tmp_path / "a", 1.0, 10.0, seed=3, progress=False) / "canvas.npy")
-    assert np.array_equal(whole, again)
-    with pytest.raises(ValueError, match="other settings"):
-        write_canvases(data, tmp_path / "a", 0.5, 10.0, seed=3, progress=False)
-    with pytest.raises(ValueError, match="was made from"):
-        CanvasStore.open(tmp_path / "a", SceneDataset.open(tmp_path / "e"))
-    with pytest.raises(ValueError, match="applies to --objective=amortised --dair=True"):
-        parse_overrides(["--dair_canvas=x"])
-
-
 # ---- training and reports, end to end, tiny ---------------------------------------------------
 TINY = ["--channels=8", "--hidden=16", "--batch_size=4", "--max_iters=2", "--warmup_iters=1", "--log_interval=1",
         "--eval_interval=2", "--eval_scenes=4", "--threads=1"]
@@ -269,9 +195,9 @@ def tiny_weights(tmp_path_factory):
 
 
 def test_train_accepts_the_supervised_objective_but_not_with_dair():
-    assert parse_overrides(["--objective=supervised"]).objective == "supervised"
-    with pytest.raises(ValueError, match="--dair applies to AIR"):
-        parse_overrides(["--objective=supervised", "--dair=true"])
+    assert parse_config(["--objective=supervised"]).objective == "supervised"
+    with pytest.raises(ValueError, match="dair and anchor_where apply to AIR objectives"):
+        parse_config(["--objective=supervised", "--dair=true"])
 
 
 def test_compare_report_has_every_method_row_and_a_plot(tiny_weights, tmp_path):
@@ -322,5 +248,43 @@ def test_generalise_report_evaluates_present_weights_and_lists_the_missing(tiny_
 def test_generalise_prints_the_training_commands(capsys):
     assert generalise.main(["--print-commands"]) == 0
     lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("python")]
-    assert len(lines) == 6 and all("inference.train" in x for x in lines)
+    assert len(lines) == 6 and all("training.train" in x for x in lines)
     assert sum("--counts=0,1,2" in x for x in lines) == 3 and sum("--counts=0,1,3" in x for x in lines) == 3
+
+
+def test_table_anchor_maps_projected_object_centres_back_to_the_table():
+    coef = torch.tensor(table_anchor(WORLD)).view(2, -1).T
+    xy = torch.tensor([[0.0, 0.0], [0.2, -0.2], [-0.25, 0.1], [0.1, 0.25]])
+    s = WORLD.image_size
+    uv = project(torch.cat([xy, torch.full((4, 1), 0.08)], 1), WORLD, s, s)[0] / s * 2 - 1
+    u, v = uv[:, 0], uv[:, 1]
+    back = torch.stack([torch.ones_like(u), u, v, u * u, u * v, v * v], 1) @ coef
+    assert (back - xy).norm(dim=1).max() < 0.005  # metres
+
+
+def test_anchored_positions_follow_the_attention_and_stay_within_the_offset():
+    images = _images(sample_scenes(WORLD, 8, seed=3))
+    torch.manual_seed(0)
+    cfg = AnchoredAIRConfig.for_world(WORLD, channels=16, hidden=32, anchor=table_anchor(WORLD), position_scale=0.05)
+    model = AnchoredAIR(AnchoredAIRConfig.from_dict(cfg.to_dict()))  # the anchor survives the JSON round trip
+    with torch.no_grad():
+        model.out_where.bias[:2] = 50.0  # a huge raw offset is bounded by position_scale
+        ctx = model.context(model.encode(images), images)
+        _, out = model.step(0, model.initial_state(ctx), ctx)
+    centre = (out.attention[:, :, None] * ctx.flat[:, :, -2:]).sum(1)
+    u, v = centre[:, 0], centre[:, 1]
+    under = torch.stack([torch.ones_like(u), u, v, u * u, u * v, v * v], 1) @ model.anchor
+    offset = out.where_mean - under
+    assert torch.allclose(offset, torch.full_like(offset, 0.05), atol=1e-4)
+    with pytest.raises(ValueError, match="anchor needs"):
+        AnchoredAIRConfig(anchor=(1.0, 2.0))
+
+
+def test_the_product_loader_refuses_anchored_weights_and_the_anchored_loader_reads_them(tmp_path):
+    cfg = AnchoredAIRConfig.for_world(WORLD, channels=16, hidden=32, anchor=table_anchor(WORLD), position_scale=0.05)
+    path = tmp_path / "anchored.safetensors"
+    save_weights(AnchoredAIR(cfg), WORLD, path)
+    with pytest.raises(ValueError, match="anchored network"):
+        load_weights(path)
+    model, _, _ = load_anchored(path)
+    assert isinstance(model, AnchoredAIR) and model.config == cfg

@@ -1,0 +1,163 @@
+"""The camera of an image, as a client states it, and its conversion to the renderer's cameras.
+
+A camera is its pose in the table frame (REP-103: metres, z up, origin at the table centre)
+and its pinhole intrinsics for the image it took:
+
+- ``position``: the centre of projection {x, y, z}.
+- ``orientation``: unit quaternion {x, y, z, w} of the camera frame in the table frame. By
+  default the ROS *optical* frame (``convention: "optical"``: x right, y down, z forward, as
+  ``camera_info`` and ``*_optical_frame`` use); ``convention: "body"`` takes the REP-103 body
+  frame of a camera link instead (x forward, y left, z up).
+- intrinsics, one of: ``fx``, ``fy``, ``cx``, ``cy`` in pixels; ``K``, the 9 numbers of a ROS
+  ``camera_info`` K matrix, row-major, as given; or ``fov_deg``, the vertical field of view
+  (square pixels, principal point at the image centre).
+- ``width``, ``height``: the image size the intrinsics are for (default: the image sent). An
+  image sent at another size with the same aspect scales the intrinsics; another aspect is
+  refused.
+
+The fields an ``/infer`` answer adds to its ``camera`` (``look_at``, ``distance_m``,
+``elevation_deg``, ``optical_frame``...) are accepted and ignored, so an answer's camera can be
+sent back. Distortion is not modelled: rectify the image first (``image_rect``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError, model_validator
+
+from app.errors import Unprocessable
+
+from renderer.pinhole import Cameras, spec_cameras
+from renderer.world import World
+
+# the body frame's axes seen from the optical frame: optical x = -body y, y = -body z, z = body x
+_BODY_FROM_OPTICAL = torch.tensor([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]], dtype=torch.float64)
+MAX_CAMERA_CHARS = 4096  # a camera is a few hundred characters
+
+
+class Point(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    x: FiniteFloat
+    y: FiniteFloat
+    z: FiniteFloat
+
+
+class Rotation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    x: FiniteFloat
+    y: FiniteFloat
+    z: FiniteFloat
+    w: FiniteFloat
+
+
+class CameraIn(BaseModel):
+    """A camera (see the module docstring). Unknown fields are refused (a misspelt field would
+    otherwise be a silently wrong camera), except those an answer's ``camera`` carries."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    position: Point = Field(description="centre of projection in the table frame, metres")
+    orientation: Rotation = Field(description="unit quaternion (x, y, z, w) of the camera frame in the table frame")
+    convention: Literal["optical", "body"] = Field(
+        "optical", description="orientation is of the optical frame (x right, y down, z forward) or the body frame "
+                               "(x forward, y left, z up)")
+    fx: FiniteFloat | None = Field(None, gt=0, description="focal length along u, pixels")
+    fy: FiniteFloat | None = Field(None, gt=0, description="focal length along v, pixels")
+    cx: FiniteFloat | None = Field(None, description="principal point u, pixels")
+    cy: FiniteFloat | None = Field(None, description="principal point v, pixels")
+    K: list[FiniteFloat] | None = Field(None, min_length=9, max_length=9,
+                                       description="ROS camera_info K, row-major [fx 0 cx; 0 fy cy; 0 0 1]")
+    fov_deg: FiniteFloat | None = Field(None, gt=1, lt=179, description="vertical field of view, degrees")
+    width: int | None = Field(None, ge=1, le=100_000, description="image width the intrinsics are for")
+    height: int | None = Field(None, ge=1, le=100_000, description="image height the intrinsics are for")
+    look_at: dict | None = Field(None, description="ignored (an answer's camera carries it)")
+    distance_m: float | None = Field(None, description="ignored")
+    elevation_deg: float | None = Field(None, description="ignored")
+    azimuth_deg: float | None = Field(None, description="ignored")
+    roll_deg: float | None = Field(None, description="ignored")
+    optical_frame: str | None = Field(None, description="ignored")
+
+    @model_validator(mode="after")
+    def _one_intrinsics(self) -> CameraIn:
+        direct = [v is not None for v in (self.fx, self.fy, self.cx, self.cy)]
+        if self.K is not None:
+            k = self.K
+            if k[0] <= 0 or k[4] <= 0 or abs(k[1]) > 1e-6 or abs(k[3]) > 1e-6 or k[6:] != [0.0, 0.0, 1.0]:
+                raise ValueError("K must be a pinhole matrix [fx, 0, cx, 0, fy, cy, 0, 0, 1] with fx, fy > 0")
+        elif all(direct):
+            pass
+        elif any(direct):
+            raise ValueError("give all of fx, fy, cx, cy (or K, or fov_deg)")
+        elif self.fov_deg is None:
+            raise ValueError("the camera needs intrinsics: fx, fy, cx, cy; or K; or fov_deg")
+        q = self.orientation
+        if math.sqrt(q.x ** 2 + q.y ** 2 + q.z ** 2 + q.w ** 2) < 1e-6:
+            raise ValueError("orientation must be a non-zero quaternion")
+        if (self.width is None) != (self.height is None):
+            raise ValueError("give both width and height, or neither")
+        return self
+
+
+def _quat_matrix(q: Rotation) -> torch.Tensor:
+    v = torch.tensor([q.x, q.y, q.z, q.w], dtype=torch.float64)
+    x, y, z, w = (v / v.norm()).tolist()
+    return torch.tensor([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                         [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                         [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]], dtype=torch.float64)
+
+
+def to_cameras(camera: CameraIn, height: int, width: int) -> Cameras:
+    """The camera of an image of ``height x width`` pixels, as a batch of one. ValueError when
+    the stated image size has another aspect than the image."""
+    rot = _quat_matrix(camera.orientation)
+    if camera.convention == "body":
+        rot = rot @ _BODY_FROM_OPTICAL
+    if camera.K is not None:
+        fx, fy, cx, cy = camera.K[0], camera.K[4], camera.K[2], camera.K[5]
+    elif camera.fx is not None:
+        fx, fy, cx, cy = camera.fx, camera.fy, camera.cx, camera.cy
+    else:
+        h0 = camera.height or height
+        w0 = camera.width or width
+        fy = h0 / 2 / math.tan(math.radians(camera.fov_deg) / 2)
+        fx, cx, cy = fy, w0 / 2, h0 / 2
+    sx = sy = 1.0
+    if camera.width is not None:
+        sx, sy = width / camera.width, height / camera.height
+        if abs(sx - sy) > 0.01 * max(sx, sy):
+            raise ValueError(f"the camera is for {camera.width}x{camera.height} images; the image is {width}x{height}, "
+                             f"another aspect ratio (crop or resize the intrinsics too)")
+    p = camera.position
+    return Cameras(torch.tensor([[p.x, p.y, p.z]]), rot[None].float(), torch.tensor([[fx * sx, fy * sy]]),
+                   torch.tensor([[cx * sx, cy * sy]]), height, width)
+
+
+def default_cameras(world: World, height: int, width: int) -> Cameras:
+    """The world's fixed camera for an image of ``height x width`` (its fov spans the shorter side)."""
+    return spec_cameras(world.camera, 1, height, width)
+
+
+def parse_camera(text: str, loc: tuple[str | int, ...]) -> CameraIn:
+    """A camera's JSON text -> ``CameraIn``; ``Unprocessable`` (422) naming the first bad field
+    under ``loc`` (e.g. ``("query", "camera", "fx")``)."""
+    if len(text) > MAX_CAMERA_CHARS:
+        raise Unprocessable(loc, f"camera JSON is longer than {MAX_CAMERA_CHARS} characters")
+    try:
+        return CameraIn.model_validate_json(text)
+    except ValidationError as e:
+        first = e.errors(include_url=False, include_input=False)[0]
+        where = [str(x)[:64] for x in first.get("loc", ())]
+        return_msg = first.get("msg", "invalid camera")[:300]
+        raise Unprocessable((*loc, *where), return_msg) from None
+
+
+def load_camera_file(path: str | Path) -> CameraIn:
+    """A deployment's camera file -> ``CameraIn``; ValueError naming the file and the problem."""
+    try:
+        return CameraIn.model_validate_json(Path(path).read_text())
+    except (OSError, ValidationError) as e:
+        raise ValueError(f"camera file {path}: {e}") from None

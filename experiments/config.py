@@ -1,0 +1,41 @@
+"""The research knobs: ``TrainConfig`` extended with the settings of the experiments.
+
+``python -m training.train`` reads this config, so every knob below is a ``--key=value`` flag
+too; the product's recipe (``training/recipes/air.py``) sets none of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from training.config import TrainConfig, setting
+
+
+@dataclass
+class ResearchConfig(TrainConfig):
+    """``TrainConfig`` plus the knobs of the ELBO, the anchored network, the supervised
+    counterpart and the generalisation study."""
+
+    # --- ELBO (training/elbo.py) ---
+    likelihood_scale: float = setting(0.1, "ELBO: std of the Gaussian pixel likelihood (pixels in [0, 1])")
+    baseline_lr: float = setting(3e-3, "ELBO: learning rate of the NVIL baseline (larger than the model's)")
+    pres_prior_start: float = setting(0.99, "ELBO: presence prior p(z_pres = 1) at the start of its annealing")
+    pres_anneal_iters: int = setting(2000, "ELBO: steps over which the presence prior anneals to its end value")
+    pres_prior_end: float = setting(0.0, "ELBO: > 0: anneal to this p(z_pres = 1) per step (AIR's sparsity prior) "
+                                         "instead of the truncated-uniform count prior")
+    pres_warmup_iters: int = setting(0, "ELBO: first steps with every step forced present (presence not trained)")
+    elbo_blur_px: float = setting(0.5, "ELBO: soft-renderer edge blur in the likelihood, px (wider: longer-range "
+                                       "position gradients)")
+    elbo_image_blur_px: float = setting(0.0, "ELBO: Gaussian blur of image and rendering at the start, px ...")
+    elbo_image_blur_iters: int = setting(1000, "ELBO: ... annealed linearly to none over these steps")
+    elbo_relax_color_iters: int = setting(0, "ELBO: first steps render the q-mean colour instead of drawing one")
+    elbo_samples: int = setting(1, "ELBO: samples of q per image")
+    # --- the anchored network (experiments/anchored.py) ---
+    anchor_where: bool = setting(False, "AIR: position = the table point under the attention centroid + an offset "
+                                        "of at most 5 cm (experiments.anchored)")
+    bound_position: bool = setting(False, "AIR with anchor_where: squash the mean position into the placement square")
+    # --- the supervised counterpart (experiments/supervised.py) ---
+    slot_attention: bool = setting(True, "supervised: each slot reads the image by its own attention "
+                                         "(SupervisedConfig.slot_attention)")
+    # --- the generalisation study (bench/generalise.py) ---
+    counts: str = setting("", "train and validate only on scenes with these object counts, e.g. 0,1,2 (empty: all)")

@@ -1,0 +1,277 @@
+"""The model in your own process, without HTTP: load the weights once, infer on images in memory.
+
+    from inference.api import Predictor
+
+    predictor = Predictor.load("weights/air.safetensors")    # device="cpu" (or "cuda", "auto")
+    answer = predictor.infer(frame)        # frame: (H, W, 3) uint8 RGB array, or a PIL image
+    answers = predictor.infer([a, b, c])   # a list in -> a list out, in order, one forward pass
+    for o in answer["objects"]:
+        print(o["shape"], o["color"], o["position"], o["yaw_deg"], o["confidence"])
+
+An answer is a plain dict with the fields of the service's ``/infer`` JSON that do not concern
+HTTP: ``objects`` (each ``id``, ``shape``, ``color``, ``confidence``, ``shape_confidence``,
+``color_confidence``, ``position`` {x, y, z} in metres, ``orientation`` {x, y, z, w}, ``yaw_deg``,
+``bbox`` [u0, v0, u1, v1] in pixels of the image given), ``count``, ``frame_id``, ``image``
+{width, height}, ``camera`` and ``model`` {version, device}. Positions are in the world frame of
+ROS REP-103 (metres, z up, origin at the table centre). The service (``app``) builds its answers
+from the same ``object_dicts``, so the two never disagree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from inference.checkpoint import load_weights
+from inference.network import AIR
+from inference.infer import infer, to_scene
+from inference.preprocess import to_network_input, to_rgb
+from inference.refine import refine as refine_poses
+from inference.views import ViewInput, stack_inputs, warp_to_view
+from renderer.camera import camera_bboxes, camera_dict
+from renderer.pinhole import Cameras, envelope_violations, spec_cameras
+from renderer.scene import SceneBatch, yaw_to_quat
+from renderer.world import World
+
+ImageInput = Image.Image | np.ndarray
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def weights_version(model: AIR, sha256: str) -> str:
+    """What ``model.version`` says: the network kind and the first 12 hex digits of the weights
+    file's SHA-256, e.g. ``air-b9eca2b5d85d`` (``dair-...`` for difference AIR). Two files with
+    the same bytes have the same version, whatever they are called; any other file another."""
+    return f"{'dair' if model.config.dair else 'air'}-{sha256[:12]}"
+
+
+def as_pil(image: ImageInput, index: int = 0) -> Image.Image:
+    """A PIL image (any mode) or a numpy array -> a PIL image.
+
+    Arrays: (H, W, 3) RGB or (H, W, 4) RGBA or (H, W) grey, dtype uint8 (0..255). ValueError
+    naming the image's index, shape and dtype for anything else (a float image is refused rather
+    than guessed at: convert it with ``(x * 255).round().astype(np.uint8)`` if it is in [0, 1]).
+    """
+    if isinstance(image, Image.Image):
+        return image
+    if isinstance(image, np.ndarray):
+        ok_shape = image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))
+        if image.dtype != np.uint8 or not ok_shape or 0 in image.shape:
+            raise ValueError(f"image {index}: expected an (H, W, 3) RGB, (H, W, 4) RGBA or (H, W) grey uint8 "
+                             f"array, got shape {image.shape} dtype {image.dtype}")
+        return Image.fromarray(np.ascontiguousarray(image))
+    raise ValueError(f"image {index}: expected a PIL image or a numpy array, got {type(image).__name__}")
+
+
+def object_dicts(scene: SceneBatch, confidence: torch.Tensor, shape_prob: torch.Tensor,
+                 color_prob: torch.Tensor, boxes: torch.Tensor, world: World,
+                 min_confidence: Sequence[float]) -> list[list[dict[str, Any]]]:
+    """Inferred scenes -> per image, its objects in slot order, as plain dicts.
+
+    scene: B scenes of T slots (present ones first). confidence, shape_prob, color_prob: (B, T).
+    boxes: (B, T, 4) [u0, v0, u1, v1] pixels of each image as given. min_confidence: per image;
+    objects below it are dropped and ids are 0..k-1 over what is kept.
+    """
+    quat = yaw_to_quat(scene.yaw)
+    cols = [t.detach().cpu().tolist() for t in (scene.present, scene.shape, scene.color, scene.position,
+                                                 scene.yaw, quat, confidence, shape_prob, color_prob, boxes)]
+    out: list[list[dict[str, Any]]] = []
+    for b, (pres, shp, col, pos, yaw, q, conf, sp, cp, box) in enumerate(zip(*cols)):
+        objs: list[dict[str, Any]] = []
+        for t in range(len(pres)):
+            if not pres[t] or conf[t] < min_confidence[b]:
+                continue
+            objs.append({
+                "id": len(objs), "shape": world.shape_names[shp[t]], "color": world.color_names[col[t]],
+                "confidence": round(conf[t], 4), "shape_confidence": round(sp[t], 4),
+                "color_confidence": round(cp[t], 4),
+                "position": {k: round(v, 5) for k, v in zip("xyz", pos[t])},
+                "orientation": {k: round(v, 6) for k, v in zip("xyzw", q[t])},
+                "yaw_deg": round(math.degrees(yaw[t]), 2),
+                "bbox": [round(v, 1) for v in box[t]],
+            })
+        out.append(objs)
+    return out
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One image ready for the network (``Predictor.prepare``).
+
+    pixels: (3, S, S) float in [0, 1], what the network reads (a view network: the canonical
+    view). view: a view network's ``ViewInput`` (batch of 1), else None. camera: the image's
+    camera (batch of 1, its own size), the default one when none was given. width, height: the
+    image as given. refine_pixels: (3, S, S) the world camera's square crop, for test-time
+    refinement (None when the camera is not the default one).
+    """
+
+    pixels: torch.Tensor
+    view: ViewInput | None
+    camera: Cameras
+    width: int
+    height: int
+    refine_pixels: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the network said about B images (T = N slots, present ones first).
+
+    scene: the inferred (possibly refined) scenes. confidence, shape_prob, color_prob: (B, T).
+    boxes: (B, T, 4) [u0, v0, u1, v1] in each image's own pixels. infer_ms: the forward pass;
+    refine_ms: (B,) each image's refinement time.
+    """
+
+    scene: SceneBatch
+    confidence: torch.Tensor
+    shape_prob: torch.Tensor
+    color_prob: torch.Tensor
+    boxes: torch.Tensor
+    infer_ms: float
+    refine_ms: list[float]
+
+
+def image_tensor(image: Image.Image) -> torch.Tensor:
+    """Any PIL image -> (3, H, W) float32 in [0, 1] (modes converted as ``to_rgb`` does)."""
+    return torch.from_numpy(np.asarray(to_rgb(image), dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+class Predictor:
+    """Weights loaded onto a device; ``infer`` turns images (and their cameras) into scene dicts.
+
+    model: the AIR network in eval mode. world: the world it was trained for (default camera,
+    camera envelope, shapes, colours, N). version: see ``weights_version``. The service's engine
+    runs the same ``prepare`` and ``forward``. Call from one thread at a time.
+    """
+
+    def __init__(self, model: AIR, world: World, version: str) -> None:
+        self.model = model
+        self.world = world
+        self.version = version
+        self.device = next(model.parameters()).device
+
+    @classmethod
+    def load(cls, weights: str | Path, device: str = "cpu") -> Predictor:
+        """Load ``weights`` (.safetensors, with its .json beside it) onto ``device``: 'cpu',
+        'cuda', 'cuda:N' or 'auto' (CUDA when available). ValueError for weights that are not
+        an AIR network (e.g. the supervised counterpart's)."""
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        model, world, _ = load_weights(weights, torch.device(device))
+        return cls(model, world, weights_version(model, file_sha256(weights)))
+
+    @property
+    def takes_cameras(self) -> bool:
+        """Whether the network reads any camera of the envelope (a view network)."""
+        return bool(self.model.config.view_inputs)
+
+    def check_camera(self, camera: Cameras) -> None:
+        """ValueError naming the envelope field a camera lies outside of (or saying that this
+        network knows only its world's fixed camera)."""
+        if not self.takes_cameras:
+            raise ValueError("these weights know only their world's fixed camera; send no camera")
+        problem = envelope_violations(camera, self.world.envelope)[0]
+        if problem:
+            raise ValueError(problem)
+
+    def prepare(self, image: Image.Image, camera: Cameras | None = None, refine: bool = False,
+                full_size: tuple[int, int] | None = None) -> Prepared:
+        """A decoded image (any mode and size) and its camera (None: the world's fixed one) ->
+        the network's input. full_size: (height, width) of the image the camera is for, when
+        ``image`` is a reduced decode of it (default: the image's own size). ``refine``: also
+        keep the world camera's square crop for test-time refinement (default camera only).
+        ValueError for a camera outside the envelope."""
+        h, w = full_size or (image.height, image.width)
+        if camera is not None:
+            self.check_camera(camera)
+        if refine and camera is not None:
+            raise ValueError("test-time refinement works with the default camera only; send refine=0 with a camera")
+        used = camera if camera is not None else spec_cameras(self.world.camera, 1, h, w)
+        size = self.world.image_size
+        crop = to_network_input(image, size) if (refine or not self.takes_cameras) else None
+        if not self.takes_cameras:
+            return Prepared(crop, None, used, w, h, crop if refine else None)
+        view = warp_to_view(image_tensor(image), used.resized(image.height, image.width), self.world)
+        return Prepared(view.pixels[0], view, used, w, h, crop)
+
+    @torch.no_grad()
+    def forward(self, items: Sequence[Prepared], refine: Sequence[int]) -> Answer:
+        """One batched forward pass over prepared images, refinement for those that asked
+        (``refine[i]`` steps), and each object's box in its own image."""
+        t0 = time.perf_counter()
+        pixels = torch.stack([it.pixels for it in items]).to(self.device)
+        view = stack_inputs([it.view for it in items]).to(self.device) if self.takes_cameras else None
+        out = infer(self.model, pixels, self.world, view)
+        scene = to_scene(out.objects, self.world)
+        infer_ms = (time.perf_counter() - t0) * 1000
+        scene, refine_ms = self._refine(scene, items, refine)
+        boxes = torch.cat([camera_bboxes(scene.select(slice(i, i + 1)), self.world, it.camera.to(self.device))
+                           for i, it in enumerate(items)])
+        return Answer(scene, out.confidence, out.shape_prob, out.color_prob, boxes, infer_ms, refine_ms)
+
+    def _refine(self, scene: SceneBatch, items: Sequence[Prepared], steps: Sequence[int]) -> tuple[SceneBatch, list[float]]:
+        """Test-time refinement of the images that asked, grouped by step count; the scenes and
+        each image's refinement time in ms (0 for those that did not ask)."""
+        by_steps: dict[int, list[int]] = defaultdict(list)
+        for i, n in enumerate(steps):
+            if n:
+                by_steps[n].append(i)
+        refine_ms = [0.0] * len(steps)
+        for n, idx in by_steps.items():
+            t = time.perf_counter()
+            sel = torch.tensor(idx, device=self.device)
+            target = torch.stack([items[i].refine_pixels for i in idx]).to(self.device)
+            with torch.enable_grad():
+                better = refine_poses(scene.select(sel), target, self.world, n)
+            scene = scene.put(sel, better)
+            for i in idx:
+                refine_ms[i] = (time.perf_counter() - t) * 1000
+        return scene, refine_ms
+
+    def infer(self, images: ImageInput | Sequence[ImageInput], refine: int = 0, min_confidence: float = 0.0,
+              camera: Cameras | None = None) -> dict[str, Any] | list[dict[str, Any]]:
+        """One image -> its answer dict; a list of images -> a list of answers, in order.
+
+        Images: PIL images or uint8 arrays (see ``as_pil``), any size, used whole; boxes refer
+        to the image as given. camera: the images' camera (``renderer.pinhole.Cameras``, one,
+        for images of its size: intrinsics scale with the image), None for the world's fixed
+        camera. refine: test-time refinement steps (default camera only; about 0.1 s a step on
+        a CPU). min_confidence: drop objects whose presence probability is below it.
+        """
+        single = isinstance(images, (Image.Image, np.ndarray)) and not (
+            isinstance(images, np.ndarray) and images.ndim == 4)
+        pil = [as_pil(im, i) for i, im in enumerate([images] if single else list(images))]
+        if refine < 0:
+            raise ValueError(f"refine must be >= 0, got {refine}")
+        if not 0.0 <= min_confidence <= 1.0:
+            raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
+        if not pil:
+            return []
+        cams = [None if camera is None else camera.resized(im.height, im.width) for im in pil]
+        items = [self.prepare(im, cam, refine > 0) for im, cam in zip(pil, cams)]
+        ans = self.forward(items, [refine] * len(items))
+        objects = object_dicts(ans.scene, ans.confidence, ans.shape_prob, ans.color_prob, ans.boxes, self.world,
+                               [min_confidence] * len(pil))
+        answers = [{"objects": objs, "count": len(objs), "frame_id": "world",
+                    "image": {"width": it.width, "height": it.height},
+                    "camera": camera_dict(it.camera),
+                    "model": {"version": self.version, "device": str(self.device)}}
+                   for objs, it in zip(objects, items)]
+        return answers[0] if single else answers

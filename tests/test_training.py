@@ -1,0 +1,275 @@
+"""Training: the objectives (amortised, ELBO), the training script's configuration and data pool."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from experiments.anchored import AnchoredAIR, AnchoredAIRConfig, table_anchor
+from experiments.config import ResearchConfig
+from inference.network import AIR, AIRConfig
+from renderer.dataset import SceneDataset, render_images, write_dataset
+from renderer.prior import sample_scenes
+from renderer.render import render
+from renderer.scene import SceneBatch
+from renderer.world import World
+from training.dair_canvas import CanvasStore, jittered, write_canvases
+from training.elbo import ELBO, gaussian_blur, log_likelihood, pres_prior, sample_q
+from training.objectives import amortised_loss, dair_residuals, nearest_first
+from training.train import ConfigError, get_lr, parse_config, scene_pool
+
+WORLD = World()
+FIELDS = ("present", "shape", "color", "position", "yaw")
+
+
+def _images(scene: SceneBatch, world: World = WORLD) -> torch.Tensor:
+    return render_images(scene, world).permute(0, 3, 1, 2).float() / 255.0
+
+
+def test_amortised_loss_is_invariant_to_the_order_of_true_objects(batch):
+    images, scene = batch
+    torch.manual_seed(0)
+    model = AIR(AIRConfig.for_world(WORLD))
+    three = scene.count == 3
+    assert three.any()
+    flipped = SceneBatch(*(x.flip(1) if x.dim() >= 2 else x for x in
+                           (scene.present, scene.shape, scene.color, scene.position, scene.yaw)))
+    sel = three.nonzero()[:, 0]
+    a, _ = amortised_loss(model, images[sel], scene.select(sel))
+    b, _ = amortised_loss(model, images[sel], flipped.select(sel))
+    assert a.item() == pytest.approx(b.item(), rel=1e-5)
+
+
+def test_amortised_training_lowers_the_loss_on_a_handful_of_scenes(batch):
+    images, scene = batch
+    torch.manual_seed(0)
+    model = AIR(AIRConfig.for_world(WORLD, channels=32, hidden=64))
+    opt = torch.optim.Adam(model.parameters(), 2e-3)
+    first, _ = amortised_loss(model, images, scene)
+    for _ in range(40):
+        loss, _ = amortised_loss(model, images, scene)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    last, _ = amortised_loss(model, images, scene)
+    assert last.item() < first.item() - 1.0
+
+
+SMALL = World(max_objects=1, image_size=32)
+SMALL_SHAPES = len(SMALL.shapes)
+
+
+def test_every_elbo_term_is_finite_on_random_input():
+    torch.manual_seed(0)
+    model = AIR(AIRConfig.for_world(SMALL, channels=16, hidden=32))
+    images = torch.rand(3, 3, 32, 32)
+    sample = sample_q(model, images, SMALL, anneal=0.5, start=0.99)
+    log_lik = log_likelihood(sample.objects, images, SMALL, 0.1)
+    for term in (sample.log_q_discrete, sample.log_q_continuous, sample.log_prior, log_lik):
+        assert term.shape == (3,)
+        assert torch.isfinite(term).all()
+
+
+def test_presence_prior_anneals_to_the_count_prior_or_to_a_sparsity_constant():
+    assert pres_prior(2, 0, 0.0, 0.99) == 0.99
+    assert pres_prior(2, 0, 1.0, 0.99) == pytest.approx(2 / 3) and pres_prior(2, 1, 1.0, 0.99) == pytest.approx(1 / 2)
+    assert pres_prior(2, 1, 1.0, 0.99, end=0.01) == pytest.approx(0.01)
+    assert pres_prior(2, 0, 0.5, 0.99, end=0.01) == pytest.approx(0.5)
+
+
+def test_relaxed_colour_renders_the_q_mean_and_trains_colour_by_gradient():
+    torch.manual_seed(0)
+    model = AIR(AIRConfig.for_world(SMALL, channels=16, hidden=32))
+    images = _images(sample_scenes(SMALL, 3, seed=4, counts=1), SMALL)
+    sample = sample_q(model, images, SMALL, anneal=1.0, start=0.99, force_present=True, relax_color=True)
+    assert sample.albedo.shape == (3, 1, 3) and torch.isfinite(sample.albedo).all()
+    log_lik = log_likelihood(sample.objects, images, SMALL, 0.1, albedo=sample.albedo)
+    elbo = log_lik + sample.log_prior - sample.log_q_discrete - sample.log_q_continuous
+    elbo.sum().backward()  # pathwise: the colour head gets a gradient without any score function
+    assert model.out_what.weight.grad[SMALL_SHAPES:].abs().sum() > 0
+
+
+def test_elbo_training_lowers_the_negative_elbo_on_a_handful_of_images():
+    torch.manual_seed(0)
+    scene = sample_scenes(SMALL, 4, seed=1, counts=1)
+    images = _images(scene, SMALL)
+    model = AnchoredAIR(AnchoredAIRConfig.for_world(SMALL, channels=16, hidden=32, anchor=table_anchor(SMALL),
+                                                    position_scale=0.05, position_bound=SMALL.placement_half_extent))
+    # the early phase of an ELBO run from scratch: presence forced on, colour relaxed
+    cfg = ResearchConfig(lr=1e-3, warmup_iters=0, baseline_lr=3e-2, likelihood_scale=0.1, pres_warmup_iters=100,
+                         elbo_relax_color_iters=100)
+    objective = ELBO(model, SMALL, cfg)
+    optimizer = torch.optim.Adam(objective.param_groups(), lr=cfg.lr)
+
+    def neg_elbo() -> float:
+        torch.manual_seed(123)
+        x = images.repeat(4, 1, 1, 1)
+        with torch.no_grad():
+            s = sample_q(model, x, SMALL, 1.0, cfg.pres_prior_start, force_present=True, relax_color=True)
+            ll = log_likelihood(s.objects, x, SMALL, cfg.likelihood_scale, cfg.elbo_blur_px, albedo=s.albedo)
+            return float(-(ll + s.log_prior - s.log_q_discrete - s.log_q_continuous).mean())
+
+    before = neg_elbo()
+    for it in range(50):
+        loss, _ = objective.loss(images, None, None, it)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+    after = neg_elbo()
+    # an untrained network's estimate moves by a few nats between iterations
+    assert after < before - 15.0
+
+
+def test_train_overrides_are_type_checked():
+    cfg = parse_config(["--max_iters=10", "--lr", "0.01", "--dair=true"])
+    assert (cfg.max_iters, cfg.lr, cfg.dair) == (10, 0.01, True)
+    with pytest.raises(ConfigError, match="unknown setting 'nope'"):
+        parse_config(["--nope=1"])
+    with pytest.raises(ConfigError, match="must be int"):
+        parse_config(["--max_iters=ten"])
+    cfg = ResearchConfig(max_iters=1000, warmup_iters=100, lr=1.0, min_lr=0.0)
+    assert get_lr(cfg, 0) == pytest.approx(0.01) and get_lr(cfg, 1000) == pytest.approx(0.0)
+
+
+def test_a_recipe_sets_the_config_and_flags_after_it_win(tmp_path):
+    recipe = tmp_path / "r.py"
+    recipe.write_text('max_iters = 300\nlr = 1\nout_dir = "runs/x"\n')
+    cfg = parse_config([str(recipe), "--out_dir=runs/y"])
+    assert (cfg.max_iters, cfg.lr, cfg.out_dir) == (300, 1.0, "runs/y")
+    recipe.write_text("max_iter = 300\n")
+    with pytest.raises(ConfigError, match="unknown setting 'max_iter'"):
+        parse_config([str(recipe)])
+    recipe.write_text('max_iters = "many"\n')
+    with pytest.raises(ConfigError, match="max_iters must be int"):
+        parse_config([str(recipe)])
+
+
+def test_every_shipped_recipe_parses():
+    from pathlib import Path
+
+    recipes = sorted(Path("training/recipes").glob("*.py"))
+    assert len(recipes) >= 5
+    for recipe in recipes:
+        assert parse_config([str(recipe)]).export.startswith("weights/")
+
+
+def test_train_help_exits_zero_and_documents_every_setting():
+    run = subprocess.run([sys.executable, "-m", "training.train", "--help"], capture_output=True, text=True)
+    assert run.returncode == 0
+    for name in ("max_iters", "attention_weight", "likelihood_scale", "counts"):
+        assert f"--{name}=" in run.stdout
+
+
+def test_train_refuses_an_unknown_or_ill_typed_key_in_one_line():
+    for flag, message in (("--nope=1", "unknown setting 'nope'"), ("--max_iters=ten", "must be int")):
+        run = subprocess.run([sys.executable, "-m", "training.train", flag], capture_output=True, text=True)
+        assert run.returncode == 2
+        assert run.stderr.strip().count("\n") == 0 and message in run.stderr and "Traceback" not in run.stderr
+
+
+def test_every_setting_is_documented():
+    from training.config import documentation
+
+    assert all(doc for _, _, doc in documentation(ResearchConfig))
+
+
+def test_gaussian_blur_keeps_the_mean_and_spreads_a_point():
+    x = torch.zeros(1, 3, 15, 15)
+    x[0, :, 7, 7] = 1.0
+    y = gaussian_blur(x, 1.5)
+    assert torch.allclose(y.sum(), x.sum(), atol=1e-5)
+    assert y[0, 0, 7, 7] < 0.1 and y[0, 0, 7, 9] > 0.01
+    assert torch.equal(gaussian_blur(x, 0.0), x)
+
+
+def test_scene_pool_keeps_only_the_allowed_counts(tmp_path):
+    write_dataset(tmp_path / "d", 40, seed=5, world=SMALL, chunk=20, progress=False)
+    data = SceneDataset.open(tmp_path / "d")
+    counts = np.asarray(data.latents["present"]).sum(1)
+    pool = scene_pool(data, "1")
+    assert 0 < len(pool) == int((counts == 1).sum()) < 40
+    assert set(counts[pool].tolist()) == {1}
+    assert np.array_equal(scene_pool(data, ""), np.arange(40))
+    assert np.array_equal(scene_pool(data, "", limit=7), np.arange(7))
+
+
+def test_dair_residuals_subtract_the_true_objects_of_earlier_slots():
+    scene = sample_scenes(WORLD, 3, seed=2, counts=2)
+    images = render(scene, WORLD, "hard").permute(0, 3, 1, 2)  # as infer renders its finds
+    res = dair_residuals(images, scene, WORLD)
+    assert len(res) == WORLD.max_objects
+    table = render(SceneBatch(scene.present & False, *(getattr(scene, f) for f in FIELDS[1:])), WORLD, "hard")
+    assert torch.allclose(res[0], images - table.permute(0, 3, 1, 2))
+    assert res[1].abs().sum() < res[0].abs().sum()  # one object explained
+    assert torch.equal(res[2], torch.zeros_like(images))  # both explained: nothing left
+
+
+def test_nearest_first_sorts_present_objects_by_distance_to_the_camera_and_keeps_them_whole():
+    scene = sample_scenes(WORLD, 40, seed=9)
+    ordered = nearest_first(scene)
+    assert torch.equal(ordered.count, scene.count)
+    for b in range(40):
+        n = int(scene.count[b])
+        assert ordered.present[b, :n].all() and not ordered.present[b, n:].any()
+        x = ordered.position[b, :n, 0]
+        assert (x[1:] >= x[:-1]).all()
+        # each object keeps its own shape, colour, position and yaw
+        before = {(int(scene.shape[b, i]), int(scene.color[b, i]), round(float(scene.yaw[b, i]), 5))
+                  for i in range(n)}
+        after = {(int(ordered.shape[b, i]), int(ordered.color[b, i]), round(float(ordered.yaw[b, i]), 5))
+                 for i in range(n)}
+        assert before == after
+    assert (nearest_first(scene).position != scene.position).any()  # the prior's order is not this one
+
+
+def test_stored_canvases_give_the_rendered_residuals_of_the_nearest_first_order(tmp_path):
+    write_dataset(tmp_path / "d", 24, seed=4, world=WORLD, chunk=24, progress=False)
+    data = SceneDataset.open(tmp_path / "d")
+    store = CanvasStore.open(write_canvases(data, tmp_path / "c", progress=False), data)
+    idx = np.array([2, 5, 11, 23])
+    images = torch.from_numpy(np.array(data.images[idx])).permute(0, 3, 1, 2).float() / 255
+    expected = dair_residuals(images, nearest_first(data.scenes(idx)), WORLD)
+    got = store.residuals(images, idx)
+    assert len(got) == len(expected) == WORLD.max_objects
+    for g, e in zip(got, expected):
+        assert (g - e).abs().max() <= 0.5 / 255 + 1e-6  # canvases are stored as uint8
+
+
+def test_canvas_jitter_moves_only_table_position_and_yaw_by_about_its_std():
+    scene = sample_scenes(WORLD, 500, seed=6, counts=3)
+    moved = jittered(scene, 0.25, 2.0, torch.Generator().manual_seed(0))
+    d = (moved.position - scene.position)[scene.present]
+    assert torch.equal(d[:, 2], torch.zeros_like(d[:, 2]))
+    assert abs(float(d[:, :2].std()) - 0.0025) < 0.0002  # metres
+    assert abs(math.degrees(float((moved.yaw - scene.yaw).std())) - 2.0) < 0.15
+    assert torch.equal(moved.shape, scene.shape) and torch.equal(moved.color, scene.color)
+    still = jittered(scene, 0.0, 0.0, torch.Generator().manual_seed(0))
+    assert torch.equal(still.position, scene.position) and torch.equal(still.yaw, scene.yaw)
+
+
+def test_canvases_resume_with_the_same_jitter_and_refuse_other_settings_or_data(tmp_path):
+    write_dataset(tmp_path / "d", 12, seed=4, world=WORLD, chunk=12, progress=False)
+    write_dataset(tmp_path / "e", 12, seed=5, world=WORLD, chunk=12, progress=False)
+    data = SceneDataset.open(tmp_path / "d")
+    whole = np.load(write_canvases(data, tmp_path / "a", 1.0, 10.0, seed=3, progress=False) / "canvas.npy")
+    meta = json.loads((tmp_path / "a" / "meta.json").read_text())
+    assert meta["done"] == 12 and meta["jitter_cm"] == 1.0
+    meta["done"] = 0  # as if interrupted before the first chunk was flushed
+    (tmp_path / "a" / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="canvases for 0 of 12"):
+        CanvasStore.open(tmp_path / "a", data)
+    again = np.load(write_canvases(data, tmp_path / "a", 1.0, 10.0, seed=3, progress=False) / "canvas.npy")
+    assert np.array_equal(whole, again)
+    with pytest.raises(ValueError, match="other settings"):
+        write_canvases(data, tmp_path / "a", 0.5, 10.0, seed=3, progress=False)
+    with pytest.raises(ValueError, match="was made from"):
+        CanvasStore.open(tmp_path / "a", SceneDataset.open(tmp_path / "e"))
+    with pytest.raises(ValueError, match="applies to objective=amortised with dair=True"):
+        parse_config(["--dair_canvas=x"])

@@ -1,0 +1,12 @@
+# The shipped AIR (weights/air.safetensors): amortised training on 100k prior scenes.
+#   python -m renderer.dataset --count 100000 --seed 0 --out data/train
+#   python -m renderer.dataset --count 2000 --seed 1 --out data/val
+#   python -m training.train training/recipes/air.py
+objective = "amortised"
+data = "data/train"
+val_data = "data/val"
+out_dir = "runs/air"
+max_iters = 12000
+eval_interval = 1000
+eval_scenes = 500
+export = "weights/air.safetensors"
