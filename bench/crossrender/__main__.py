@@ -8,15 +8,14 @@
 
 ``make`` samples the specs (``bench.crossrender.specs``), writes specs.json and labels.json,
 then renders the missing PNGs with Cycles in chunks (resumable: rerun the same command).
-``score`` runs a predictor (default: the shipped network in-process, which ignores the camera)
-on every rendered image and reports issue 11's metrics overall and by camera elevation and
+``score`` runs a predictor (the weights in-process; a view network is given each image's
+camera, a fixed-camera one none) on every rendered image and reports issue 11's metrics overall and by camera elevation and
 distance (markdown table + plot). Never train or select checkpoints on this set.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -70,12 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if bad else 0
     import torch
 
-    from bench.crossrender.score import ShippedPredictor, score_set, write_report
+    from bench.crossrender.score import InProcessPredictor, score_set, write_report
 
     torch.set_num_threads(args.threads)
-    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-    result = score_set(ShippedPredictor(args.weights), args.data, args.batch)
-    text = write_report(result, args.weights, args.data, args.out)
+    predictor = InProcessPredictor(args.weights)
+    result = score_set(predictor, args.data, args.batch)
+    text = write_report(result, args.weights, args.data, args.out, predictor.name)
     print(text)
     return 0
 

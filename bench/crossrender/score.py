@@ -48,21 +48,31 @@ TARGET = {"count": 0.97, "shape": 0.93, "color": 0.97, "pos_median": 1.0, "pos_p
 DEFAULT_AZIMUTH_DEG = 180.0
 
 
-class ShippedPredictor:
-    """Today's network in-process (``app.engine.Engine`` on the CPU): each image is
-    centre-cropped to a square and resized to the network's input, as ``/infer`` does, and
-    the camera is ignored."""
+class InProcessPredictor:
+    """A weights file in-process (``inference.api.Predictor``, as the service and the CLI run
+    it). Weights that read cameras (a view network) get each image's stated camera; weights
+    that know one camera only get none (the image is centre-cropped to a square and read as if
+    from their fixed camera), unless ``use_cameras`` says otherwise."""
 
-    def __init__(self, weights: Path | str, device: str = "cpu") -> None:
-        from app.engine import Engine  # local: the scorer itself needs no app
+    def __init__(self, weights: Path | str, device: str = "cpu", use_cameras: bool | None = None) -> None:
+        from inference.api import Predictor  # local: the scorer itself needs no model
 
-        self.engine = Engine.load(weights, device)
-        self.name = f"{Path(weights).name} (in-process, camera ignored)"
+        self.predictor = Predictor.load(weights, device)
+        self.use_cameras = self.predictor.takes_cameras if use_cameras is None else use_cameras
+        self.name = f"{Path(weights).name} ({'camera given' if self.use_cameras else 'camera ignored'})"
 
     def __call__(self, images: list[Image.Image], cameras: list[dict]) -> list[list[dict]]:
-        results = self.engine.infer_batch([self.engine.preprocess(im) for im in images])
-        return [[{"shape": o.shape, "color": o.color, "position": o.position.model_dump(), "yaw_deg": o.yaw_deg}
-                 for o in r.objects] for r in results]
+        from inference.api import object_dicts
+
+        from bench.crossrender.specs import cameras_from_dict
+
+        p = self.predictor
+        items = [p.prepare(im, cameras_from_dict(cam) if self.use_cameras else None)
+                 for im, cam in zip(images, cameras)]
+        ans = p.forward(items, [0] * len(items))
+        dicts = object_dicts(ans.scene, ans.confidence, ans.shape_prob, ans.color_prob, ans.boxes, p.world,
+                             [0.0] * len(items))
+        return [[{k: o[k] for k in ("shape", "color", "position", "yaw_deg")} for o in objs] for objs in dicts]
 
 
 @dataclass
@@ -169,7 +179,8 @@ def row(title: str, band: str, s: dict) -> str:
         + " | ".join(metric_cells(s)) + " |"
 
 
-def format_report(result: SetScores, weights: Path | str, data: Path, command: str, plot: str | None) -> str:
+def format_report(result: SetScores, weights: Path | str, data: Path, command: str, plot: str | None,
+                  predictor: str = "") -> str:
     s = result.overall.summary()
     lab = result.labels
     env = lab.get("envelope", {})
@@ -178,7 +189,8 @@ def format_report(result: SetScores, weights: Path | str, data: Path, command: s
         "",
         f"`{command}` on {stamp()}, commit {git_commit()}.",
         "",
-        f"Weights `{weights}`; set `{data}` (seed {lab.get('seed')}, {result.images} images scored"
+        f"Weights `{weights}`" + (f", {predictor.split('(')[-1].rstrip(')')}" if "(" in predictor else "")
+        + f"; set `{data}` (seed {lab.get('seed')}, {result.images} images scored"
         + (f", {result.missing} not rendered yet" if result.missing else "") + f", {result.seconds:.0f} s). "
         + (("Every image from today's fixed camera (the world's `CameraSpec`), square, 160 px: the control "
             "set, Blender's look without the camera change. ") if lab.get("cameras", "").startswith("today") else
@@ -256,7 +268,7 @@ def plot_bands(result: SetScores, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def write_report(result: SetScores, weights: Path | str, data: Path, out: Path | None) -> str:
+def write_report(result: SetScores, weights: Path | str, data: Path, out: Path | None, predictor: str = "") -> str:
     """The markdown (and, with ``out``, the file and the plot beside it, ``out`` with .png)."""
     command = f"python -m bench.crossrender score --weights {weights} --data {data}" + (f" --out {out}" if out else "")
     plot = None
@@ -265,7 +277,7 @@ def write_report(result: SetScores, weights: Path | str, data: Path, out: Path |
         png = out.with_suffix(".png")
         plot_bands(result, png, f"{Path(weights).name} on the Blender Cycles set ({result.images} images)")
         plot = png.name
-    text = format_report(result, weights, data, command, plot)
+    text = format_report(result, weights, data, command, plot, predictor)
     if out is not None:
         out.write_text(text)
     return text
