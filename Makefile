@@ -38,7 +38,7 @@ clean-data:
 	rm -rf data
 
 # Optional: Blender's Cycles as a Python module (bpy 4.5, about 370 MB) for the
-# cross-renderer development set (bench/crossrender.py, bench/blender_scene.py).
+# cross-renderer development set (bench/crossrender/, bench/blender_scene.py).
 # The product never imports bpy; tests that need it skip when .venv-blender is absent.
 BLENDER_VENV := .venv-blender
 BLENDER_PYTHON ?= python3.11
