@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError,
 from app.errors import Unprocessable
 
 from renderer.pinhole import Cameras, spec_cameras
+from renderer.scene import quat_to_matrix
 from renderer.world import World
 
 # the body frame's axes seen from the optical frame: optical x = -body y, y = -body z, z = body x
@@ -102,18 +103,11 @@ class CameraIn(BaseModel):
         return self
 
 
-def _quat_matrix(q: Rotation) -> torch.Tensor:
-    v = torch.tensor([q.x, q.y, q.z, q.w], dtype=torch.float64)
-    x, y, z, w = (v / v.norm()).tolist()
-    return torch.tensor([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                         [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                         [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]], dtype=torch.float64)
-
-
 def to_cameras(camera: CameraIn, height: int, width: int) -> Cameras:
     """The camera of an image of ``height x width`` pixels, as a batch of one. ValueError when
     the stated image size has another aspect than the image."""
-    rot = _quat_matrix(camera.orientation)
+    q = camera.orientation
+    rot = quat_to_matrix(torch.tensor([q.x, q.y, q.z, q.w], dtype=torch.float64))
     if camera.convention == "body":
         rot = rot @ _BODY_FROM_OPTICAL
     if camera.K is not None:

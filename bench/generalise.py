@@ -23,7 +23,6 @@ Writes ``--out`` (default bench/results/generalise.md) and prints it. Held-out s
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path

@@ -75,7 +75,7 @@ def camera_info(world: World, height: int, width: int) -> dict:
     cam = world.camera
     return {
         "position": dict(zip("xyz", cam.position)),
-        "orientation": dict(zip("xyzw", _matrix_to_quat(rot))),
+        "orientation": dict(zip("xyzw", matrix_to_quat(rot))),
         "fov_deg": cam.fov_deg,
         "width": width,
         "height": height,
@@ -87,7 +87,7 @@ def camera_info(world: World, height: int, width: int) -> dict:
     }
 
 
-def _matrix_to_quat(m: torch.Tensor) -> list[float]:
+def matrix_to_quat(m: torch.Tensor) -> list[float]:
     """(3, 3) rotation -> [x, y, z, w] with w >= 0."""
     tr = m[0, 0] + m[1, 1] + m[2, 2]
     if tr > 0:
@@ -155,9 +155,23 @@ def camera_dict(cameras) -> dict:
     cx, cy = (r6(v) for v in cameras.principal[0])
     return {
         "position": {k: r6(v) for k, v in zip("xyz", position.tolist())},
-        "orientation": {k: r6(v) for k, v in zip("xyzw", _matrix_to_quat(cameras.rotation[0].double()))},
+        "orientation": {k: r6(v) for k, v in zip("xyzw", matrix_to_quat(cameras.rotation[0].double()))},
         "fov_deg": round(d["fov_deg"], 4), "width": cameras.width, "height": cameras.height,
         "fx": fx, "fy": fy, "cx": cx, "cy": cy,
         "look_at": {k: r6(v) for k, v in zip("xyz", look_at.tolist())}, "distance_m": r6(d["distance"]),
         "elevation_deg": round(d["elevation_deg"], 4), "optical_frame": "x right, y down, z forward",
     }
+
+
+def cameras_from_dict(d: dict):
+    """The inverse of ``camera_dict``: a dict with ``position`` {x, y, z}, ``orientation``
+    {x, y, z, w} (the optical frame in the table frame), ``fx``, ``fy``, ``cx``, ``cy``,
+    ``width``, ``height`` -> a ``renderer.pinhole.Cameras`` batch of one (other keys ignored)."""
+    from renderer.pinhole import Cameras  # local: pinhole imports this module's neighbours
+    from renderer.scene import quat_to_matrix
+
+    q, p = d["orientation"], d["position"]
+    rot = quat_to_matrix(torch.tensor([q["x"], q["y"], q["z"], q["w"]], dtype=torch.float64)).float()
+    return Cameras(torch.tensor([[p["x"], p["y"], p["z"]]], dtype=torch.float32), rot[None],
+                   torch.tensor([[d["fx"], d["fy"]]], dtype=torch.float32),
+                   torch.tensor([[d["cx"], d["cy"]]], dtype=torch.float32), int(d["height"]), int(d["width"]))

@@ -115,9 +115,9 @@ def test_body_frame_orientation_is_the_optical_one_turned():
     r = optical.rotation[0].double()
     body_from_optical = torch.tensor([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]], dtype=torch.float64)
     rb = r @ body_from_optical.T
-    from renderer.camera import _matrix_to_quat
+    from renderer.camera import matrix_to_quat
 
-    body = {**cam, "orientation": dict(zip("xyzw", _matrix_to_quat(rb))), "convention": "body"}
+    body = {**cam, "orientation": dict(zip("xyzw", matrix_to_quat(rb))), "convention": "body"}
     again = to_cameras(CameraIn(**body), 120, 160)
     assert torch.allclose(again.rotation, optical.rotation, atol=1e-5)
 

@@ -15,12 +15,11 @@ from bench.crossrender.score import BANDS, band_of, score_set
 from bench.crossrender.specs import (
     DEV_ENVELOPE,
     camera_dict,
-    cameras_from_dict,
     objects_in_view,
     sample_spec,
     sample_specs,
 )
-from renderer.camera import camera_info
+from renderer.camera import camera_info, cameras_from_dict
 from renderer.pinhole import envelope_violations, spec_cameras
 
 

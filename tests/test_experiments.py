@@ -3,11 +3,9 @@ run end to end on a tiny setting."""
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 
-import numpy as np
 import pytest
 import torch
 

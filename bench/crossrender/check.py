@@ -27,7 +27,8 @@ import torch
 from PIL import Image
 
 from bench.crossrender.blender import render_specs
-from bench.crossrender.specs import cameras_from_dict, sample_spec
+from bench.crossrender.specs import sample_spec
+from renderer.camera import cameras_from_dict
 from renderer.render import RasterSettings, SceneRasterizer, scene_meshes
 from renderer.scene import SceneBatch
 from renderer.world import World

@@ -64,7 +64,7 @@ class InProcessPredictor:
     def __call__(self, images: list[Image.Image], cameras: list[dict]) -> list[list[dict]]:
         from inference.api import object_dicts
 
-        from bench.crossrender.specs import cameras_from_dict
+        from renderer.camera import cameras_from_dict
 
         p = self.predictor
         items = [p.prepare(im, cameras_from_dict(cam) if self.use_cameras else None)

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from renderer.appearance import kelvin_rgb
+from renderer.camera import cameras_from_dict, matrix_to_quat
 from renderer.pinhole import Cameras, sample_cameras, spec_cameras
 from renderer.prior import sample_scenes
 from renderer.world import CameraEnvelope, World
@@ -128,7 +129,7 @@ def camera_dict(cams: Cameras, roll_check: bool = False) -> dict:
     offset = pos - look_at
     return {
         "position": dict(zip("xyz", pos.tolist())),
-        "orientation": dict(zip("xyzw", matrix_to_quat(cams.rotation[0].double().numpy()))),
+        "orientation": dict(zip("xyzw", matrix_to_quat(cams.rotation[0].double()))),
         "fx": float(cams.focal[0, 0]), "fy": float(cams.focal[0, 1]),
         "cx": float(cams.principal[0, 0]), "cy": float(cams.principal[0, 1]),
         "width": cams.width, "height": cams.height,
@@ -137,44 +138,6 @@ def camera_dict(cams: Cameras, roll_check: bool = False) -> dict:
         "azimuth_deg": math.degrees(math.atan2(float(offset[1]), float(offset[0]))) % 360.0,
         "roll_deg": d["roll_deg"], "look_at": dict(zip("xyz", look_at.tolist())),
     }
-
-
-def cameras_from_dict(cam: dict) -> Cameras:
-    """A spec's camera (position, optical quaternion, intrinsics) -> one ``Cameras``."""
-    q = cam["orientation"]
-    rot = torch.tensor(quat_to_matrix(q["x"], q["y"], q["z"], q["w"]), dtype=torch.float32)
-    p = cam["position"]
-    return Cameras(torch.tensor([[p["x"], p["y"], p["z"]]], dtype=torch.float32), rot[None],
-                   torch.tensor([[cam["fx"], cam["fy"]]], dtype=torch.float32),
-                   torch.tensor([[cam["cx"], cam["cy"]]], dtype=torch.float32), cam["height"], cam["width"])
-
-
-def matrix_to_quat(m: np.ndarray) -> list[float]:
-    """(3, 3) rotation -> [x, y, z, w] with w >= 0 (Shepperd's method)."""
-    tr = m[0, 0] + m[1, 1] + m[2, 2]
-    if tr > 0:
-        s = math.sqrt(tr + 1.0) * 2
-        q = [(m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, 0.25 * s]
-    else:
-        i = int(np.argmax(np.diagonal(m)))
-        j, k = (i + 1) % 3, (i + 2) % 3
-        s = math.sqrt(1.0 + m[i, i] - m[j, j] - m[k, k]) * 2
-        q = [0.0] * 4
-        q[i] = 0.25 * s
-        q[j] = (m[j, i] + m[i, j]) / s
-        q[k] = (m[k, i] + m[i, k]) / s
-        q[3] = (m[k, j] - m[j, k]) / s
-    q = [float(v) for v in q]
-    return [-v for v in q] if q[3] < 0 else q
-
-
-def quat_to_matrix(x: float, y: float, z: float, w: float) -> np.ndarray:
-    """(x, y, z, w) quaternion (normalised here) -> (3, 3) rotation."""
-    n = math.sqrt(x * x + y * y + z * z + w * w)
-    x, y, z, w = x / n, y / n, z / n, w / n
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
 
 
 def object_look(rgb: tuple[float, float, float], rng: np.random.Generator, r: LookRanges) -> dict:
