@@ -230,26 +230,13 @@ class SoftShader(nn.Module):
     Face k at a pixel covers it with probability p_k = sigmoid(-d_k / sigma), d_k the signed
     squared distance from the pixel to the face (negative inside; Liu et al.'s soft rasteriser).
     Faces come sorted nearest first, so the colour is
-    ``sum_k p_k * prod_{j<k} (1 - p_j) * c_k + prod_k (1 - p_k) * background``: an object's soft
-    rim blends into the table behind it, which makes the image differentiable in the object's
-    position and yaw, while a face fully inside stays opaque to everything behind it.
-
-    Why not PyTorch3D's ``softmax_rgb_blend``: it weighs faces by depth with a temperature
-    gamma and mixes in only the background colour, never the faces behind. With a table under
-    every object, the object wins the whole blur ring at any small gamma (silhouettes come out
-    dilated and hard, so the position gradient points nowhere useful: gradient descent from a
-    displaced start drifted away for about half of single objects), and at a large gamma nearer
-    objects turn translucent. Measured on 6 single objects displaced by 2.5 cm: 30 Adam steps
-    brought every one within 1.1 cm with this shader.
-
-    What shows through the K faces is the ``backdrop``: the image of the empty table (rendered
-    anti-aliased, like the datasets), not a flat background colour; the table's own faces are
-    see-through (the backdrop holds them already, so the table edge is not blurred either). Near a many-faced object
-    (a sphere has hundreds of small triangles) every one of the K slots can go to an object face
-    with a partial coverage, pushing the table out of the K; with a flat background the table
-    then showed through as the dark background colour, a dark halo one or two blur widths wide
-    around every object. Measured on the 32x32 reduced world with a 1 px blur: the true scene
-    rendered worse than an empty one (squared error 52 against 24); with the backdrop it fits.
+    ``sum_k p_k * prod_{j<k} (1 - p_j) * c_k + prod_k (1 - p_k) * backdrop``: an object's soft
+    rim blends into what lies behind it, which makes the image differentiable in the object's
+    position and yaw, while a face fully inside stays opaque. The ``backdrop`` is the image of
+    the empty table (rendered anti-aliased, like the datasets), and the table's own faces are
+    see-through (the backdrop holds them already). Why not PyTorch3D's ``softmax_rgb_blend``,
+    and why a backdrop rather than a flat colour: the model card's "Measurements behind the
+    code".
 
     sigma_ndc2: edge softness (squared NDC distance). backdrop: (H, W, 3). ``forward`` takes the
     fragments, each packed face's colour and whether it is a table face. Returns (B, H, W, 3).
