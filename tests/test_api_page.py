@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+from pathlib import Path
 
 import httpx
 import pytest
@@ -133,3 +135,151 @@ def test_docs_page_renders_without_internet(server, browser):
     assert {"/infer", "/render", "/v1/model"} <= paths
     loaded = browser.execute_script("return performance.getEntriesByType('resource').map((e) => e.name)")
     assert loaded and all(url.startswith(server.url) for url in loaded), loaded
+
+
+# ---------------------------------------------------------------- the user's camera
+
+SAMPLES = Path(__file__).resolve().parent.parent / "app" / "static" / "samples"
+
+# Every fetch the page makes, with what it sent: the /infer form's camera field, a JSON body.
+RECORD_FETCHES = """
+window.sent = [];
+const realFetch = window.fetch;
+window.fetch = (url, opts) => {
+  const body = opts && opts.body;
+  window.sent.push({url: String(url), camera: body instanceof FormData ? body.get("camera") : null,
+                    json: typeof body === "string" ? body : null});
+  return realFetch(url, opts);
+};
+"""
+
+
+@pytest.fixture(scope="module")
+def view_server(tmp_path_factory):
+    """A server with untrained view weights: they take any camera of the envelope."""
+    weights = make_dev_weights(tmp_path_factory.mktemp("view-weights"), views=True)
+    with LiveServer(settings_for(weights)) as s:
+        yield s
+
+
+def _open_page(browser, url: str) -> None:
+    browser.get(url + "/")
+    WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#samples button"))
+    browser.execute_script(RECORD_FETCHES)
+
+
+def _finished(browser, timeout: float = 30.0) -> dict:
+    WebDriverWait(browser, timeout).until(
+        lambda d: d.find_element(By.ID, "status").text.endswith("done") or "error" in
+        (d.find_element(By.ID, "status").get_attribute("class") or ""))
+    return shown(browser)
+
+
+def _pick(browser, file: str) -> dict:
+    browser.find_element(By.CSS_SELECTOR, f'#samples button[data-file="{file}"]').click()
+    return _finished(browser)
+
+
+def _camera_samples() -> list[dict]:
+    samples = [s for s in json.loads((SAMPLES / "samples.json").read_text()) if "camera" in s]
+    assert len(samples) >= 4
+    return samples
+
+
+def test_camera_samples_are_small_and_from_cameras_of_the_envelope():
+    from app.camera import CameraIn, to_cameras
+    from renderer.pinhole import envelope_violations
+    from renderer.world import World
+
+    sizes = set()
+    for s in _camera_samples():
+        assert (SAMPLES / s["file"]).stat().st_size < 60_000, s["file"]
+        cam = s["camera"]
+        sizes.add((cam["width"], cam["height"]))
+        cams = to_cameras(CameraIn.model_validate(cam), cam["height"], cam["width"])
+        assert envelope_violations(cams, World().envelope) == [""]
+        assert abs(float(cams.describe()["elevation_deg"][0]) - s["view"]["elevation_deg"]) < 0.01
+        assert s["view"]["elevation_deg"] != 60 and s["count"] == len(s["objects"]) >= 1
+    assert {(320, 240), (320, 180)} <= sizes
+
+
+def test_page_sends_the_camera_of_a_camera_sample(view_server, browser):
+    sample = _camera_samples()[1]
+    _open_page(browser, view_server.url)
+    envelope = lambda d: d.find_element(By.ID, "envelope").get_attribute("textContent")  # noqa: E731 (box closed)
+    WebDriverWait(browser, 10).until(envelope)
+    assert "30 to 85° below the horizon" in envelope(browser)
+    page = _pick(browser, sample["file"])
+    assert page["status"] == f"{sample['file']}: done", page["status"]
+    assert json.loads(browser.find_element(By.ID, "camera").get_attribute("value")) == sample["camera"]
+    sent = browser.execute_script("return window.sent")
+    infer = [r for r in sent if r["url"].startswith("/infer")]
+    assert len(infer) == 1 and json.loads(infer[0]["camera"]) == sample["camera"]
+    answer = json.loads(page["json"])
+    assert answer["camera"]["elevation_deg"] == pytest.approx(sample["view"]["elevation_deg"], abs=0.01)
+    assert answer["camera"]["distance_m"] == pytest.approx(sample["view"]["distance_m"], abs=1e-3)
+    line = browser.find_element(By.ID, "camera-line").text
+    assert f"elevation {sample['view']['elevation_deg']:.1f}°" in line and "the camera sent" in line
+    # the reconstruction is drawn from the answer's camera, at the image's size
+    render = [json.loads(r["json"]) for r in sent if r["url"] == "/render"]
+    assert len(render) == 1 and render[0]["camera"] == answer["camera"]
+    assert page["recon_width"] == sample["camera"]["width"]
+    assert browser.execute_script("return document.getElementById('recon').naturalHeight") == sample["camera"]["height"]
+
+    # a default-camera sample empties the box again: no camera is sent
+    browser.execute_script("window.sent = []")
+    page = _pick(browser, "sample-0.png")
+    assert page["status"] == "sample-0.png: done"
+    assert browser.find_element(By.ID, "camera").get_attribute("value") == ""
+    infer = [r for r in browser.execute_script("return window.sent") if r["url"].startswith("/infer")]
+    assert len(infer) == 1 and infer[0]["camera"] is None
+    assert json.loads(page["json"])["camera"]["elevation_deg"] == pytest.approx(60, abs=0.01)
+    assert "the server's default camera" in browser.find_element(By.ID, "camera-line").text
+
+
+def _type_camera(browser, text: str) -> None:
+    browser.execute_script(
+        "const box = document.getElementById('camera'); box.value = arguments[0];"
+        "box.dispatchEvent(new Event('input'));", text)
+
+
+def test_page_refuses_a_camera_that_is_not_json_without_a_request(view_server, browser, tmp_path):
+    _open_page(browser, view_server.url)
+    _type_camera(browser, '{"position": {"x": 0.5, "y": 0, "z": 0.8}, "orientation": ')
+    browser.find_element(By.ID, "file").send_keys(str(_scene_png(view_server, tmp_path)))
+    page = _finished(browser)
+    assert "camera: not valid JSON" in page["status"] and "nothing was sent" in page["status"]
+    assert browser.find_element(By.ID, "camera").get_attribute("aria-invalid") == "true"
+    assert page["count"] == "" and page["json"] == ""
+    assert not [r for r in browser.execute_script("return window.sent") if r["url"].startswith("/infer")]
+
+
+def test_page_shows_the_servers_message_for_a_camera_outside_the_envelope(view_server, browser, tmp_path):
+    import torch
+
+    from renderer.camera import camera_dict
+    from renderer.pinhole import look_at_cameras
+
+    # 20 degrees above the table, 1.1 m away: below the envelope's 30 degrees
+    eye = torch.tensor([[1.1 * math.cos(math.radians(20)), 0.0, 1.1 * math.sin(math.radians(20))]])
+    camera = camera_dict(look_at_cameras(eye, torch.zeros(1, 3), torch.tensor([45.0]), 256, 256))
+    _open_page(browser, view_server.url)
+    _type_camera(browser, json.dumps(camera))
+    browser.find_element(By.ID, "file").send_keys(str(_scene_png(view_server, tmp_path)))
+    page = _finished(browser)
+    assert "The camera was refused" in page["status"] and "422" in page["status"], page["status"]
+    assert "body.camera" in page["status"] and "elevation_deg 20" in page["status"] and "30..85" in page["status"]
+    assert browser.find_element(By.ID, "camera").get_attribute("aria-invalid") == "true"
+    assert page["count"] == "" and page["rows"] == 0
+    infer = [r for r in browser.execute_script("return window.sent") if r["url"].startswith("/infer")]
+    assert len(infer) == 1 and json.loads(infer[0]["camera"]) == camera
+
+
+def test_page_shows_that_fixed_camera_weights_refuse_a_camera(server, browser):
+    _open_page(browser, server.url)
+    envelope = lambda d: d.find_element(By.ID, "envelope").get_attribute("textContent")  # noqa: E731 (box closed)
+    WebDriverWait(browser, 10).until(envelope)
+    assert "the fixed camera only" in envelope(browser)
+    page = _pick(browser, _camera_samples()[0]["file"])
+    assert "The camera was refused" in page["status"] and "422" in page["status"]
+    assert "know only their world's fixed camera" in page["status"], page["status"]

@@ -25,13 +25,77 @@ function setStatus(text, isError) {
 }
 
 async function errorText(resp) {
+  return (await errorInfo(resp)).text;
+}
+
+// An error answer -> {text, camera}: the server's message (each field it names, then its
+// message) and whether it is about the camera (a field under "camera").
+async function errorInfo(resp) {
   try {
     const body = await resp.json();
     const d = body.detail;
-    return typeof d === "string" ? d : d.map((e) => `${(e.loc || []).join(".")}: ${e.msg}`).join("; ");
+    if (typeof d === "string") return { text: d, camera: false };
+    return {
+      text: d.map((e) => `${(e.loc || []).join(".")}: ${e.msg}`).join("; "),
+      camera: d.some((e) => (e.loc || []).includes("camera")),
+    };
   } catch (_) {
-    return resp.statusText;
+    return { text: resp.statusText, camera: false };
   }
+}
+
+// ---------------------------------------------------------------- the camera box
+
+const cameraBox = $("camera");
+
+function markCamera(invalid) {
+  if (invalid) {
+    cameraBox.setAttribute("aria-invalid", "true");
+    $("camera-box").open = true;
+  } else {
+    cameraBox.removeAttribute("aria-invalid");
+  }
+}
+
+function showCameraState() {
+  $("camera-state").textContent = cameraBox.value.trim() ? "(stated: sent with the image)" : "(empty: the server's default camera)";
+}
+
+cameraBox.addEventListener("input", () => { markCamera(false); showCameraState(); });
+
+// The camera box -> null (empty: the server's default camera) or the camera JSON text to send.
+// Throws (nothing is sent) when it is not a JSON object.
+function readCamera() {
+  const text = cameraBox.value.trim();
+  if (!text) return null;
+  let value;
+  try {
+    value = JSON.parse(text);
+  } catch (e) {
+    throw new Error(`camera: not valid JSON (${e.message}); nothing was sent. Fix it or empty the box for the server's default camera.`);
+  }
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    throw new Error("camera: must be a JSON object {position, orientation, intrinsics, width, height}; nothing was sent.");
+  }
+  return JSON.stringify(value);
+}
+
+function setCamera(camera) {
+  // one field a line, each value compact
+  cameraBox.value = camera ? "{\n" + Object.entries(camera).map(([k, v]) => ` ${JSON.stringify(k)}: ${JSON.stringify(v)}`)
+    .join(",\n") + "\n}" : "";
+  markCamera(false);
+  showCameraState();
+  if (camera) $("camera-box").open = true;
+}
+
+// One line under the result: the camera the answer was computed for.
+function cameraLine(answer, sent) {
+  const c = answer.camera;
+  if (!c) return "";
+  const where = sent ? "the camera sent" : "the server's default camera";
+  return `Answered for ${where}: elevation ${c.elevation_deg.toFixed(1)}°, distance ${c.distance_m.toFixed(2)} m, ` +
+    `vertical fov ${c.fov_deg.toFixed(1)}° (${c.width}x${c.height})`;
 }
 
 function loadImage(blob) {
@@ -126,6 +190,7 @@ async function reconstruct(answer, shown) {
     width: Math.max(1, Math.round(answer.image.width * k)),
     height: Math.max(1, Math.round(answer.image.height * k)),
   };
+  if (answer.camera) request.camera = answer.camera;  // drawn from the view the answer is for
   const resp = await fetch("/render", {
     method: "POST", headers: headers({ "Content-Type": "application/json" }), body: JSON.stringify(request),
   });
@@ -146,6 +211,7 @@ function clearResult() {
   $("count").textContent = "no result";
   $("count").dataset.count = "";
   $("timing").textContent = "";
+  $("camera-line").textContent = "";
   const recon = $("recon");
   if (recon.src) URL.revokeObjectURL(recon.src);
   recon.removeAttribute("src");
@@ -154,13 +220,29 @@ function clearResult() {
 
 async function run(blob, name) {
   clearResult();
+  let camera;
+  try {
+    camera = readCamera();
+  } catch (err) {
+    markCamera(true);
+    setStatus(err.message, true);
+    return;
+  }
   setStatus(`inferring ${name}…`);
   const form = new FormData();
   form.append("image", blob, name);
+  if (camera !== null) form.append("camera", camera);
   const params = new URLSearchParams({ refine: $("refine").value || "0", min_confidence: $("minconf").value || "0" });
   try {
     const resp = await fetch("/infer?" + params, { method: "POST", headers: headers(), body: form });
-    if (!resp.ok) throw new Error(`/infer: ${resp.status} ${await errorText(resp)}`);
+    if (!resp.ok) {
+      const info = await errorInfo(resp);
+      if (info.camera) {
+        markCamera(true);
+        throw new Error(`The camera was refused (/infer: ${resp.status}): ${info.text}`);
+      }
+      throw new Error(`/infer: ${resp.status} ${info.text}`);
+    }
     const answer = await resp.json();
     const img = await loadImage(blob);
     const shown = draw(img, answer);
@@ -169,6 +251,7 @@ async function run(blob, name) {
     $("count").textContent = `${answer.count} object${answer.count === 1 ? "" : "s"}`;
     $("count").dataset.count = String(answer.count);
     $("timing").textContent = `(${answer.timing_ms.total.toFixed(1)} ms on the server)`;
+    $("camera-line").textContent = cameraLine(answer, camera !== null);
     await reconstruct(answer, shown);
     setStatus(`${name}: done`);
   } catch (err) {
@@ -189,12 +272,21 @@ async function loadSamples() {
     const btn = document.createElement("button");
     btn.type = "button";
     btn.title = `${s.count} object${s.count === 1 ? "" : "s"}`;
+    if (s.camera) {
+      btn.classList.add("camera");
+      const v = s.view || {};
+      btn.title += `, seen from another camera (${s.camera.width}x${s.camera.height}` +
+        (v.elevation_deg !== undefined ? `, elevation ${v.elevation_deg}°, ${v.distance_m} m` : "") + ")";
+    } else {
+      btn.title += ", the default camera";
+    }
     btn.dataset.file = s.file;
     const img = document.createElement("img");
     img.src = "/static/samples/" + s.file;
     img.alt = s.file;
     btn.appendChild(img);
     btn.addEventListener("click", async () => {
+      setCamera(s.camera || null);  // the sample's own camera; none: the default camera
       const r = await fetch("/static/samples/" + s.file);
       run(await r.blob(), s.file);
     });
@@ -215,5 +307,27 @@ async function loadLimits() {
   $("refine-max").textContent = `(0 to ${limits.max_refine_steps})`;
 }
 
+// The cameras this server's weights take (GET /v1/model: camera_envelope), under the camera box.
+async function loadEnvelope() {
+  let env;
+  try {
+    const resp = await fetch("/v1/model", { headers: headers() });
+    if (!resp.ok) return;
+    env = (await resp.json()).camera_envelope;
+  } catch (_) {
+    return;
+  }
+  if (!env) return;
+  const range = (r, unit) => `${r[0]} to ${r[1]}${unit}`;
+  $("envelope").textContent = env.supported
+    ? `This server's weights: ${env.supported}. A stated camera is refused.`
+    : `This server takes cameras at any azimuth, the optical axis ${range(env.elevation_deg, "°")} below the horizon, ` +
+      `${range(env.distance, " m")} from where it meets the table (within ${env.look_at_radius} m of the centre), ` +
+      `vertical fov ${range(env.fov_deg, "°")}, roll ${range(env.roll_deg, "°")}, aspect ${range(env.aspect, "")}; ` +
+      "others are refused with a message naming the field.";
+}
+
+showCameraState();
 loadLimits();
+loadEnvelope();
 loadSamples();
