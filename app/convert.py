@@ -62,9 +62,9 @@ def scene_from_objects(objects: Sequence[SceneObject], world: World,
     shape, color, position, quat = [0] * n, [0] * n, [[0.0, 0.0, 0.0]] * n, [[0.0, 0.0, 0.0, 1.0]] * n
     for i, o in enumerate(objects):
         if o.shape not in world.shape_names:
-            raise Unprocessable((*loc, i, "shape"), f"unknown shape {o.shape!r}; known: {list(world.shape_names)}")
+            raise Unprocessable((*loc, i, "shape"), f"unknown shape {o.shape[:40]!r}; known: {list(world.shape_names)}")
         if o.color not in world.color_names:
-            raise Unprocessable((*loc, i, "color"), f"unknown color {o.color!r}; known: {list(world.color_names)}")
+            raise Unprocessable((*loc, i, "color"), f"unknown color {o.color[:40]!r}; known: {list(world.color_names)}")
         s = world.shape_index(o.shape)
         z = world.shapes[s].resting_z if o.position.z is None else o.position.z
         for axis, value in (("x", o.position.x), ("y", o.position.y), ("z", z)):

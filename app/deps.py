@@ -8,9 +8,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from app.config import Settings
-from app.errors import Unprocessable, UnsupportedMediaType
+from app.errors import ClientGone, Unprocessable, UnsupportedMediaType
 from app.metrics import Metrics
 from app.service import ModelService
 
@@ -47,6 +48,14 @@ class Upload:
 
 
 async def read_images(request: Request, settings: SettingsDep) -> Upload:
+    """``_read_images``, with a client that hangs up mid-upload answered 499 (not a 500)."""
+    try:
+        return await _read_images(request, settings)
+    except ClientDisconnect:
+        raise ClientGone("the client disconnected before the request body was read") from None
+
+
+async def _read_images(request: Request, settings: SettingsDep) -> Upload:
     """The image bytes of an /infer request, in order: every multipart ``image`` file, or the
     raw body; and any multipart ``camera`` fields. 415 for another content type, 422 for a form
     without images."""

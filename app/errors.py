@@ -41,6 +41,13 @@ class PayloadTooLarge(ApiError):
     status = 413
 
 
+class ClientGone(ApiError):
+    """499 (nginx's "client closed request"): the client hung up before its request was read.
+    Nobody reads the answer; the status keeps it out of the 5xx counts."""
+
+    status = 499
+
+
 class UnsupportedMediaType(ApiError):
     status = 415
 
@@ -63,10 +70,23 @@ class Unavailable(ApiError):
         super().__init__(detail, headers={"Retry-After": str(max(1, math.ceil(retry_after_s)))})
 
 
+MAX_DETAIL_ITEMS = 20  # an error body stays small whatever the request held
+MAX_TEXT = 300
+
+
+def _short(value: object) -> str | int:
+    """A loc item or message, cut to MAX_TEXT characters (a 1 MB field name is not echoed)."""
+    if isinstance(value, int):
+        return value
+    text = str(value)
+    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + "..."
+
+
 def _clean(errors: list[dict]) -> list[dict]:
-    """FastAPI/pydantic error dicts -> loc/msg/type only (no input, ctx or url)."""
-    return [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
-            for e in errors]
+    """FastAPI/pydantic error dicts -> loc/msg/type only (no input, ctx or url), bounded in
+    number and length."""
+    return [{"loc": [_short(x) for x in e.get("loc", ())], "msg": _short(e.get("msg", "")),
+             "type": _short(e.get("type", ""))} for e in errors[:MAX_DETAIL_ITEMS]]
 
 
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

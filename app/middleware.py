@@ -34,6 +34,9 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class MetricsMiddleware:
     """Counts requests by (route template, method, status) and times them.
 
@@ -61,7 +64,7 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             path = getattr(route, "path", None) or (scope["path"] if scope["path"] in self.known_paths() else "other")
-            method = scope["method"]
+            method = scope["method"] if scope["method"] in HTTP_METHODS else "other"  # bounded label set
             self.metrics.requests.labels(path, method, str(status)).inc()
             self.metrics.latency.labels(path, method).observe(time.perf_counter() - start)
 

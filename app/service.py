@@ -97,7 +97,7 @@ class ModelService:
             self.engine = await loop.run_in_executor(self._torch, self._load_sync)
             self._info = convert.model_info(self.engine)
         except Exception as e:  # noqa: BLE001 - reported by /readyz and the log
-            self.state, self.error = "failed", f"{type(e).__name__}: {e}"
+            self.state, self.error = "failed", public_reason(e)
             log.error("could not load the model: %s", self.error)
             return
         # Move everything alive now (model, torch and library objects: hundreds of thousands)
@@ -258,3 +258,13 @@ class ModelService:
         self.ready_engine()
         assert self._info is not None  # set with the engine
         return self._info
+
+
+def public_reason(error: Exception) -> str:
+    """What /readyz may say about a failed load: the kind of failure and the file's name, never
+    an absolute path or a traceback (the log has those)."""
+    text = str(error)
+    for part in text.split():
+        if "/" in part:
+            text = text.replace(part, part.rstrip(":,.'\"").rsplit("/", 1)[-1])
+    return f"{type(error).__name__}: {text[:200]}"
