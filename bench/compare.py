@@ -270,7 +270,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="AIR against render-and-compare, DAIR and a supervised network.")
     p.add_argument("--scenes", type=int, default=200, help="held-out scenes for the networks")
     p.add_argument("--seed", type=int, default=7, help="seed of the held-out scenes")
-    p.add_argument("--air", type=Path, default=Path("weights/air.safetensors"), help="shipped AIR weights")
+    p.add_argument("--air", type=Path, default=Path("weights/fixed-camera/air.safetensors"), help="fixed-camera AIR weights")
     p.add_argument("--dair", type=Path, default=Path("weights/dair.safetensors"), help="DAIR weights")
     p.add_argument("--supervised", type=Path, default=Path("weights/supervised.safetensors"),
                    help="supervised counterpart's weights")
