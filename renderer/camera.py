@@ -150,7 +150,7 @@ def camera_dict(cameras) -> dict:
     axis = cameras.rotation[0, :, 2].double()
     position = cameras.position[0].double()
     look_at = position + d["distance"] * axis
-    r6 = lambda v: round(float(v), 6)  # noqa: E731  (float32 cameras: more digits are noise)
+    r6 = lambda v: round(float(v), 6) + 0.0  # noqa: E731  (float32 cameras: more digits are noise; no -0.0)
     fx, fy = (r6(v) for v in cameras.focal[0])
     cx, cy = (r6(v) for v in cameras.principal[0])
     return {
