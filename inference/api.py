@@ -37,7 +37,7 @@ from inference.network import AIR
 from inference.infer import infer, to_scene
 from inference.preprocess import to_network_input, to_rgb
 from inference.refine import refine as refine_poses
-from inference.views import ViewInput, stack_inputs, warp_to_view
+from inference.views import ViewInput, prefilter_factor, shrunk_camera, stack_inputs, warp_to_view
 from renderer.camera import camera_bboxes, camera_dict
 from renderer.pinhole import Cameras, envelope_violations, spec_cameras
 from renderer.scene import SceneBatch, yaw_to_quat
@@ -208,7 +208,12 @@ class Predictor:
         crop = to_network_input(image, size) if (refine or not self.takes_cameras) else None
         if not self.takes_cameras:
             return Prepared(crop, None, used, w, h, crop if refine else None)
-        view = warp_to_view(image_tensor(image), used.resized(image.height, image.width), self.world)
+        cam = used.resized(image.height, image.width)
+        factor = prefilter_factor(cam, self.world)
+        if factor > 1:  # box-filter in PIL on 8 bits first: far cheaper than on the float tensor
+            image = to_rgb(image).reduce(factor)
+            cam = shrunk_camera(cam, factor, image.height, image.width)
+        view = warp_to_view(image_tensor(image), cam, self.world)
         return Prepared(view.pixels[0], view, used, w, h, crop)
 
     @torch.no_grad()

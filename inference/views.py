@@ -103,6 +103,19 @@ def view_input(pixels: torch.Tensor, cameras: Cameras, world: World) -> ViewInpu
     return ViewInput(pixels * cover, cover, camera_features(view), view)
 
 
+def prefilter_factor(camera: Cameras, world: World) -> int:
+    """How many times finer than the canonical view an image of ``camera`` (batch of one) is,
+    as the integer box-filter factor ``warp_to_view`` shrinks it by first (1: none)."""
+    ratio = float(camera.focal[0, 1] / view_cameras(camera, world).focal[0, 1])
+    return int(ratio / 1.5) + 1 if ratio > 1.5 else 1
+
+
+def shrunk_camera(camera: Cameras, factor: int, height: int, width: int) -> Cameras:
+    """The camera of its image box-filtered by ``factor`` (pixel corners map to corners), now
+    ``height`` x ``width``."""
+    return Cameras(camera.position, camera.rotation, camera.focal / factor, camera.principal / factor, height, width)
+
+
 def warp_to_view(image: torch.Tensor, camera: Cameras, world: World) -> ViewInput:
     """One camera image (3, H, W) float in [0, 1] with its camera (batch of 1) -> its
     ``ViewInput`` (batch of 1). The image is first box-filtered down while it is more than
@@ -110,14 +123,12 @@ def warp_to_view(image: torch.Tensor, camera: Cameras, world: World) -> ViewInpu
     if camera.batch_size != 1:
         raise ValueError(f"warp_to_view takes one camera, got {camera.batch_size}")
     view = view_cameras(camera, world)
-    ratio = float(camera.focal[0, 1] / view.focal[0, 1])
-    factor = int(ratio / 1.5) + 1 if ratio > 1.5 else 1
+    factor = prefilter_factor(camera, world)
     src = image[None]
     if factor > 1:
         h, w = image.shape[-2] // factor, image.shape[-1] // factor
         src = F.adaptive_avg_pool2d(src[..., : h * factor, : w * factor], (h, w))
-        camera = Cameras(camera.position, camera.rotation, camera.focal / factor,
-                         camera.principal / factor, h, w)
+        camera = shrunk_camera(camera, factor, h, w)
     pixels, inside = warp_images(src, camera, view)
     cover = inside[:, None].to(pixels.dtype)
     return ViewInput(pixels, cover, camera_features(view), view)
