@@ -1,18 +1,24 @@
 """Render a reproducible dataset of prior samples to disk, streamable without copies.
 
     python -m renderer.dataset --count 100000 --seed 0 --out data/train
+    python -m renderer.dataset --photo --count 150000 --seed 1 --out data/photo-train --image-size 80
 
 Layout of ``OUT/``:
     meta.json      world config, seed, count, chunk size, supersampling, ``done`` (scenes written)
     images.npy     (count, H, W, 3) uint8, H = W = world.image_size
     present.npy    (count, N) bool        shape.npy (count, N) int64     color.npy (count, N) int64
     position.npy   (count, N, 3) float32  yaw.npy   (count, N) float32
+    photo datasets also: camera.npy (count, 16) float32 (``pack_cameras``: each image's camera)
+                         image_hw.npy (count, 2) int32 (the size that camera's image has)
 
 Each ``.npy`` opens with ``numpy.load(path, mmap_mode="r")``, so training streams from the
 page cache instead of holding a second copy. Scenes are drawn chunk by chunk, chunk ``i`` from
 its own generator seeded with ``seed * 1_000_003 + i``: a dataset is the same whatever the
 chunk it was resumed from. Rendering is ``hard``, at ``supersample`` times the size and
-box-filtered down, so edges are anti-aliased like a resized camera image.
+box-filtered down, so edges are anti-aliased like a resized camera image. With ``--photo``
+(``PhotoData``) each image is instead the network's canonical view of a camera drawn from the
+world's envelope, under a look drawn from the look prior (``renderer.photo``), black where that
+camera's own image does not reach.
 """
 
 from __future__ import annotations
