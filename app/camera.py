@@ -31,9 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError,
 
 from app.errors import Unprocessable
 
-from renderer.pinhole import Cameras, spec_cameras
+from renderer.pinhole import Cameras
 from renderer.scene import quat_to_matrix
-from renderer.world import World
 
 # the body frame's axes seen from the optical frame: optical x = -body y, y = -body z, z = body x
 _BODY_FROM_OPTICAL = torch.tensor([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]], dtype=torch.float64)
@@ -128,11 +127,6 @@ def to_cameras(camera: CameraIn, height: int, width: int) -> Cameras:
     p = camera.position
     return Cameras(torch.tensor([[p.x, p.y, p.z]]), rot[None].float(), torch.tensor([[fx * sx, fy * sy]]),
                    torch.tensor([[cx * sx, cy * sy]]), height, width)
-
-
-def default_cameras(world: World, height: int, width: int) -> Cameras:
-    """The world's fixed camera for an image of ``height x width`` (its fov spans the shorter side)."""
-    return spec_cameras(world.camera, 1, height, width)
 
 
 def parse_camera(text: str, loc: tuple[str | int, ...]) -> CameraIn:

@@ -33,7 +33,7 @@ from PIL import Image
 from app.images import encode_png
 from renderer.appearance import LookPrior, sample_looks, shade_palette
 from renderer.camera import camera_dict
-from renderer.photo import jpeg, render_photo
+from renderer.photo import photo_jpeg
 from renderer.pinhole import canonical_cameras, envelope_violations, look_at_cameras
 from renderer.prior import sample_scenes
 from renderer.render import render
@@ -84,9 +84,7 @@ def camera_sample(world: World, view: tuple, seed: int) -> tuple[bytes, SceneBat
     quality = torch.where(look.jpeg_quality > 0, look.jpeg_quality.clamp(max=MAX_JPEG_QUALITY), MAX_JPEG_QUALITY)
     look = replace(look, noise_std=look.noise_std.clamp(max=MAX_NOISE_STD), jpeg_quality=quality)
     shaded = replace(scene, albedo=shade_palette(scene, world, prior, g))
-    with torch.no_grad():
-        image = render_photo(shaded, world, cams, look, g, detail=2)
-    rgb = jpeg((image * 255).round().to(torch.uint8).numpy(), look.jpeg_quality.numpy())[0]
+    rgb = photo_jpeg(shaded, world, cams, look, g, detail=2)[0]
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="PNG", optimize=True)
     return buf.getvalue(), scene, camera_dict(cams)

@@ -35,9 +35,9 @@ from PIL import Image
 from inference.checkpoint import load_weights
 from inference.network import AIR
 from inference.infer import infer, to_scene
-from inference.preprocess import to_network_input, to_rgb
+from inference.preprocess import image_tensor, to_network_input, to_rgb
 from inference.refine import refine as refine_poses
-from inference.views import ViewInput, prefilter_factor, shrunk_camera, stack_inputs, warp_to_view
+from inference.views import ViewInput, prefilter_factor, shrunk_camera, stack_inputs, view_cameras, warp_to_view
 from renderer.camera import camera_bboxes, camera_dict
 from renderer.pinhole import Cameras, envelope_violations, spec_cameras
 from renderer.scene import SceneBatch, yaw_to_quat
@@ -148,11 +148,6 @@ class Answer:
     refine_ms: list[float]
 
 
-def image_tensor(image: Image.Image) -> torch.Tensor:
-    """Any PIL image -> (3, H, W) float32 in [0, 1] (modes converted as ``to_rgb`` does)."""
-    return torch.from_numpy(np.asarray(to_rgb(image), dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
-
-
 class Predictor:
     """Weights loaded onto a device; ``infer`` turns images (and their cameras) into scene dicts.
 
@@ -209,7 +204,7 @@ class Predictor:
         if not self.takes_cameras:
             return Prepared(crop, None, used, w, h, crop if refine else None)
         cam = used.resized(image.height, image.width)
-        factor = prefilter_factor(cam, self.world)
+        factor = prefilter_factor(cam, view_cameras(cam, self.world))
         if factor > 1:  # box-filter in PIL on 8 bits first: far cheaper than on the float tensor
             image = to_rgb(image).reduce(factor)
             cam = shrunk_camera(cam, factor, image.height, image.width)

@@ -30,7 +30,7 @@ from inference.network import AIR
 from inference.refine import refine
 from inference.views import CameraImages, ViewInput, as_view_input, view_cameras
 from renderer.appearance import LookPrior, sample_looks, shade_palette
-from renderer.photo import jpeg, render_photo
+from renderer.photo import photo_jpeg
 from renderer.pinhole import sample_cameras
 from renderer.dataset import render_images
 from renderer.prior import sample_scenes
@@ -85,9 +85,7 @@ def held_out_photos(world: World, scenes: int, seed: int, base: int = HELD_OUT_S
         look = sample_looks(prior, n, g)
         shaded = replace(scene, albedo=shade_palette(scene, world, prior, g))
         detail = int(torch.randint(1, 4, (1,), generator=g))
-        with torch.no_grad():
-            img = render_photo(shaded, world, cams, look, g, detail)
-        u8 = jpeg((img * 255).round().to(torch.uint8).numpy(), look.jpeg_quality.numpy())
+        u8 = photo_jpeg(shaded, world, cams, look, g, detail)
         pixels = torch.from_numpy(u8).permute(0, 3, 1, 2).float() / 255.0
         out.append((CameraImages(pixels, cams), scene))
     return out

@@ -32,6 +32,11 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def image_tensor(image: Image.Image) -> torch.Tensor:
+    """Any PIL image -> (3, H, W) float32 in [0, 1] (modes converted by ``to_rgb``)."""
+    return torch.from_numpy(np.asarray(to_rgb(image), dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
+
+
 def to_network_input(image: Image.Image, size: int) -> torch.Tensor:
     """PIL image -> (3, size, size) float32 in [0, 1]."""
     image = to_rgb(image)
@@ -42,7 +47,7 @@ def to_network_input(image: Image.Image, size: int) -> torch.Tensor:
         image = image.crop((left, top, left + side, top + side))
     if image.size != (size, size):
         image = image.resize((size, size), Image.Resampling.BOX if image.size[0] > size else Image.Resampling.BILINEAR)
-    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
+    return image_tensor(image)
 
 
 def batch_from_uint8(images: torch.Tensor | np.ndarray) -> torch.Tensor:

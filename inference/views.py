@@ -103,10 +103,10 @@ def view_input(pixels: torch.Tensor, cameras: Cameras, world: World) -> ViewInpu
     return ViewInput(pixels * cover, cover, camera_features(view), view)
 
 
-def prefilter_factor(camera: Cameras, world: World) -> int:
-    """How many times finer than the canonical view an image of ``camera`` (batch of one) is,
-    as the integer box-filter factor ``warp_to_view`` shrinks it by first (1: none)."""
-    ratio = float(camera.focal[0, 1] / view_cameras(camera, world).focal[0, 1])
+def prefilter_factor(camera: Cameras, view: Cameras) -> int:
+    """How many times finer than its canonical ``view`` an image of ``camera`` (batch of one)
+    is, as the integer box-filter factor ``warp_to_view`` shrinks it by first (1: none)."""
+    ratio = float(camera.focal[0, 1] / view.focal[0, 1])
     return int(ratio / 1.5) + 1 if ratio > 1.5 else 1
 
 
@@ -123,7 +123,7 @@ def warp_to_view(image: torch.Tensor, camera: Cameras, world: World) -> ViewInpu
     if camera.batch_size != 1:
         raise ValueError(f"warp_to_view takes one camera, got {camera.batch_size}")
     view = view_cameras(camera, world)
-    factor = prefilter_factor(camera, world)
+    factor = prefilter_factor(camera, view)
     src = image[None]
     if factor > 1:
         h, w = image.shape[-2] // factor, image.shape[-1] // factor
@@ -182,17 +182,10 @@ def dataset_views(data, index: np.ndarray, world: World) -> ViewInput:
     """A photo dataset's images ``index`` (``renderer.dataset.SceneDataset`` made with
     ``--photo``) as one ``ViewInput``, in the order of ``index``."""
     pixels = torch.from_numpy(np.array(data.images[index])).permute(0, 3, 1, 2).float().div_(255.0)
-    b, s = len(index), world.image_size
-    coverage_ = torch.zeros(b, 1, s, s)
-    features = torch.zeros(b, NUM_CAMERA_FEATURES)
-    flat = torch.zeros(b, 16)
-    for rows, cams in data.cameras(index):
-        part = view_input(pixels[rows], cams, world)
-        coverage_[rows], features[rows] = part.coverage, part.features
-        v = part.view
-        flat[rows] = torch.cat([v.position, v.rotation.reshape(-1, 9), v.focal, v.principal], dim=1)
-    view = Cameras(flat[:, :3], flat[:, 3:12].reshape(b, 3, 3), flat[:, 12:14], flat[:, 14:16], s, s)
-    return ViewInput(pixels * coverage_, coverage_, features, view)
+    groups = data.cameras(index)  # one per image size, rows in the order of ``index``
+    joined = stack_inputs([view_input(pixels[rows], cams, world) for rows, cams in groups])
+    order = np.concatenate([rows for rows, _ in groups])
+    return joined[torch.from_numpy(np.argsort(order, kind="stable"))]
 
 
 def as_view_input(images: torch.Tensor | CameraImages | ViewInput, world: World) -> ViewInput:

@@ -35,7 +35,7 @@ from numpy.lib.format import open_memmap
 from tqdm import tqdm
 
 from renderer.appearance import LookPrior, default_look, sample_looks, shade_palette
-from renderer.photo import jpeg, render_photo
+from renderer.photo import photo_jpeg
 from renderer.pinhole import Cameras, canonical_cameras, coverage, sample_cameras, spec_cameras
 from renderer.prior import sample_scenes
 from renderer.render import render_antialiased
@@ -119,9 +119,7 @@ def photo_chunk(world: World, data: PhotoData, seed: int, chunk: int, size: int,
     scene = sample_scenes(world, size, generator=g, counts=counts, cameras=(cams, view))
     look = default_look(world, size) if fixed_look else sample_looks(data.look, size, g)
     shaded = scene if fixed_look else replace(scene, albedo=shade_palette(scene, world, data.look, g))
-    with torch.no_grad():
-        img = render_photo(shaded, world, view, look, g, detail, data.supersample)
-    u8 = jpeg((img * 255).round().to(torch.uint8).numpy(), look.jpeg_quality.numpy())
+    u8 = photo_jpeg(shaded, world, view, look, g, detail, data.supersample)
     u8 = u8 * coverage(cams, view).numpy()[..., None]
     return u8, scene, cams
 

@@ -144,6 +144,15 @@ def jpeg(images: np.ndarray, quality: np.ndarray) -> np.ndarray:
     return out
 
 
+def photo_jpeg(scene: SceneBatch, world: World, cameras: Cameras, look: Look, g: torch.Generator,
+               detail: int = 1, supersample: int = 2) -> np.ndarray:
+    """``render_photo`` (no gradients) to 8 bits, then through JPEG at each look's quality:
+    (B, H, W, 3) uint8, the images a camera under ``look`` would send."""
+    with torch.no_grad():
+        img = render_photo(scene, world, cameras, look, g, detail, supersample)
+    return jpeg((img * 255).round().to(torch.uint8).numpy(), look.jpeg_quality.numpy())
+
+
 def render_photo(scene: SceneBatch, world: World, cameras: Cameras, look: Look, g: torch.Generator,
                  detail: int = 1, supersample: int = 2) -> torch.Tensor:
     """(B, H, W, 3) float in [0, 1]: the scenes seen by ``cameras`` under ``look``, rendered at
