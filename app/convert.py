@@ -88,10 +88,10 @@ def scene_from_objects(objects: Sequence[SceneObject], world: World,
 
 def detections(scene: SceneBatch, confidence: torch.Tensor, shape_prob: torch.Tensor,
                color_prob: torch.Tensor, boxes: torch.Tensor, world: World,
-               min_confidence: Sequence[float]) -> list[list[DetectedObject]]:
+               min_confidence: Sequence[float], fit: torch.Tensor) -> list[list[DetectedObject]]:
     """Inferred scenes -> per image, its objects in slot order (``inference.api.object_dicts``,
     the in-process API's answer, as schemas)."""
-    dicts = object_dicts(scene, confidence, shape_prob, color_prob, boxes, world, min_confidence)
+    dicts = object_dicts(scene, confidence, shape_prob, color_prob, boxes, world, min_confidence, fit)
     return [[DetectedObject(**o) for o in objs] for objs in dicts]
 
 
@@ -104,7 +104,7 @@ def camera(world: World, height: int, width: int) -> CameraInfo:
 def objects(result: InferResult, world: World, min_confidence: float) -> list[DetectedObject]:
     """One image's inferred objects (``Engine.infer_batch``) -> the answer's object list."""
     per_image = (result.confidence, result.shape_prob, result.color_prob, result.boxes)
-    return detections(result.scene, *(x[None] for x in per_image), world, [min_confidence])[0]
+    return detections(result.scene, *(x[None] for x in per_image), world, [min_confidence], result.fit[None])[0]
 
 
 def render_size(request: RenderRequest, default: int, max_side: int) -> tuple[int, int]:

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from app.images import encode_png
+from inference.calibration import Calibration
 from inference.api import Predictor, Prepared, file_sha256, weights_version
 from inference.checkpoint import load_weights
 from renderer.appearance import Look, default_look
@@ -46,8 +47,9 @@ class InferResult:
 
     scene: the inferred (possibly refined) scene, B = 1. confidence, shape_prob, color_prob:
     (T,) q(z_pres = 1) and the chosen classes' probabilities. boxes: (T, 4) [u0, v0, u1, v1]
-    pixels of the image as sent. camera: the image's camera. Timings in milliseconds;
-    batch_size: images in the forward pass.
+    pixels of the image as sent. camera: the image's camera. fit: (T,) object fit; quality: the
+    image's fit summary (``inference.api.Answer.quality``); residual: (3, s, s) the
+    reconstruction's residual. Timings in milliseconds; batch_size: images in the forward pass.
     """
 
     scene: SceneBatch
@@ -55,6 +57,9 @@ class InferResult:
     shape_prob: torch.Tensor
     color_prob: torch.Tensor
     boxes: torch.Tensor
+    fit: torch.Tensor
+    quality: dict
+    residual: torch.Tensor
     camera: Cameras
     batch_size: int
     infer_ms: float
@@ -89,7 +94,8 @@ class Engine:
         model, world, meta = load_weights(weights, dev)
         sha256 = file_sha256(weights)
         log.info("loaded %s on %s", weights, dev)
-        return cls(Predictor(model, world, weights_version(model, sha256)), meta, weights, sha256)
+        return cls(Predictor(model, world, weights_version(model, sha256), Calibration.from_meta(meta)),
+                   meta, weights, sha256)
 
     @property
     def image_size(self) -> int:
@@ -107,7 +113,8 @@ class Engine:
         """One batched forward pass over ``items`` (then refinement for those that asked)."""
         ans = self.predictor.forward([it.prepared for it in items], [it.refine for it in items])
         return [InferResult(ans.scene.select(slice(i, i + 1)), ans.confidence[i], ans.shape_prob[i],
-                            ans.color_prob[i], ans.boxes[i], it.prepared.camera, len(items), ans.infer_ms,
+                            ans.color_prob[i], ans.boxes[i], ans.fit.objects[i], ans.quality(i),
+                            ans.fit.residual[i], it.prepared.camera, len(items), ans.infer_ms,
                             ans.refine_ms[i]) for i, it in enumerate(items)]
 
     def render_png(self, scene: SceneBatch, height: int, width: int, camera: Cameras | None = None,

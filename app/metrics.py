@@ -1,7 +1,7 @@
 """Prometheus metrics, in a registry of the app's own (so several apps, e.g. in tests, never clash).
 
 HTTP: requests by route template, method and status; latency by route (seconds).
-Inference: images, batch sizes, time in the queue separate from compute time per batch, queue
+Inference: images, answers by fit band and in-world flag (drift shows here first), batch sizes, time in the queue separate from compute time per batch, queue
 depth and rejections; render time; whether the model is ready.
 """
 
@@ -46,7 +46,15 @@ class Metrics:
         self.queue_depth = Gauge("airscene_infer_queue_depth", "images waiting for the model", registry=r)
         self.queue_rejections = Counter("airscene_infer_queue_rejections", "requests refused with 503 because "
                                         "the queue was full", registry=r)
+        self.answers = Counter("airscene_infer_answers", "answers by fit band (good >= 0.7 > fair >= 0.4 > "
+                               "poor) and whether the image looked like the model's world",
+                               ["fit_band", "in_world"], registry=r)
         self.ready = Gauge("airscene_ready", "1 once the weights are loaded and warmed up", registry=r)
+
+    def count_quality(self, quality: dict) -> None:
+        """Count one answer by its fit band and in-world flag (``inference.api.Answer.quality``)."""
+        band = "good" if quality["fit"] >= 0.7 else "fair" if quality["fit"] >= 0.4 else "poor"
+        self.answers.labels(fit_band=band, in_world=str(quality["in_world"]).lower()).inc()
 
     def render(self) -> bytes:
         """The registry in Prometheus text format."""

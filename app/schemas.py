@@ -162,6 +162,8 @@ class InferParams(_In):
     camera: str | None = Field(None, max_length=4096, description="the image's camera as JSON (position, orientation, "
                                                                  "intrinsics: see GET /v1/model's camera_envelope); "
                                                                  "with multipart, a 'camera' field does the same")
+    residual: bool = Field(False, description="also return the reconstruction's residual image "
+                                              "(quality.residual_png)")
 
 
 class DetectedObject(_Out):
@@ -176,6 +178,9 @@ class DetectedObject(_Out):
     yaw_deg: float = Field(description="the same turn in degrees; 0 for shapes whose yaw is unobservable")
     bbox: list[float] = Field(min_length=4, max_length=4, description="[u0, v0, u1, v1] pixels in "
                                                                      "the image sent")
+    fit: float = Field(ge=0, le=1, description="how well this object, rendered where and as it is said to be, "
+                                               "explains its pixels: 1 = its silhouette separates it cleanly "
+                                               "from the table, near 0 = nothing of that shape is there")
 
 
 class CameraInfo(_Out):
@@ -207,6 +212,30 @@ class ImageSize(_Out):
 class ModelRef(_Out):
     version: str
     device: str
+    calibrated: bool = Field(description="whether the weights carry a calibration (temperatures, trust, "
+                                         "world limits); without one, probabilities are as trained and "
+                                         "in_world is always true")
+
+
+class Quality(_Out):
+    """How far to trust the answer: the generative model's check (the answer rendered with the
+    image's camera and compared with the image; see the model card) and the calibrated
+    probability that it is right."""
+
+    fit: float = Field(ge=0, le=1, description="the image's fit: 1 = every pixel explained by the answer; "
+                                               "the worst object's fit, lowered by unexplained table")
+    trust: float = Field(ge=0, le=1, description="calibrated probability that the count and every object's "
+                                                 "shape and colour are right")
+    in_world: bool = Field(description="false: the image does not look like the world the model knows "
+                                       "(its answer should not be used)")
+    unexplained: float = Field(ge=0, le=1, description="share of bare table that does not look like table "
+                                                       "(a missed or foreign object)")
+    table_spread: float = Field(ge=0, description="mean colour distance of bare table from the table's colour, "
+                                                  "shading removed (texture, noise, or not a table)")
+    edge_contrast: float | None = Field(description="colour distance between table and floor; null where "
+                                                    "no floor is in view")
+    residual_png: str | None = Field(None, description="with residual=true: |image - reconstruction| in the "
+                                                       "network's view, base64 PNG")
 
 
 class Timing(_Out):
@@ -229,6 +258,7 @@ class InferContext(_Out):
     image: ImageSize
     camera: CameraInfo
     model: ModelRef
+    quality: Quality
     refine_steps: int
     batch_size: int
     timing_ms: Timing

@@ -27,6 +27,7 @@ from app.engine import Engine, InferItem, InferResult
 from app.errors import Unavailable, Unprocessable
 from app.images import decode_image
 from app.metrics import Metrics
+from inference.fit import residual_png
 from renderer.camera import camera_dict
 from app.schemas import (
     CameraInfo,
@@ -36,6 +37,7 @@ from app.schemas import (
     InferResponse,
     ModelInfo,
     ModelRef,
+    Quality,
     RenderRequest,
     RosInferResponse,
     Timing,
@@ -188,6 +190,8 @@ class ModelService:
         except QueueFull as e:
             raise Unavailable(str(e), e.retry_after_s) from None
         self.metrics.images.inc(len(images))
+        for timed in results:
+            self.metrics.count_quality(timed.result.quality)
         return [self._answer(engine, item, decode_ms, timed, params, t0)
                 for (item, decode_ms), timed in zip(decoded, results, strict=True)]
 
@@ -199,7 +203,9 @@ class ModelService:
         answer = InferResponse(
             objects=found, count=len(found), image=ImageSize(width=item.prepared.width, height=item.prepared.height),
             camera=CameraInfo.model_validate(camera_dict(r.camera)),
-            model=ModelRef(version=engine.version, device=str(engine.device)),
+            model=ModelRef(version=engine.version, device=str(engine.device),
+                           calibrated=engine.predictor.calibration.fitted),
+            quality=Quality(**r.quality, residual_png=residual_png(r.residual) if params.residual else None),
             refine_steps=params.refine, batch_size=r.batch_size,
             timing_ms=Timing(decode=round(decode_ms, 3), queue=round(timed.queue_ms, 3),
                              inference=round(r.infer_ms, 3), refine=round(r.refine_ms, 3),

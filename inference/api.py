@@ -32,7 +32,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from inference.calibration import Calibration, joint_log_prob
 from inference.checkpoint import load_weights
+from inference.fit import Fit, fit_answers
 from inference.network import AIR
 from inference.infer import infer, to_scene
 from inference.preprocess import image_tensor, to_network_input, to_rgb
@@ -82,18 +84,19 @@ def as_pil(image: ImageInput, index: int = 0) -> Image.Image:
 
 def object_dicts(scene: SceneBatch, confidence: torch.Tensor, shape_prob: torch.Tensor,
                  color_prob: torch.Tensor, boxes: torch.Tensor, world: World,
-                 min_confidence: Sequence[float]) -> list[list[dict[str, Any]]]:
+                 min_confidence: Sequence[float], fit: torch.Tensor) -> list[list[dict[str, Any]]]:
     """Inferred scenes -> per image, its objects in slot order, as plain dicts.
 
-    scene: B scenes of T slots (present ones first). confidence, shape_prob, color_prob: (B, T).
-    boxes: (B, T, 4) [u0, v0, u1, v1] pixels of each image as given. min_confidence: per image;
-    objects below it are dropped and ids are 0..k-1 over what is kept.
+    scene: B scenes of T slots (present ones first). confidence, shape_prob, color_prob, fit:
+    (B, T) (fit: ``inference.fit``'s object fit). boxes: (B, T, 4) [u0, v0, u1, v1] pixels of
+    each image as given. min_confidence: per image; objects below it are dropped and ids are
+    0..k-1 over what is kept.
     """
     quat = yaw_to_quat(scene.yaw)
     cols = [t.detach().cpu().tolist() for t in (scene.present, scene.shape, scene.color, scene.position,
-                                                 scene.yaw, quat, confidence, shape_prob, color_prob, boxes)]
+                                                 scene.yaw, quat, confidence, shape_prob, color_prob, boxes, fit)]
     out: list[list[dict[str, Any]]] = []
-    for b, (pres, shp, col, pos, yaw, q, conf, sp, cp, box) in enumerate(zip(*cols)):
+    for b, (pres, shp, col, pos, yaw, q, conf, sp, cp, box, ft) in enumerate(zip(*cols)):
         objs: list[dict[str, Any]] = []
         for t in range(len(pres)):
             if not pres[t] or conf[t] < min_confidence[b]:
@@ -101,7 +104,7 @@ def object_dicts(scene: SceneBatch, confidence: torch.Tensor, shape_prob: torch.
             objs.append({
                 "id": len(objs), "shape": world.shape_names[shp[t]], "color": world.color_names[col[t]],
                 "confidence": round(conf[t], 4), "shape_confidence": round(sp[t], 4),
-                "color_confidence": round(cp[t], 4),
+                "color_confidence": round(cp[t], 4), "fit": round(ft[t], 4),
                 "position": {k: round(v, 5) for k, v in zip("xyz", pos[t])},
                 "orientation": {k: round(v, 6) for k, v in zip("xyzw", q[t])},
                 "yaw_deg": round(math.degrees(yaw[t]), 2),
@@ -134,9 +137,11 @@ class Prepared:
 class Answer:
     """What the network said about B images (T = N slots, present ones first).
 
-    scene: the inferred (possibly refined) scenes. confidence, shape_prob, color_prob: (B, T).
-    boxes: (B, T, 4) [u0, v0, u1, v1] in each image's own pixels. infer_ms: the forward pass;
-    refine_ms: (B,) each image's refinement time.
+    scene: the inferred (possibly refined) scenes. confidence, shape_prob, color_prob: (B, T),
+    calibrated (``Predictor.calibration``). boxes: (B, T, 4) [u0, v0, u1, v1] in each image's own
+    pixels. fit: how well each answer explains its image (``inference.fit``). trust: (B,)
+    probability that the answer is entirely right; in_world: (B,) bool, the image passes the
+    world checks. infer_ms: the forward pass and the fit; refine_ms: (B,) each image's refinement time.
     """
 
     scene: SceneBatch
@@ -144,8 +149,23 @@ class Answer:
     shape_prob: torch.Tensor
     color_prob: torch.Tensor
     boxes: torch.Tensor
+    fit: Fit
+    trust: torch.Tensor
+    in_world: torch.Tensor
     infer_ms: float
     refine_ms: list[float]
+
+    def quality(self, i: int, residual: bool = False) -> dict[str, Any]:
+        """Image ``i``'s fit summary as a plain dict (``residual``: also the residual image, a
+        nested list (3, s, s) in [0, 1])."""
+        edge = float(self.fit.edge_contrast[i])
+        out = {"fit": round(float(self.fit.image[i]), 4), "trust": round(float(self.trust[i]), 4),
+               "in_world": bool(self.in_world[i]), "unexplained": round(float(self.fit.unexplained[i]), 4),
+               "table_spread": round(float(self.fit.table_spread[i]), 4),
+               "edge_contrast": None if math.isnan(edge) else round(edge, 4)}
+        if residual:
+            out["residual"] = self.fit.residual[i].clamp(0, 1).round(decimals=3).tolist()
+        return out
 
 
 class Predictor:
@@ -156,10 +176,11 @@ class Predictor:
     runs the same ``prepare`` and ``forward``. Call from one thread at a time.
     """
 
-    def __init__(self, model: AIR, world: World, version: str) -> None:
+    def __init__(self, model: AIR, world: World, version: str, calibration: Calibration = Calibration()) -> None:
         self.model = model
         self.world = world
         self.version = version
+        self.calibration = calibration
         self.device = next(model.parameters()).device
 
     @classmethod
@@ -169,8 +190,8 @@ class Predictor:
         an AIR network (e.g. the supervised counterpart's)."""
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        model, world, _ = load_weights(weights, torch.device(device))
-        return cls(model, world, weights_version(model, file_sha256(weights)))
+        model, world, meta = load_weights(weights, torch.device(device))
+        return cls(model, world, weights_version(model, file_sha256(weights)), Calibration.from_meta(meta))
 
     @property
     def takes_cameras(self) -> bool:
@@ -218,13 +239,26 @@ class Predictor:
         t0 = time.perf_counter()
         pixels = torch.stack([it.pixels for it in items]).to(self.device)
         view = stack_inputs([it.view for it in items]).to(self.device) if self.takes_cameras else None
-        out = infer(self.model, pixels, self.world, view)
+        cal = self.calibration
+        out = infer(self.model, pixels, self.world, view, cal.temperature)
         scene = to_scene(out.objects, self.world)
-        infer_ms = (time.perf_counter() - t0) * 1000
         scene, refine_ms = self._refine(scene, items, refine)
+        fit = self.fit(scene, pixels, view)
+        trust = cal.trust_of(joint_log_prob(out.confidence, out.shape_prob, out.color_prob, scene.present), fit.image)
+        infer_ms = (time.perf_counter() - t0) * 1000 - sum(refine_ms)
         boxes = torch.cat([camera_bboxes(scene.select(slice(i, i + 1)), self.world, it.camera.to(self.device))
                            for i, it in enumerate(items)])
-        return Answer(scene, out.confidence, out.shape_prob, out.color_prob, boxes, infer_ms, refine_ms)
+        return Answer(scene, out.confidence, out.shape_prob, out.color_prob, boxes, fit, trust,
+                      cal.limits.check(fit), infer_ms, refine_ms)
+
+    def fit(self, scene: SceneBatch, pixels: torch.Tensor, view: ViewInput | None) -> Fit:
+        """``inference.fit`` of answers to what the network read: a view network's views, or a
+        fixed-camera network's square crops (seen whole by the world's camera)."""
+        if view is not None:
+            return fit_answers(scene, pixels, view.coverage, view.view, self.world)
+        b, _, s, _ = pixels.shape
+        return fit_answers(scene, pixels, torch.ones_like(pixels[:, :1]), spec_cameras(self.world.camera, b, s, s),
+                           self.world)
 
     def _refine(self, scene: SceneBatch, items: Sequence[Prepared], steps: Sequence[int]) -> tuple[SceneBatch, list[float]]:
         """Test-time refinement of the images that asked, grouped by step count; the scenes and
@@ -268,10 +302,11 @@ class Predictor:
         items = [self.prepare(im, cam, refine > 0) for im, cam in zip(pil, cams)]
         ans = self.forward(items, [refine] * len(items))
         objects = object_dicts(ans.scene, ans.confidence, ans.shape_prob, ans.color_prob, ans.boxes, self.world,
-                               [min_confidence] * len(pil))
+                               [min_confidence] * len(pil), ans.fit.objects)
         answers = [{"objects": objs, "count": len(objs), "frame_id": "world",
                     "image": {"width": it.width, "height": it.height},
-                    "camera": camera_dict(it.camera),
-                    "model": {"version": self.version, "device": str(self.device)}}
-                   for objs, it in zip(objects, items)]
+                    "camera": camera_dict(it.camera), "quality": ans.quality(i),
+                    "model": {"version": self.version, "device": str(self.device),
+                              "calibrated": self.calibration.fitted}}
+                   for i, (objs, it) in enumerate(zip(objects, items))]
         return answers[0] if single else answers

@@ -6,6 +6,7 @@ loop ends as soon as every image has stopped), so simple scenes cost fewer steps
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -25,6 +26,8 @@ class Inference(NamedTuple):
     confidence: (B, T) probability of presence q(z_pres = 1) at each used step (0 past the stop).
     shape_prob, color_prob: (B, T) probability of the chosen class.
     steps: (B,) int64 steps run for each image (count + 1, or N when all slots are full).
+    pres_logit: (B, T), shape_logits: (B, T, S), color_logits: (B, T, K): the raw outputs at
+    each used step (0 past the stop), before any temperature.
     """
 
     objects: Latents
@@ -32,6 +35,20 @@ class Inference(NamedTuple):
     shape_prob: torch.Tensor
     color_prob: torch.Tensor
     steps: torch.Tensor
+    pres_logit: torch.Tensor
+    shape_logits: torch.Tensor
+    color_logits: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Temperatures:
+    """Divisors of the presence, shape and colour logits that make the reported probabilities
+    calibrated (fitted on validation data: ``training.calibrate``); 1 leaves them as trained.
+    The decisions (presence above 0.5, the most likely class) do not change."""
+
+    presence: float = 1.0
+    shape: float = 1.0
+    color: float = 1.0
 
 
 def to_scene(objects: Latents, world: World) -> SceneBatch:
@@ -44,12 +61,14 @@ def to_scene(objects: Latents, world: World) -> SceneBatch:
 
 
 @torch.no_grad()
-def infer(model: AIR, images: torch.Tensor, world: World | None = None, view: ViewInput | None = None) -> Inference:
+def infer(model: AIR, images: torch.Tensor, world: World | None = None, view: ViewInput | None = None,
+          temperature: Temperatures = Temperatures()) -> Inference:
     """Greedy inference on images (B, 3, S, S) float in [0, 1], S = the model's image size.
     ``world`` is needed for DAIR (residual renders) and for a view_inputs network, which also
     needs ``view`` (``inference.views``; ``images`` is then its pixels): its answers are lifted
     to the table. The caller sets the model's mode (``model.eval()``: weights from
-    ``inference.checkpoint.load_weights`` come in it)."""
+    ``inference.checkpoint.load_weights`` come in it). ``temperature``: the reported
+    probabilities' calibration."""
     if model.config.dair and world is None:
         raise ValueError("a DAIR model needs the world to render residuals")
     if model.config.view_inputs and (view is None or world is None):
@@ -69,7 +88,7 @@ def infer(model: AIR, images: torch.Tensor, world: World | None = None, view: Vi
     alive = torch.ones(b, dtype=torch.bool, device=images.device)
     steps = torch.zeros(b, dtype=torch.int64, device=images.device)
     found: list[Latents] = []
-    conf, sprob, cprob = [], [], []
+    used, pres_logit, shape_logits, color_logits = [], [], [], []
     for t in range(t_max):
         if not alive.any():
             break
@@ -77,9 +96,10 @@ def infer(model: AIR, images: torch.Tensor, world: World | None = None, view: Vi
         state, out = model.step(t, state, ctx)
         lat = model.decide(out, alive)
         found.append(lat)
-        conf.append(torch.sigmoid(out.pres_logit) * alive)
-        sprob.append(torch.softmax(out.shape_logits, 1).amax(1) * lat.pres[:, 0])
-        cprob.append(torch.softmax(out.color_logits, 1).amax(1) * lat.pres[:, 0])
+        used.append(alive.float())
+        pres_logit.append(out.pres_logit * alive)
+        shape_logits.append(out.shape_logits * alive[:, None])
+        color_logits.append(out.color_logits * alive[:, None])
         alive = alive & (lat.pres[:, 0] > 0.5)
         state = state._replace(prev=model.embed(lat, 0))
         if model.config.dair and t + 1 < t_max:
@@ -91,7 +111,12 @@ def infer(model: AIR, images: torch.Tensor, world: World | None = None, view: Vi
         position, yaw = to_table(objects.position, objects.yaw, objects.shape, view.view, world)
         objects = objects._replace(position=position[..., :2] * objects.pres[..., None], yaw=yaw * objects.pres)
     pad = lambda xs: torch.nn.functional.pad(torch.stack(xs, 1), (0, t_max - len(xs)))  # noqa: E731
-    return Inference(objects, pad(conf), pad(sprob), pad(cprob), steps)
+    pad3 = lambda xs: torch.nn.functional.pad(torch.stack(xs, 1), (0, 0, 0, t_max - len(xs)))  # noqa: E731
+    logits = pad(pres_logit), pad3(shape_logits), pad3(color_logits)
+    conf = torch.sigmoid(logits[0] / temperature.presence) * pad(used)
+    sprob = torch.softmax(logits[1] / temperature.shape, -1).amax(-1) * objects.pres
+    cprob = torch.softmax(logits[2] / temperature.color, -1).amax(-1) * objects.pres
+    return Inference(objects, conf, sprob, cprob, steps, *logits)
 
 
 def pad_slots(lat: Latents, t_max: int) -> Latents:

@@ -183,7 +183,7 @@ def test_infer_format_ros_is_a_detection3d_array(http, scene_png):
 
 
 def test_infer_answers_keep_their_key_order(http, scene_png):
-    context = ["frame_id", "units", "image", "camera", "model", "refine_steps", "batch_size", "timing_ms"]
+    context = ["frame_id", "units", "image", "camera", "model", "quality", "refine_steps", "batch_size", "timing_ms"]
     for query, own in (("", ["objects", "count"]), ("?format=ros", ["header", "detections"])):
         r = http.post("/infer" + query, content=scene_png, headers={"content-type": "image/png"})
         assert list(r.json()) == own + context

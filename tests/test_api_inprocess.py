@@ -46,7 +46,9 @@ def test_predictor_infers_a_numpy_frame_as_the_service_does(predictor, weights):
     engine = Engine.load(weights, "cpu")
     served = engine.infer_batch([engine.preprocess(Image.fromarray(frame))])[0]
     assert answer["objects"] == [o.model_dump() for o in convert.objects(served, engine.world, 0.0)]
-    assert answer["model"] == {"version": engine.version, "device": "cpu"}
+    assert answer["model"] == {"version": engine.version, "device": "cpu",
+                               "calibrated": engine.predictor.calibration.fitted}
+    assert answer["quality"] == served.quality  # the same fit, trust and flag on both paths
 
 
 def test_predictor_takes_pil_images_and_lists_in_order(predictor):

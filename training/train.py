@@ -11,8 +11,8 @@ assignments (``max_iters = 12000``); ``--key=value`` flags come after it and win
 have its default's type and each key must be a setting, else the run stops with a one-line error.
 
 The run writes ``OUT_DIR/config.json``, ``OUT_DIR/log.csv`` (one row per log interval, plus
-evaluation columns) and ``OUT_DIR/ckpt.pt`` (latest) / ``best.pt`` (best validation count
-accuracy, then loss): plain dicts of model, optimiser, model_args, iter_num, best, config, world.
+evaluation columns) and ``OUT_DIR/ckpt.pt`` (latest) / ``best.pt`` (best validation count x
+shape x colour accuracy, then loss): plain dicts of model, optimiser, model_args, iter_num, best, config, world.
 """
 
 from __future__ import annotations
@@ -153,19 +153,29 @@ def images_of(data: SceneDataset, index: np.ndarray, world: World) -> torch.Tens
     return dataset_views(data, index, world) if data.has_cameras else batch_from_uint8(data.images[index])
 
 
+def selection_score(ev: dict) -> float:
+    """What picks best.pt on the validation set: count, shape and colour accuracy multiplied, so
+    that a checkpoint that counts as well but names shapes better wins (count alone saturates
+    near 98% while shape still moves)."""
+    score = ev["count_accuracy"] * ev["shape_accuracy"] * ev["color_accuracy"]
+    return 0.0 if math.isnan(score) else score  # nan: no object was matched (a count of 0 everywhere)
+
+
 def warm_start(model: AIR, path: str) -> str:
     """Copy from the weights at ``path`` every tensor whose shape fits; for a view_inputs model
     started from a fixed-camera one, also the columns the two share of the first convolution
     (RGB and coordinate planes) and of the core's input (pooled features, latents, explained
-    features). The where head stays fresh: its outputs mean another thing in the view.
+    features). The where head stays fresh when the inputs differ: its outputs mean another thing
+    in the view. From a network of the same inputs (a view network trained on) every tensor is copied.
     Returns a one-line summary."""
     old = load_file(path, device="cpu")
     new = model.state_dict()
     feat = model.config.channels + 2
     copied = 0
+    same_inputs = old["encoder.down.0.weight"].shape == new["encoder.down.0.weight"].shape
     for name, t in new.items():
         src = old.get(name)
-        if src is None or name.startswith("out_where"):
+        if src is None or (name.startswith("out_where") and not same_inputs):
             continue
         if src.shape == t.shape:
             new[name] = src.clone()
@@ -317,8 +327,8 @@ def run(cfg: ResearchConfig) -> int:
             ev = validate()
             row += [ev["count_accuracy"], ev["shape_accuracy"], ev["color_accuracy"],
                     ev["position_error_cm"]["median"], ev["yaw_error_deg"]["median"], ev["mean_steps"]]
-            if (ev["count_accuracy"], -avg.get("loss", math.inf)) > (best[0], -best[1]):
-                best = (ev["count_accuracy"], avg.get("loss", math.inf))
+            if (selection_score(ev), -avg.get("loss", math.inf)) > (best[0], -best[1]):
+                best = (selection_score(ev), avg.get("loss", math.inf))
                 save(out / "best.pt", objective, optimizer, cfg, it + 1, best)
             tqdm.write(f"iter {it + 1}: count {ev['count_accuracy']:.3f} shape {ev['shape_accuracy']:.3f} "
                        f"color {ev['color_accuracy']:.3f} pos {ev['position_error_cm']['median']:.2f}cm "

@@ -71,7 +71,7 @@ class InProcessPredictor:
                  for im, cam in zip(images, cameras)]
         ans = p.forward(items, [0] * len(items))
         dicts = object_dicts(ans.scene, ans.confidence, ans.shape_prob, ans.color_prob, ans.boxes, p.world,
-                             [0.0] * len(items))
+                             [0.0] * len(items), ans.fit.objects)
         return [[{k: o[k] for k in ("shape", "color", "position", "yaw_deg")} for o in objs] for objs in dicts]
 
 

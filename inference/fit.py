@@ -1,0 +1,146 @@
+"""How well an answer explains its image: the generative model's check on the network.
+
+The answer is rendered with the image's own camera (in the network's view, at a reduced size)
+as a map of regions: each found object, the table, and what lies beyond the table. Nothing of
+the look is assumed: each region's colour is read off the image itself (its mean), so a warm
+light, a dark table or another renderer's shading do not count against the answer; what counts
+is whether the image's pixels fall into the regions the answer draws.
+
+- Object fit, per object in [0, 1]: how well its drawn silhouette separates it from the table:
+  the share of its pixels closer to its own colour than to the table's, times the share of a
+  ring of table just outside it that is closer to the table's colour (a wrong shape, a wrong
+  place or a size off all lose pixels on one side), times how far its colour stands from the
+  table's (an object drawn on bare table has no contrast: fit near 0).
+- Unexplained share, per image in [0, 1]: the fraction of the table region, away from every
+  found object, that does not look like table (the shading-free distance from the table colour
+  exceeds ``OUTLIER``): a missed object or a foreign thing on the table raises it.
+- Image fit, in [0, 1]: the worst object fit, times one minus the unexplained share scaled by
+  ``UNEXPLAINED_SCALE`` (a share that large, about one object's area, counts as a total miss).
+  1 is a perfect explanation; below the calibrated threshold the image is flagged as not in
+  the world the model knows (``in_world``), together with the two world checks below.
+- World checks: the table region must look like one surface (its pixels' spread around the
+  table colour, ``table_spread``, stays below ``SPREAD_MAX`` in a shading-free measure), and
+  where the view shows floor beyond the table, the two must differ (``edge_contrast``).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+from torch.nn import functional as F
+
+from renderer.pinhole import Cameras
+from renderer.render import RasterSettings, SceneRasterizer, pack_scene
+from renderer.scene import SceneBatch
+from renderer.world import World
+
+MODE = "iou"
+RING = 2
+FIT_SIZE = 40  # the side of the view the fit is computed in
+OUTLIER = 0.12  # shading-free colour distance (RGB in [0, 1]) beyond which a pixel is not table
+UNEXPLAINED_SCALE = 0.04  # unexplained table share that counts as a whole missed object
+CONTRAST_FULL = 0.10  # object-table colour distance at which contrast no longer lowers the fit
+
+
+@dataclass(frozen=True)
+class Fit:
+    """The fit of B answers (T slots).
+
+    image: (B,) image fit in [0, 1] (1 = every pixel explained). objects: (B, T) object fit in
+    [0, 1], 0 for absent slots. unexplained: (B,) share of the table region not explained.
+    table_spread: (B,) mean shading-free distance of table pixels from the table colour.
+    edge_contrast: (B,) colour distance between table and floor (nan where no floor shows).
+    residual: (B, 3, s, s) |image - region colours| (the reconstruction's residual).
+    """
+
+    image: torch.Tensor
+    objects: torch.Tensor
+    unexplained: torch.Tensor
+    table_spread: torch.Tensor
+    edge_contrast: torch.Tensor
+    residual: torch.Tensor
+
+
+def region_map(scene: SceneBatch, world: World, cameras: Cameras) -> torch.Tensor:
+    """(B, s, s) int64 region of each pixel seen by ``cameras`` (s x s): slot index 0..N-1 for an
+    object, N for the table, N + 1 beyond it."""
+    n = scene.num_slots
+    packed = pack_scene(scene, world)
+    settings = RasterSettings(cameras.height, cameras.width)
+    p2f = SceneRasterizer(world, settings)(packed.meshes, cameras).pix_to_face[..., 0]
+    slot = packed.slot.to(p2f.device)[p2f.clamp_min(0)]
+    return torch.where(p2f >= 0, slot, torch.full_like(slot, n + 1))
+
+
+def shading_free_distance(pixels: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
+    """(B, s, s) distance of each pixel (B, 3, s, s) from ``colour`` (B, 3) scaled to the pixel's
+    brightness (between 0.4 and 1.4 times): a shadow or a brighter patch of the same surface is
+    near 0, a surface of another hue or of very different brightness is not."""
+    c = colour[:, :, None, None]
+    scale = ((pixels * c).sum(1, keepdim=True) / (c * c).sum(1, keepdim=True).clamp_min(1e-4)).clamp(0.4, 1.4)
+    return (pixels - scale * c).norm(dim=1)
+
+
+def fit_answers(scene: SceneBatch, pixels: torch.Tensor, coverage: torch.Tensor, cameras: Cameras,
+                world: World, size: int = FIT_SIZE) -> Fit:
+    """The fit of ``scene`` (B answers, T slots) to the images the network read: ``pixels``
+    (B, 3, S, S) in [0, 1] and ``coverage`` (B, 1, S, S) 0/1, seen by ``cameras`` (S x S)."""
+    n = scene.num_slots
+    img = F.interpolate(pixels, size=(size, size), mode="area")
+    seen = F.interpolate(coverage, size=(size, size), mode="area")[:, 0] > 0.99
+    region = region_map(scene, world, cameras.resized(size, size).to(pixels.device))
+    onehot = F.one_hot(region, n + 2).permute(0, 3, 1, 2).float() * seen[:, None].float()  # (B, R, s, s)
+    area = onehot.sum((2, 3))
+    means = torch.einsum("brhw,bchw->brc", onehot, img) / area.clamp_min(1)[..., None]  # (B, R, 3)
+    table = means[:, n]
+    recon = torch.einsum("brhw,brc->bchw", onehot, means)
+    residual = (img - recon).abs() * seen[:, None]
+
+    # objects: inside agreement x ring agreement x contrast
+    d_table = (img - table[:, :, None, None]).norm(dim=1)
+    objects = torch.zeros(scene.present.shape, device=pixels.device)
+    on_table = onehot[:, n] > 0
+    d_free = shading_free_distance(img, table)
+    fg = (d_free > OUTLIER) & seen
+    for t in range(n):
+        mask = onehot[:, t] > 0
+        if MODE == "iou":
+            ring = (F.max_pool2d(mask[:, None].float(), 2 * RING + 1, 1, RING)[:, 0] > 0) & ~mask & seen
+            inter = (mask & fg).sum((1, 2))
+            union = mask.sum((1, 2)) + (fg & ring).sum((1, 2))
+            score = inter / union.clamp_min(1)
+        else:
+            d_own = (img - means[:, t, :, None, None]).norm(dim=1)
+            inside = ((d_own < d_table) & mask).sum((1, 2)) / mask.sum((1, 2)).clamp_min(1)
+            ring = (F.max_pool2d(mask[:, None].float(), 3, 1, 1)[:, 0] > 0) & on_table
+            outside = ((d_table <= d_own) & ring).sum((1, 2)) / ring.sum((1, 2)).clamp_min(1)
+            contrast = ((means[:, t] - table).norm(dim=-1) / CONTRAST_FULL).clamp(max=1.0)
+            score = inside * outside * contrast
+        objects[:, t] = torch.where(scene.present[:, t] & (area[:, t] > 0), score, torch.zeros_like(score))
+
+    # the table away from every object: what it leaves unexplained, and how uniform it is
+    near = F.max_pool2d((onehot[:, :n].sum(1, keepdim=True) > 0).float(), 5, 1, 2)[:, 0] > 0
+    bare = on_table & ~near
+    bare_area = bare.sum((1, 2)).clamp_min(1)
+    unexplained = ((d_free > OUTLIER) & bare).sum((1, 2)) / bare_area
+    spread = (d_free * bare).sum((1, 2)) / bare_area
+    floor = area[:, n + 1] >= 4
+    edge = torch.where(floor, (means[:, n + 1] - table).norm(dim=-1), torch.full_like(spread, float("nan")))
+
+    worst = torch.where(scene.present, objects, torch.ones_like(objects)).amin(1)
+    image = worst * (1 - unexplained / UNEXPLAINED_SCALE).clamp(0.0, 1.0)
+    return Fit(image, objects, unexplained, spread, edge, residual)
+
+
+def residual_png(residual: torch.Tensor, scale: int = 4) -> str:
+    """A residual image (3, s, s) in [0, 1] -> base64 PNG text, ``scale`` times larger (nearest),
+    brightened so that a residual of 0.25 is white."""
+    rgb = (residual.detach().cpu().clamp(0, 0.25) * (255 / 0.25)).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    buf = io.BytesIO()
+    im = Image.fromarray(rgb)
+    im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
