@@ -230,6 +230,8 @@ class Quality(_Out):
                                        "(its answer should not be used)")
     unexplained: float = Field(ge=0, le=1, description="share of bare table that does not look like table "
                                                        "(a missed or foreign object)")
+    spill: float = Field(ge=0, le=1, description="largest share of a ring around a found object that looks like "
+                                                 "the object, not the surface (an object larger than the world's)")
     table_spread: float = Field(ge=0, description="mean colour distance of bare table from the table's colour, "
                                                   "shading removed (texture, noise, or not a table)")
     edge_contrast: float | None = Field(description="colour distance between table and floor; null where "

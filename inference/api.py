@@ -36,7 +36,7 @@ from inference.calibration import Calibration, joint_log_prob
 from inference.checkpoint import load_weights
 from inference.fit import Fit, fit_answers
 from inference.network import AIR
-from inference.infer import infer, to_scene
+from inference.infer import Inference, infer, to_scene
 from inference.preprocess import image_tensor, to_network_input, to_rgb
 from inference.refine import refine as refine_poses
 from inference.views import ViewInput, prefilter_factor, shrunk_camera, stack_inputs, view_cameras, warp_to_view
@@ -141,7 +141,8 @@ class Answer:
     calibrated (``Predictor.calibration``). boxes: (B, T, 4) [u0, v0, u1, v1] in each image's own
     pixels. fit: how well each answer explains its image (``inference.fit``). trust: (B,)
     probability that the answer is entirely right; in_world: (B,) bool, the image passes the
-    world checks. infer_ms: the forward pass and the fit; refine_ms: (B,) each image's refinement time.
+    world checks. infer_ms: the forward pass and the fit; refine_ms: (B,) each image's refinement
+    time. raw: the network's own outputs (``inference.infer.Inference``: logits, steps).
     """
 
     scene: SceneBatch
@@ -154,6 +155,7 @@ class Answer:
     in_world: torch.Tensor
     infer_ms: float
     refine_ms: list[float]
+    raw: Inference
 
     def quality(self, i: int, residual: bool = False) -> dict[str, Any]:
         """Image ``i``'s fit summary as a plain dict (``residual``: also the residual image, a
@@ -161,7 +163,7 @@ class Answer:
         edge = float(self.fit.edge_contrast[i])
         out = {"fit": round(float(self.fit.image[i]), 4), "trust": round(float(self.trust[i]), 4),
                "in_world": bool(self.in_world[i]), "unexplained": round(float(self.fit.unexplained[i]), 4),
-               "table_spread": round(float(self.fit.table_spread[i]), 4),
+               "spill": round(float(self.fit.spill[i]), 4), "table_spread": round(float(self.fit.table_spread[i]), 4),
                "edge_contrast": None if math.isnan(edge) else round(edge, 4)}
         if residual:
             out["residual"] = self.fit.residual[i].clamp(0, 1).round(decimals=3).tolist()
@@ -249,7 +251,7 @@ class Predictor:
         boxes = torch.cat([camera_bboxes(scene.select(slice(i, i + 1)), self.world, it.camera.to(self.device))
                            for i, it in enumerate(items)])
         return Answer(scene, out.confidence, out.shape_prob, out.color_prob, boxes, fit, trust,
-                      cal.limits.check(fit), infer_ms, refine_ms)
+                      cal.limits.check(fit), infer_ms, refine_ms, out)
 
     def fit(self, scene: SceneBatch, pixels: torch.Tensor, view: ViewInput | None) -> Fit:
         """``inference.fit`` of answers to what the network read: a view network's views, or a

@@ -16,11 +16,18 @@ is whether the image's pixels fall into the regions the answer draws.
   exceeds ``OUTLIER``): a missed object or a foreign thing on the table raises it.
 - Image fit, in [0, 1]: the worst object fit, times one minus the unexplained share scaled by
   ``UNEXPLAINED_SCALE`` (a share that large, about one object's area, counts as a total miss).
-  1 is a perfect explanation; below the calibrated threshold the image is flagged as not in
-  the world the model knows (``in_world``), together with the two world checks below.
-- World checks: the table region must look like one surface (its pixels' spread around the
-  table colour, ``table_spread``, stays below ``SPREAD_MAX`` in a shading-free measure), and
-  where the view shows floor beyond the table, the two must differ (``edge_contrast``).
+  1 is a perfect explanation.
+- Spill, per image in [0, 1]: around each found object, the share of a ring 2 to 3 pixels out
+  that looks more like the object than like the table or floor drawn there (shading removed,
+  so shadows do not count): the largest over the objects. An object larger than any of the
+  world's, or something standing beside it, spills.
+- World checks: the table region must look like one surface (its pixels' mean shading-free
+  distance from the table colour, ``table_spread``), and where the view shows floor beyond the
+  table, the two must differ (``edge_contrast``).
+
+``inference.calibration`` turns these into ``in_world``: an image is flagged when any of fit,
+unexplained share, spill, table spread or edge contrast lies beyond what 99.5% of the
+validation images show.
 """
 
 from __future__ import annotations
@@ -38,8 +45,6 @@ from renderer.render import RasterSettings, SceneRasterizer, pack_scene
 from renderer.scene import SceneBatch
 from renderer.world import World
 
-MODE = "iou"
-RING = 2
 FIT_SIZE = 40  # the side of the view the fit is computed in
 OUTLIER = 0.12  # shading-free colour distance (RGB in [0, 1]) beyond which a pixel is not table
 UNEXPLAINED_SCALE = 0.04  # unexplained table share that counts as a whole missed object
@@ -54,6 +59,9 @@ class Fit:
     [0, 1], 0 for absent slots. unexplained: (B,) share of the table region not explained.
     table_spread: (B,) mean shading-free distance of table pixels from the table colour.
     edge_contrast: (B,) colour distance between table and floor (nan where no floor shows).
+    spill: (B,) the largest share, over found objects, of a ring 2 to 3 pixels around the object
+    that looks more like the object than like the surface drawn there, shading removed (an
+    object larger than the world's, or another thing beside it).
     residual: (B, 3, s, s) |image - region colours| (the reconstruction's residual).
     """
 
@@ -62,7 +70,24 @@ class Fit:
     unexplained: torch.Tensor
     table_spread: torch.Tensor
     edge_contrast: torch.Tensor
+    spill: torch.Tensor
     residual: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Regions:
+    """The answer drawn at the fit's size: ``img`` (B, 3, s, s), ``onehot`` (B, N + 2, s, s)
+    region masks (slots, table, floor; 0 where the camera saw nothing), ``area`` (B, N + 2),
+    ``means`` (B, N + 2, 3) each region's mean colour in the image."""
+
+    img: torch.Tensor
+    onehot: torch.Tensor
+    area: torch.Tensor
+    means: torch.Tensor
+
+    def distance(self, r: int) -> torch.Tensor:
+        """(B, s, s) colour distance of each pixel from region ``r``'s mean."""
+        return (self.img - self.means[:, r, :, None, None]).norm(dim=1)
 
 
 def region_map(scene: SceneBatch, world: World, cameras: Cameras) -> torch.Tensor:
@@ -85,55 +110,74 @@ def shading_free_distance(pixels: torch.Tensor, colour: torch.Tensor) -> torch.T
     return (pixels - scale * c).norm(dim=1)
 
 
+def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """(B, s, s) bool mask grown by ``radius`` pixels (a square neighbourhood)."""
+    return F.max_pool2d(mask[:, None].float(), 2 * radius + 1, 1, radius)[:, 0] > 0
+
+
+def share(hits: torch.Tensor, of: torch.Tensor, empty: float = 1.0) -> torch.Tensor:
+    """(B,) share of the pixels of mask ``of`` that are in ``hits``; ``empty`` where ``of`` is empty."""
+    total = of.sum((1, 2))
+    return torch.where(total > 0, (hits & of).sum((1, 2)) / total.clamp_min(1), torch.full_like(total, empty,
+                                                                                            dtype=torch.float))
+
+
+def draw(scene: SceneBatch, pixels: torch.Tensor, coverage: torch.Tensor, cameras: Cameras, world: World,
+         size: int) -> Regions:
+    n = scene.num_slots
+    img = F.interpolate(pixels, size=(size, size), mode="area")
+    seen = F.interpolate(coverage, size=(size, size), mode="area")[:, 0] > 0.99
+    region = region_map(scene, world, cameras.resized(size, size).to(pixels.device))
+    onehot = F.one_hot(region, n + 2).permute(0, 3, 1, 2).float() * seen[:, None].float()
+    area = onehot.sum((2, 3))
+    means = torch.einsum("brhw,bchw->brc", onehot, img) / area.clamp_min(1)[..., None]
+    return Regions(img, onehot, area, means)
+
+
+def object_fits(scene: SceneBatch, r: Regions) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T) object fits (inside agreement x ring agreement x contrast) and (B,) spill."""
+    n = scene.num_slots
+    d_table = r.distance(n)
+    on_table, floor = r.onehot[:, n] > 0, r.onehot[:, n + 1] > 0
+    d_surface = torch.where(floor, shading_free_distance(r.img, r.means[:, n + 1]),
+                            shading_free_distance(r.img, r.means[:, n]))  # a shadow is still the surface
+    fits, spills = torch.zeros(scene.present.shape, device=r.img.device), []
+    for t in range(n):
+        mask = r.onehot[:, t] > 0
+        d_own = r.distance(t)
+        inside = share(d_own < d_table, mask, 0.0)
+        outside = share(d_table <= d_own, dilate(mask, 1) & on_table)
+        contrast = ((r.means[:, t] - r.means[:, n]).norm(dim=-1) / CONTRAST_FULL).clamp(max=1.0)
+        real = scene.present[:, t] & (r.area[:, t] > 0)
+        fits[:, t] = torch.where(real, inside * outside * contrast, torch.zeros_like(inside))
+        ring = dilate(mask, 3) & ~dilate(mask, 1) & (on_table | floor)
+        spills.append(torch.where(real, share(d_own < d_surface, ring, 0.0), torch.zeros_like(inside)))
+    return fits, torch.stack(spills, 1).amax(1) if spills else torch.zeros(r.img.shape[0])
+
+
 def fit_answers(scene: SceneBatch, pixels: torch.Tensor, coverage: torch.Tensor, cameras: Cameras,
                 world: World, size: int = FIT_SIZE) -> Fit:
     """The fit of ``scene`` (B answers, T slots) to the images the network read: ``pixels``
     (B, 3, S, S) in [0, 1] and ``coverage`` (B, 1, S, S) 0/1, seen by ``cameras`` (S x S)."""
     n = scene.num_slots
-    img = F.interpolate(pixels, size=(size, size), mode="area")
-    seen = F.interpolate(coverage, size=(size, size), mode="area")[:, 0] > 0.99
-    region = region_map(scene, world, cameras.resized(size, size).to(pixels.device))
-    onehot = F.one_hot(region, n + 2).permute(0, 3, 1, 2).float() * seen[:, None].float()  # (B, R, s, s)
-    area = onehot.sum((2, 3))
-    means = torch.einsum("brhw,bchw->brc", onehot, img) / area.clamp_min(1)[..., None]  # (B, R, 3)
-    table = means[:, n]
-    recon = torch.einsum("brhw,brc->bchw", onehot, means)
-    residual = (img - recon).abs() * seen[:, None]
+    r = draw(scene, pixels, coverage, cameras, world, size)
+    seen = r.onehot.sum(1) > 0
+    residual = (r.img - torch.einsum("brhw,brc->bchw", r.onehot, r.means)).abs() * seen[:, None]
+    objects, spill = object_fits(scene, r)
 
-    # objects: inside agreement x ring agreement x contrast
-    d_table = (img - table[:, :, None, None]).norm(dim=1)
-    objects = torch.zeros(scene.present.shape, device=pixels.device)
-    on_table = onehot[:, n] > 0
-    d_free = shading_free_distance(img, table)
-    fg = (d_free > OUTLIER) & seen
-    for t in range(n):
-        mask = onehot[:, t] > 0
-        if MODE == "iou":
-            ring = (F.max_pool2d(mask[:, None].float(), 2 * RING + 1, 1, RING)[:, 0] > 0) & ~mask & seen
-            inter = (mask & fg).sum((1, 2))
-            union = mask.sum((1, 2)) + (fg & ring).sum((1, 2))
-            score = inter / union.clamp_min(1)
-        else:
-            d_own = (img - means[:, t, :, None, None]).norm(dim=1)
-            inside = ((d_own < d_table) & mask).sum((1, 2)) / mask.sum((1, 2)).clamp_min(1)
-            ring = (F.max_pool2d(mask[:, None].float(), 3, 1, 1)[:, 0] > 0) & on_table
-            outside = ((d_table <= d_own) & ring).sum((1, 2)) / ring.sum((1, 2)).clamp_min(1)
-            contrast = ((means[:, t] - table).norm(dim=-1) / CONTRAST_FULL).clamp(max=1.0)
-            score = inside * outside * contrast
-        objects[:, t] = torch.where(scene.present[:, t] & (area[:, t] > 0), score, torch.zeros_like(score))
-
-    # the table away from every object: what it leaves unexplained, and how uniform it is
-    near = F.max_pool2d((onehot[:, :n].sum(1, keepdim=True) > 0).float(), 5, 1, 2)[:, 0] > 0
-    bare = on_table & ~near
-    bare_area = bare.sum((1, 2)).clamp_min(1)
-    unexplained = ((d_free > OUTLIER) & bare).sum((1, 2)) / bare_area
-    spread = (d_free * bare).sum((1, 2)) / bare_area
-    floor = area[:, n + 1] >= 4
-    edge = torch.where(floor, (means[:, n + 1] - table).norm(dim=-1), torch.full_like(spread, float("nan")))
+    # the table away from every object: what it leaves unexplained, how uniform it is
+    table = r.means[:, n]
+    drawn = r.onehot[:, :n].sum(1) > 0
+    bare = (r.onehot[:, n] > 0) & ~dilate(drawn, 2)
+    d_free = shading_free_distance(r.img, table)
+    unexplained = share(d_free > OUTLIER, bare, 0.0)
+    spread = (d_free * bare).sum((1, 2)) / bare.sum((1, 2)).clamp_min(1)
+    has_floor = r.area[:, n + 1] >= 4
+    edge = torch.where(has_floor, (r.means[:, n + 1] - table).norm(dim=-1), torch.full_like(spread, float("nan")))
 
     worst = torch.where(scene.present, objects, torch.ones_like(objects)).amin(1)
     image = worst * (1 - unexplained / UNEXPLAINED_SCALE).clamp(0.0, 1.0)
-    return Fit(image, objects, unexplained, spread, edge, residual)
+    return Fit(image, objects, unexplained, spread, edge, spill, residual)
 
 
 def residual_png(residual: torch.Tensor, scale: int = 4) -> str:

@@ -89,6 +89,22 @@ class Scores:
         }
 
 
+def expected_calibration_error(confidence, correct, bins: int = 15) -> float:
+    """ECE: the mean over equal-width confidence bins of |accuracy - mean confidence|, weighted
+    by the share of predictions in each bin. confidence (M,) in [0, 1], correct (M,) bool."""
+    conf = np.asarray(confidence, dtype=np.float64).reshape(-1)
+    ok = np.asarray(correct, dtype=np.float64).reshape(-1)
+    if not len(conf):
+        return math.nan
+    which = np.minimum((conf * bins).astype(np.int64), bins - 1)
+    total = 0.0
+    for k in range(bins):
+        sel = which == k
+        if sel.any():
+            total += sel.mean() * abs(ok[sel].mean() - conf[sel].mean())
+    return round(float(total), 5)
+
+
 def scores_for(world) -> Scores:
     return Scores(world.shape_names, tuple(s.yaw_symmetry_deg for s in world.shapes))
 

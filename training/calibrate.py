@@ -1,0 +1,230 @@
+"""Fit the calibration of shipped weights on their own validation images, and store it with them.
+
+    python -m training.calibrate --weights weights/air.safetensors --data data/photo-val
+
+Runs the network over the validation set (a photo dataset of ``renderer.dataset --photo``: any
+camera of the envelope, any look), then fits, in this order (``inference.calibration``):
+
+1. one temperature each for presence, shape and colour, by the likelihood of what was right:
+   presence at each step taken (was there another object?), shape and colour of each found
+   object matched to a true one;
+2. trust: a logistic regression of "the count and every shape and colour are right" on the
+   answer's joint log-probability (with those temperatures) and its image fit;
+3. the world limits: the fit, unexplained share, spill and table spread that ``--keep`` (99.5%)
+   of the validation images stay within, and the least table-floor contrast that as many show.
+
+and writes them into the weights' ``.json`` (``meta.calibration``, with the expected calibration
+errors before and after). The ``.safetensors`` file, and so the model's version, do not change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from inference.api import Predictor
+from inference.calibration import Calibration, WorldLimits, joint_log_prob
+from inference.checkpoint import config_path
+from inference.fit import Fit
+from inference.infer import Inference, Temperatures, infer, to_scene
+from inference.metrics import expected_calibration_error, match
+from inference.views import dataset_views
+from renderer.dataset import SceneDataset
+from renderer.scene import SceneBatch
+
+
+@dataclass
+class Outputs:
+    """The network's raw outputs on the validation set and what was right, flattened.
+
+    pres_logit, pres_label: each step taken (label: a true object was still to find).
+    shape_logits, shape_label, color_logits, color_label: each found object matched to a true one.
+    images: per image, (the Inference, the predicted and true scenes, the fit) in batches.
+    """
+
+    pres_logit: torch.Tensor
+    pres_label: torch.Tensor
+    shape_logits: torch.Tensor
+    shape_label: torch.Tensor
+    color_logits: torch.Tensor
+    color_label: torch.Tensor
+    images: list
+
+
+def labelled_steps(out: Inference, pred: SceneBatch, truth: SceneBatch) -> dict[str, list[torch.Tensor]]:
+    """One batch's presence steps and matched objects with their labels."""
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("pl", "py", "sl", "sy", "cl", "cy")}
+    true_count = truth.present.sum(1)
+    for b in range(pred.batch_size):
+        steps = int(out.steps[b])
+        parts["pl"].append(out.pres_logit[b, :steps])
+        parts["py"].append((torch.arange(steps) < true_count[b]).float())
+        pm, tm = pred.present[b], truth.present[b]
+        pi, ti = match(pred.position[b][pm][:, :2].numpy(), truth.position[b][tm][:, :2].numpy())
+        pi, ti = torch.as_tensor(pi, dtype=torch.long), torch.as_tensor(ti, dtype=torch.long)
+        parts["sl"].append(out.shape_logits[b][pm][pi])
+        parts["sy"].append(truth.shape[b][tm][ti])
+        parts["cl"].append(out.color_logits[b][pm][pi])
+        parts["cy"].append(truth.color[b][tm][ti])
+    return parts
+
+
+def answer_right(pred: SceneBatch, truth: SceneBatch, colour: bool = True) -> torch.Tensor:
+    """(B,) bool: the count is right and every matched object's shape and (``colour``) colour are."""
+    ok = []
+    for b in range(pred.batch_size):
+        pm, tm = pred.present[b], truth.present[b]
+        if int(pm.sum()) != int(tm.sum()):
+            ok.append(False)
+            continue
+        pi, ti = match(pred.position[b][pm][:, :2].numpy(), truth.position[b][tm][:, :2].numpy())
+        ok.append(all(int(pred.shape[b][pm][p]) == int(truth.shape[b][tm][t])
+                      and (not colour or int(pred.color[b][pm][p]) == int(truth.color[b][tm][t]))
+                      for p, t in zip(pi, ti)))
+    return torch.tensor(ok)
+
+
+def collect(batches: list[tuple[Inference, SceneBatch, SceneBatch, Fit]]) -> Outputs:
+    """Batches of (network outputs, predicted scenes, true scenes, fit) -> ``Outputs``."""
+    parts: dict[str, list[torch.Tensor]] = {}
+    for out, pred, truth, _ in batches:
+        for k, v in labelled_steps(out, pred, truth).items():
+            parts.setdefault(k, []).extend(v)
+    cat = {k: torch.cat(v) for k, v in parts.items()}
+    return Outputs(cat["pl"], cat["py"], cat["sl"], cat["sy"], cat["cl"], cat["cy"], list(batches))
+
+
+def run_validation(predictor: Predictor, data: SceneDataset, scenes: int, batch: int = 100) -> Outputs:
+    """The network (no temperature) and the fit over the first ``scenes`` validation images."""
+    world, batches = predictor.world, []
+    for lo in range(0, min(scenes, len(data)), batch):
+        idx = np.arange(lo, min(lo + batch, scenes, len(data)))
+        view = dataset_views(data, idx, world)
+        out = infer(predictor.model, view.pixels, world, view)
+        pred = to_scene(out.objects, world)
+        batches.append((out, pred, data.scenes(idx), predictor.fit(pred, view.pixels, view)))
+    return collect(batches)
+
+
+def fit_temperature(nll) -> float:
+    """The temperature in [0.05, 20] minimising ``nll(T)``: a golden-section search on log T."""
+    lo, hi = np.log(0.05), np.log(20.0)
+    g = (np.sqrt(5) - 1) / 2
+    for _ in range(60):
+        a, b = hi - g * (hi - lo), lo + g * (hi - lo)
+        if nll(np.exp(a)) < nll(np.exp(b)):
+            hi = b
+        else:
+            lo = a
+    return float(np.exp((lo + hi) / 2))
+
+
+def temperatures(o: Outputs) -> Temperatures:
+    """Step 1: the three temperatures."""
+    pres = fit_temperature(lambda t: float(F.binary_cross_entropy_with_logits(o.pres_logit / t, o.pres_label)))
+    shape = fit_temperature(lambda t: float(F.cross_entropy(o.shape_logits / t, o.shape_label)))
+    color = fit_temperature(lambda t: float(F.cross_entropy(o.color_logits / t, o.color_label)))
+    return Temperatures(pres, shape, color)
+
+
+def calibration_errors(o: Outputs, t: Temperatures) -> dict[str, float]:
+    """Expected calibration error (15 bins) of presence decisions, shapes and colours under ``t``."""
+    p = torch.sigmoid(o.pres_logit / t.presence)
+    sp, sc = torch.softmax(o.shape_logits / t.shape, -1).max(-1)
+    cp, cc = torch.softmax(o.color_logits / t.color, -1).max(-1)
+    return {
+        "presence": expected_calibration_error(torch.maximum(p, 1 - p), (p > 0.5).float() == o.pres_label),
+        "shape": expected_calibration_error(sp, sc == o.shape_label),
+        "color": expected_calibration_error(cp, cc == o.color_label),
+    }
+
+
+def answer_features(o: Outputs, t: Temperatures) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list]:
+    """Per image: joint log-probability under ``t``, image fit, whether the answer is right, and
+    the fits (one per batch)."""
+    logp, fit, right, fits = [], [], [], []
+    for out, pred, truth, f in o.images:
+        used = torch.arange(out.pres_logit.shape[1]) < out.steps[:, None]
+        conf = torch.sigmoid(out.pres_logit / t.presence) * used
+        sp = torch.softmax(out.shape_logits / t.shape, -1).amax(-1) * pred.present
+        cp = torch.softmax(out.color_logits / t.color, -1).amax(-1) * pred.present
+        logp.append(joint_log_prob(conf, sp, cp, pred.present))
+        fit.append(f.image)
+        right.append(answer_right(pred, truth))
+        fits.append(f)
+    return torch.cat(logp), torch.cat(fit), torch.cat(right), fits
+
+
+def fit_trust(logp: torch.Tensor, fit: torch.Tensor, right: torch.Tensor) -> tuple[float, float, float]:
+    """Step 2: logistic regression of ``right`` on (logp, fit), by LBFGS on the mean log-loss."""
+    x = torch.stack([logp.clamp_min(-30.0), fit], -1).double()
+    w = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w], max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(x @ w[:2] + w[2], right.double()) + 1e-4 * (w[:2] ** 2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return tuple(round(float(v), 5) for v in w.detach())
+
+
+def world_limits(fits: list, keep: float) -> WorldLimits:
+    """Step 3: bounds that ``keep`` of the validation images stay within, each check alone."""
+    cat = lambda name: torch.cat([getattr(f, name) for f in fits])  # noqa: E731
+    edge = cat("edge_contrast")
+    edge = edge[~torch.isnan(edge)]
+    q = lambda x, p: round(float(torch.quantile(x.float(), p)), 5)  # noqa: E731
+    return WorldLimits(min_fit=q(cat("image"), 1 - keep), max_unexplained=q(cat("unexplained"), keep),
+                       max_spill=q(cat("spill"), keep), max_spread=q(cat("table_spread"), keep),
+                       min_edge=q(edge, 1 - keep) if len(edge) else 0.0)
+
+
+def calibrate(predictor: Predictor, data: SceneDataset, scenes: int, keep: float) -> tuple[Calibration, dict]:
+    """All three steps -> the calibration and a report (ECEs before and after, trust's log-loss)."""
+    o = run_validation(predictor, data, scenes)
+    temps = temperatures(o)
+    logp, fit, right, fits = answer_features(o, temps)
+    cal = Calibration(temps, fit_trust(logp, fit, right), world_limits(fits, keep), True)
+    trust = cal.trust_of(logp, fit)
+    report = {"scenes": len(right), "ece_before": calibration_errors(o, Temperatures()),
+              "ece_after": calibration_errors(o, temps), "answers_right": round(float(right.float().mean()), 4),
+              "trust_ece": expected_calibration_error(trust, right),
+              "flagged": round(float((~torch.cat([cal.limits.check(f) for f in fits])).float().mean()), 4)}
+    return cal, report
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", default="weights/air.safetensors")
+    ap.add_argument("--data", default="data/photo-val", help="a photo validation dataset (not the test sets)")
+    ap.add_argument("--scenes", type=int, default=2000)
+    ap.add_argument("--keep", type=float, default=0.995, help="share of validation images each world check keeps")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    data = SceneDataset.open(args.data)
+    if not data.has_cameras:
+        print(f"{args.data} is not a photo dataset (renderer.dataset --photo)", file=sys.stderr)
+        return 2
+    cal, report = calibrate(Predictor.load(args.weights), data, args.scenes, args.keep)
+    path = config_path(args.weights)
+    doc = json.loads(path.read_text())
+    doc["meta"]["calibration"] = {**cal.to_meta(), "fitted_on": {"data": args.data, "keep": args.keep, **report}}
+    path.write_text(json.dumps(doc, indent=1))
+    print(json.dumps(doc["meta"]["calibration"], indent=1))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
