@@ -283,3 +283,40 @@ def test_page_shows_that_fixed_camera_weights_refuse_a_camera(server, browser):
     page = _pick(browser, _camera_samples()[0]["file"])
     assert "The camera was refused" in page["status"] and "422" in page["status"]
     assert "know only their world's fixed camera" in page["status"], page["status"]
+
+
+# ---------------------------------------------------------------- trust
+
+
+@pytest.fixture(scope="module")
+def strict_server(tmp_path_factory):
+    """Dev weights whose calibration flags every image as out of the world (a fit of 2 is never reached)."""
+    weights = make_dev_weights(tmp_path_factory.mktemp("strict-weights"))
+    doc = json.loads(weights.with_suffix(".json").read_text())
+    doc["meta"]["calibration"] = {"temperature": {"presence": 1.0, "shape": 1.0, "color": 1.0},
+                                  "trust": [1.0, 0.0, 0.0], "limits": {"min_fit": 2.0}}
+    weights.with_suffix(".json").write_text(json.dumps(doc))
+    with LiveServer(settings_for(weights)) as s:
+        yield s
+
+
+def test_page_shows_fit_trust_and_the_residual(server, browser):
+    _open_page(browser, server.url)
+    page = _pick(browser, "sample-0.png")
+    assert page["status"] == "sample-0.png: done"
+    quality = browser.find_element(By.ID, "quality")
+    answer = json.loads(page["json"])
+    assert quality.get_attribute("data-in-world") == "true" and "warn" not in (quality.get_attribute("class") or "")
+    assert f"fit {answer['quality']['fit']:.2f}" in quality.text and "trust" in quality.text
+    assert "not calibrated" in quality.text  # dev weights carry no calibration
+    assert all("fit" in label["text"] for label in browser.execute_script("return window.airsceneLayout.labels"))
+    assert browser.execute_script("return document.getElementById('residual').naturalWidth") > 0
+
+
+def test_page_says_plainly_when_an_image_is_not_of_the_models_world(strict_server, browser):
+    _open_page(browser, strict_server.url)
+    page = _pick(browser, "sample-0.png")
+    assert page["status"] == "sample-0.png: done"
+    quality = browser.find_element(By.ID, "quality")
+    assert quality.get_attribute("data-in-world") == "false" and "warn" in quality.get_attribute("class")
+    assert "does not look like the world the model knows" in quality.text

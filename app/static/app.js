@@ -158,7 +158,7 @@ function draw(img, answer) {
     const line1 = `${o.id} ${o.color} ${o.shape}  ${pct(o.confidence)}`;
     ctx.fillText(line1, x + 8, y + 13);
     ctx.font = "11px system-ui, sans-serif";
-    const line2 = `shape ${pct(o.shape_confidence)} · colour ${pct(o.color_confidence)}`;
+    const line2 = `shape ${pct(o.shape_confidence)} · colour ${pct(o.color_confidence)} · fit ${o.fit.toFixed(2)}`;
     ctx.fillText(line2, x + 8, y + 27);
     labels.push({ x, y, w: lw, h: LABEL_H, text: line1 + " / " + line2 });
   });
@@ -173,7 +173,7 @@ function table(answer) {
     const tr = document.createElement("tr");
     const p = o.position;
     for (const cell of [o.id, o.shape, o.color, o.confidence.toFixed(4), o.shape_confidence.toFixed(4),
-                        o.color_confidence.toFixed(4),
+                        o.color_confidence.toFixed(4), o.fit.toFixed(2),
                         `${p.x.toFixed(3)}, ${p.y.toFixed(3)}, ${p.z.toFixed(3)}`, o.yaw_deg.toFixed(1)]) {
       const td = document.createElement("td");
       td.textContent = cell;
@@ -201,6 +201,25 @@ async function reconstruct(answer, shown) {
   recon.src = URL.createObjectURL(await resp.blob());
 }
 
+// The answer's quality: fit and trust, and a plain warning when the image does not look like
+// the world the model knows (its answer should then not be used).
+function showQuality(answer) {
+  const q = answer.quality;
+  const el = $("quality");
+  el.dataset.inWorld = String(q.in_world);
+  const numbers = `fit ${q.fit.toFixed(2)} · trust ${pct(q.trust)} (probability that the count and every shape `
+    + `and colour are right)`;
+  if (q.in_world) {
+    el.className = "";
+    el.textContent = numbers + (answer.model.calibrated ? "" : " · these weights are not calibrated");
+  } else {
+    el.className = "warn";
+    el.textContent = "This image does not look like the world the model knows (a tabletop of its shapes and "
+      + "colours, seen by a camera of its envelope): do not rely on this answer. " + numbers;
+  }
+  if (q.residual_png) $("residual").src = "data:image/png;base64," + q.residual_png;
+}
+
 // Nothing of an earlier answer stays on screen: called before every request (so an error
 // never sits under the previous result).
 function clearResult() {
@@ -212,6 +231,11 @@ function clearResult() {
   $("count").dataset.count = "";
   $("timing").textContent = "";
   $("camera-line").textContent = "";
+  const quality = $("quality");
+  quality.textContent = "";
+  quality.className = "";
+  quality.dataset.inWorld = "";
+  $("residual").removeAttribute("src");
   const recon = $("recon");
   if (recon.src) URL.revokeObjectURL(recon.src);
   recon.removeAttribute("src");
@@ -232,7 +256,8 @@ async function run(blob, name) {
   const form = new FormData();
   form.append("image", blob, name);
   if (camera !== null) form.append("camera", camera);
-  const params = new URLSearchParams({ refine: $("refine").value || "0", min_confidence: $("minconf").value || "0" });
+  const params = new URLSearchParams({ refine: $("refine").value || "0", min_confidence: $("minconf").value || "0",
+                                      residual: "true" });
   try {
     const resp = await fetch("/infer?" + params, { method: "POST", headers: headers(), body: form });
     if (!resp.ok) {
@@ -252,6 +277,7 @@ async function run(blob, name) {
     $("count").dataset.count = String(answer.count);
     $("timing").textContent = `(${answer.timing_ms.total.toFixed(1)} ms on the server)`;
     $("camera-line").textContent = cameraLine(answer, camera !== null);
+    showQuality(answer);
     await reconstruct(answer, shown);
     setStatus(`${name}: done`);
   } catch (err) {

@@ -1,0 +1,61 @@
+"""What the fit, trust and in-world flag add to an answer: batch 1, one thread, this machine.
+
+    python -m bench.fit_cost --weights weights/air.safetensors --images 100
+
+For each of ``--images`` held-out photos (``inference.evaluate.held_out_photos``, 4:3 at 640 x
+480, already prepared: decoding and warping are not timed), in turn: the network's forward pass
+alone (``inference.infer.infer`` and ``to_scene``, what the service ran before the fit), and
+``Predictor.forward`` (the same pass plus the fit, trust, flag and boxes). Prints the median
+and p90 of each and of their difference. The target (issue 12): at most 3 ms added.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+
+from bench.trust import to_pil
+from inference.api import Predictor
+from inference.evaluate import held_out_photos
+from inference.infer import infer, to_scene
+
+
+def timed(fn, repeats: int = 3) -> float:
+    """The fastest of ``repeats`` calls, in ms."""
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, (time.perf_counter() - t) * 1000)
+    return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--weights", default="weights/air.safetensors")
+    ap.add_argument("--images", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=4321)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    p = Predictor.load(args.weights)
+    (images, _), = held_out_photos(p.world, args.images, args.seed, sizes=((480, 640),))
+    prepared = [p.prepare(im, images.cameras.select(slice(i, i + 1))) for i, im in enumerate(to_pil(images.pixels))]
+    bare, full = [], []
+    with torch.no_grad():
+        for item in prepared:
+            view = item.view
+            bare.append(timed(lambda: to_scene(infer(p.model, view.pixels, p.world, view).objects, p.world)))
+            full.append(timed(lambda: p.forward([item], [0])))
+    diff = [f - b for f, b in zip(full, bare)]
+    q90 = lambda xs: statistics.quantiles(xs, n=10)[-1]  # noqa: E731
+    for name, xs in (("forward pass alone", bare), ("with fit, trust, flag, boxes", full), ("added", diff)):
+        print(f"{name:30s} median {statistics.median(xs):6.2f} ms   p90 {q90(xs):6.2f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

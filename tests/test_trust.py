@@ -1,0 +1,197 @@
+"""Knowing when it is wrong: the generative fit, calibrated confidences, the in-world flag, and
+how they reach the answer, the schema and the metrics."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from apiserver import LiveServer, settings_for, table_png
+from PIL import Image
+
+from bench.battery import battery
+from inference.api import Predictor
+from inference.calibration import Calibration, WorldLimits, joint_log_prob
+from inference.fit import fit_answers, residual_png
+from inference.metrics import expected_calibration_error
+from renderer.appearance import default_look
+from renderer.dataset import PhotoData, write_dataset
+from renderer.photo import render_photo
+from renderer.pinhole import spec_cameras
+from training.calibrate import fit_temperature
+from training.calibrate import main as calibrate_main
+
+ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS = ROOT / "weights" / "air.safetensors"
+SIZE = 80
+
+
+def _fit(scene, world):
+    """Image fits of scenes rendered by the photo renderer (default look) and compared with ``scene``."""
+    cams = spec_cameras(world.camera, 1, SIZE, SIZE)
+    g = torch.Generator().manual_seed(0)
+    image = render_photo(scene, world, cams, default_look(world, 1), g).permute(0, 3, 1, 2)
+    return lambda answer: fit_answers(answer, image, torch.ones_like(image[:, :1]), cams, world)
+
+
+def with_shape(scene, slot: int, shape: int, world):
+    """``scene`` with slot ``slot`` turned into ``shape``, resting on the table."""
+    shapes = scene.shape.clone()
+    shapes[0, slot] = shape
+    position = scene.position.clone()
+    position[0, slot, 2] = world.shapes[shape].resting_z
+    return replace(scene, shape=shapes, position=position)
+
+
+SCENES = [
+    [("cube", "red", 0.10, -0.08, 0.3), ("cylinder", "blue", -0.12, 0.10, 0.0)],
+    [("box", "green", 0.0, 0.0, 0.5), ("cone", "yellow", 0.15, 0.15, 0.0), ("sphere", "purple", -0.15, -0.1, 0.0)],
+    [("wedge", "cyan", -0.05, 0.12, 1.0)],
+    [("sphere", "red", 0.12, 0.05, 0.0), ("box", "blue", -0.1, -0.12, 2.0)],
+]
+
+
+@pytest.mark.parametrize("objects", SCENES)
+def test_fit_is_best_for_the_true_scene(world, make_scene, objects):
+    truth = make_scene(*objects)
+    fit = _fit(truth, world)
+    best = fit(truth).image.item()
+    moved = replace(truth, position=truth.position + torch.tensor([0.09, 0.0, 0.0]))
+    removed = replace(truth, present=truth.present.clone().index_fill_(1, torch.tensor([0]), False))
+    changed = with_shape(truth, 0, (int(truth.shape[0, 0]) + 3) % len(world.shapes), world)
+    assert best > 0.5
+    for name, worse in (("moved", moved), ("removed", removed), ("changed shape", changed)):
+        assert fit(worse).image.item() < best, name
+
+
+def test_removed_object_is_left_unexplained(world, make_scene):
+    truth = make_scene(("cube", "red", 0.1, 0.1, 0.0), ("cone", "blue", -0.1, -0.1, 0.0))
+    fit = _fit(truth, world)
+    removed = replace(truth, present=torch.tensor([[True, False]]))
+    assert fit(truth).unexplained.item() < 0.005 < fit(removed).unexplained.item()
+
+
+def test_residual_is_a_png():
+    png = residual_png(torch.rand(3, 40, 40))
+    import base64
+    import io
+
+    with Image.open(io.BytesIO(base64.b64decode(png))) as im:
+        assert im.size == (160, 160) and im.mode == "RGB"
+
+
+def test_expected_calibration_error_tells_honest_from_overconfident():
+    rng = np.random.default_rng(0)
+    conf = rng.uniform(0.5, 1.0, 20000)
+    honest = rng.random(20000) < conf
+    assert expected_calibration_error(conf, honest) < 0.01
+    assert expected_calibration_error(np.full(1000, 0.99), rng.random(1000) < 0.7) > 0.25
+
+
+def test_temperature_fit_recovers_the_temperature_that_made_the_labels():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(20000, 6, generator=g) * 3
+    labels = torch.multinomial(torch.softmax(logits / 2.0, -1), 1, generator=g)[:, 0]
+    t = fit_temperature(lambda t: float(torch.nn.functional.cross_entropy(logits / t, labels)))
+    assert 1.85 < t < 2.15
+
+
+def test_joint_probability_counts_objects_and_the_stop():
+    conf = torch.tensor([[0.9, 0.8, 0.1]])
+    present = torch.tensor([[True, True, False]])
+    lp = joint_log_prob(conf, torch.ones(1, 3), torch.ones(1, 3), present)
+    assert math.isclose(lp.item(), math.log(0.9 * 0.8 * 0.9), rel_tol=1e-4)
+
+
+def test_shipped_weights_carry_their_calibration():
+    meta = json.loads(WEIGHTS.with_suffix(".json").read_text())["meta"]
+    cal = Calibration.from_meta(meta)
+    assert cal.fitted and cal.limits != WorldLimits()
+    assert all(0.05 < t < 20 for t in (cal.temperature.presence, cal.temperature.shape, cal.temperature.color))
+    fitted = meta["calibration"]["fitted_on"]
+    assert fitted["data"].endswith("photo-val") and all(v <= 0.03 for v in fitted["ece_after"].values())
+
+
+def test_calibration_is_fitted_on_validation_data_and_stored_with_the_weights(tmp_path):
+    data = tmp_path / "val"
+    write_dataset(data, 48, 7, Predictor.load(WEIGHTS).world, chunk=16, progress=False, photo=PhotoData())
+    weights = tmp_path / "air.safetensors"
+    shutil.copy(WEIGHTS, weights)
+    doc = json.loads(WEIGHTS.with_suffix(".json").read_text())
+    doc["meta"].pop("calibration", None)
+    weights.with_suffix(".json").write_text(json.dumps(doc))
+    assert not Predictor.load(weights).calibration.fitted
+    assert calibrate_main(["--weights", str(weights), "--data", str(data), "--scenes", "48"]) == 0
+    cal = Predictor.load(weights).calibration
+    assert cal.fitted and cal.limits.max_spread > 0
+    stored = json.loads(weights.with_suffix(".json").read_text())["meta"]["calibration"]["fitted_on"]
+    assert stored["scenes"] == 48 and set(stored["ece_after"]) == {"presence", "shape", "color"}
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return Predictor.load(WEIGHTS)
+
+
+def test_flag_fires_on_blank_noise_and_foreign_images(predictor):
+    images = battery(predictor.world, seed=5, per_kind=3)
+    blank_noise = [im for kind, im in images if kind in ("blank", "noise")]
+    answers = [predictor.infer(im) for im in blank_noise]
+    assert all(not a["quality"]["in_world"] for a in answers)
+    flagged = [not predictor.infer(im)["quality"]["in_world"] for _, im in images]
+    assert np.mean(flagged) >= 0.6
+
+
+def test_in_world_images_pass_and_answers_carry_fit_and_trust(predictor):
+    world = predictor.world
+    from renderer.prior import sample_scenes
+
+    scene = sample_scenes(world, 6, seed=11, counts=[1, 2, 3])
+    cams = spec_cameras(world.camera, 6, 240, 320)
+    g = torch.Generator().manual_seed(1)
+    img = render_photo(scene, world, cams, default_look(world, 6), g)
+    frames = list((img.clamp(0, 1) * 255).round().to(torch.uint8).numpy())
+    answers = predictor.infer(frames)
+    assert sum(a["quality"]["in_world"] for a in answers) >= 5
+    for a in answers:
+        q = a["quality"]
+        assert 0 <= q["fit"] <= 1 and 0 <= q["trust"] <= 1 and a["model"]["calibrated"]
+        assert all(0 <= o["fit"] <= 1 for o in a["objects"])
+    assert np.mean([a["quality"]["trust"] for a in answers]) > 0.5
+
+
+@pytest.fixture(scope="module")
+def served():
+    with LiveServer(settings_for(WEIGHTS)) as s:
+        yield s
+
+
+def test_answer_quality_is_in_the_schema_and_the_metrics(served):
+    import httpx
+
+    with httpx.Client(base_url=served.url, timeout=30) as c:
+        schema = c.get("/openapi.json").json()["components"]["schemas"]
+        assert {"fit", "trust", "in_world", "residual_png"} <= set(schema["Quality"]["properties"])
+        assert "fit" in schema["DetectedObject"]["properties"]
+        r = c.post("/infer?residual=true", content=table_png(), headers={"content-type": "image/png"})
+        assert r.status_code == 200, r.text
+        q = r.json()["quality"]
+        assert q["residual_png"] and isinstance(q["in_world"], bool)
+        plain = c.post("/infer", content=table_png(), headers={"content-type": "image/png"}).json()["quality"]
+        assert plain["residual_png"] is None
+        blank = Image.new("RGB", (320, 240), (128, 128, 128))
+        import io
+
+        buf = io.BytesIO()
+        blank.save(buf, format="PNG")
+        assert not c.post("/infer", content=buf.getvalue(), headers={"content-type": "image/png"}).json()[
+            "quality"]["in_world"]
+        metrics = c.get("/metrics").text
+        assert 'airscene_infer_answers_total{fit_band="' in metrics
+        assert 'in_world="false"' in metrics
