@@ -1,7 +1,7 @@
 """How well an answer explains its image: the generative model's check on the network.
 
-The answer is rendered with the image's own camera (in the network's view, at a reduced size)
-as a map of regions: each found object, the table, and what lies beyond the table. Nothing of
+The answer is rendered with the image's own camera (in the network's view, at a reduced size;
+``renderer.raycast``) as a map of regions: each found object, the table, and what lies beyond the table. Nothing of
 the look is assumed: each region's colour is read off the image itself (its mean), so a warm
 light, a dark table or another renderer's shading do not count against the answer; what counts
 is whether the image's pixels fall into the regions the answer draws.
@@ -41,7 +41,7 @@ from PIL import Image
 from torch.nn import functional as F
 
 from renderer.pinhole import Cameras
-from renderer.render import RasterSettings, SceneRasterizer, pack_scene
+from renderer.raycast import region_map
 from renderer.scene import SceneBatch
 from renderer.world import World
 
@@ -86,40 +86,33 @@ class Regions:
     means: torch.Tensor
 
     def distance(self, r: int) -> torch.Tensor:
-        """(B, s, s) colour distance of each pixel from region ``r``'s mean."""
-        return (self.img - self.means[:, r, :, None, None]).norm(dim=1)
+        """(B, s, s) squared colour distance of each pixel from region ``r``'s mean."""
+        return (self.img - self.means[:, r, :, None, None]).square().sum(1)
 
 
-def region_map(scene: SceneBatch, world: World, cameras: Cameras) -> torch.Tensor:
-    """(B, s, s) int64 region of each pixel seen by ``cameras`` (s x s): slot index 0..N-1 for an
-    object, N for the table, N + 1 beyond it."""
-    n = scene.num_slots
-    packed = pack_scene(scene, world)
-    settings = RasterSettings(cameras.height, cameras.width)
-    p2f = SceneRasterizer(world, settings)(packed.meshes, cameras).pix_to_face[..., 0]
-    slot = packed.slot.to(p2f.device)[p2f.clamp_min(0)]
-    return torch.where(p2f >= 0, slot, torch.full_like(slot, n + 1))
-
-
-def shading_free_distance(pixels: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
+def shading_free_distance(pixels: torch.Tensor, colour: torch.Tensor, squared: bool = False) -> torch.Tensor:
     """(B, s, s) distance of each pixel (B, 3, s, s) from ``colour`` (B, 3) scaled to the pixel's
     brightness (between 0.4 and 1.4 times): a shadow or a brighter patch of the same surface is
-    near 0, a surface of another hue or of very different brightness is not."""
+    near 0, a surface of another hue or of very different brightness is not. ``squared``: its square."""
     c = colour[:, :, None, None]
     scale = ((pixels * c).sum(1, keepdim=True) / (c * c).sum(1, keepdim=True).clamp_min(1e-4)).clamp(0.4, 1.4)
-    return (pixels - scale * c).norm(dim=1)
+    d2 = (pixels - scale * c).square().sum(1)
+    return d2 if squared else d2.sqrt()
 
 
 def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
-    """(B, s, s) bool mask grown by ``radius`` pixels (a square neighbourhood)."""
-    return F.max_pool2d(mask[:, None].float(), 2 * radius + 1, 1, radius)[:, 0] > 0
+    """(B, C, s, s) or (B, s, s) bool masks grown by ``radius`` pixels (a square neighbourhood)."""
+    flat = mask.dim() == 3
+    grown = F.max_pool2d((mask[:, None] if flat else mask).float(), 2 * radius + 1, 1, radius) > 0
+    return grown[:, 0] if flat else grown
 
 
 def share(hits: torch.Tensor, of: torch.Tensor, empty: float = 1.0) -> torch.Tensor:
-    """(B,) share of the pixels of mask ``of`` that are in ``hits``; ``empty`` where ``of`` is empty."""
-    total = of.sum((1, 2))
-    return torch.where(total > 0, (hits & of).sum((1, 2)) / total.clamp_min(1), torch.full_like(total, empty,
-                                                                                            dtype=torch.float))
+    """(...) share of the pixels of mask ``of`` (..., s, s) that are in ``hits``; ``empty`` where
+    ``of`` is empty."""
+    total = of.sum((-2, -1))
+    return torch.where(total > 0, (hits & of).sum((-2, -1)) / total.clamp_min(1),
+                       torch.full_like(total, empty, dtype=torch.float))
 
 
 def draw(scene: SceneBatch, pixels: torch.Tensor, coverage: torch.Tensor, cameras: Cameras, world: World,
@@ -135,24 +128,24 @@ def draw(scene: SceneBatch, pixels: torch.Tensor, coverage: torch.Tensor, camera
 
 
 def object_fits(scene: SceneBatch, r: Regions) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, T) object fits (inside agreement x ring agreement x contrast) and (B,) spill."""
+    """(B, T) object fits (inside agreement x ring agreement x contrast) and (B,) spill, all
+    slots at once."""
     n = scene.num_slots
-    d_table = r.distance(n)
-    on_table, floor = r.onehot[:, n] > 0, r.onehot[:, n + 1] > 0
-    d_surface = torch.where(floor, shading_free_distance(r.img, r.means[:, n + 1]),
-                            shading_free_distance(r.img, r.means[:, n]))  # a shadow is still the surface
-    fits, spills = torch.zeros(scene.present.shape, device=r.img.device), []
-    for t in range(n):
-        mask = r.onehot[:, t] > 0
-        d_own = r.distance(t)
-        inside = share(d_own < d_table, mask, 0.0)
-        outside = share(d_table <= d_own, dilate(mask, 1) & on_table)
-        contrast = ((r.means[:, t] - r.means[:, n]).norm(dim=-1) / CONTRAST_FULL).clamp(max=1.0)
-        real = scene.present[:, t] & (r.area[:, t] > 0)
-        fits[:, t] = torch.where(real, inside * outside * contrast, torch.zeros_like(inside))
-        ring = dilate(mask, 3) & ~dilate(mask, 1) & (on_table | floor)
-        spills.append(torch.where(real, share(d_own < d_surface, ring, 0.0), torch.zeros_like(inside)))
-    return fits, torch.stack(spills, 1).amax(1) if spills else torch.zeros(r.img.shape[0])
+    d_table = r.distance(n)[:, None]  # (B, 1, s, s), squared
+    on_table, floor = r.onehot[:, n:n + 1] > 0, r.onehot[:, n + 1:n + 2] > 0
+    d_surface = torch.where(floor, shading_free_distance(r.img, r.means[:, n + 1], squared=True)[:, None],
+                            shading_free_distance(r.img, r.means[:, n], squared=True)[:, None])  # shadows are surface
+    masks = r.onehot[:, :n] > 0  # (B, T, s, s)
+    d_own = (r.img[:, None] - r.means[:, :n, :, None, None]).square().sum(2)
+    near, around = dilate(masks, 1), dilate(masks, 3)
+    inside = share(d_own < d_table, masks, 0.0)
+    outside = share(d_table <= d_own, near & on_table)
+    contrast = ((r.means[:, :n] - r.means[:, n:n + 1]).norm(dim=-1) / CONTRAST_FULL).clamp(max=1.0)
+    real = scene.present & (r.area[:, :n] > 0)
+    fits = torch.where(real, inside * outside * contrast, torch.zeros_like(inside))
+    spill = torch.where(real, share(d_own < d_surface, around & ~near & (on_table | floor), 0.0),
+                        torch.zeros_like(inside))
+    return fits, spill.amax(1)
 
 
 def fit_answers(scene: SceneBatch, pixels: torch.Tensor, coverage: torch.Tensor, cameras: Cameras,

@@ -195,3 +195,24 @@ def test_answer_quality_is_in_the_schema_and_the_metrics(served):
         metrics = c.get("/metrics").text
         assert 'airscene_infer_answers_total{fit_band="' in metrics
         assert 'in_world="false"' in metrics
+
+
+def test_ray_casting_draws_what_the_rasteriser_draws():
+    from inference.views import view_cameras
+    from renderer.pinhole import sample_cameras
+    from renderer.prior import sample_scenes
+    from renderer.raycast import region_map
+    from renderer.render import RasterSettings, SceneRasterizer, pack_scene
+
+    world = Predictor.load(WEIGHTS).world
+    g = torch.Generator().manual_seed(2)
+    cams = sample_cameras(world.envelope, 24, g, 240, 320)
+    view = view_cameras(cams, world).resized(40, 40)
+    scene = sample_scenes(world, 24, generator=g, cameras=(cams,))
+    packed = pack_scene(scene, world)
+    p2f = SceneRasterizer(world, RasterSettings(40, 40))(packed.meshes, view).pix_to_face[..., 0]
+    slot = packed.slot[p2f.clamp_min(0)]
+    raster = torch.where(p2f >= 0, slot, torch.full_like(slot, scene.num_slots + 1))
+    cast = region_map(scene, world, view)
+    assert (cast == raster).float().mean() > 0.995  # spheres are cast smooth, the rasteriser draws facets
+    assert (cast < scene.num_slots).any() and (cast == scene.num_slots).any()

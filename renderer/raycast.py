@@ -1,0 +1,121 @@
+"""Which object, if any, each pixel sees: exact ray casting of the world's convex shapes.
+
+Every shape of the world is convex, so each is the intersection of the half-spaces of its
+faces' planes. A pixel's ray enters an object where it crosses the last of the planes it
+enters through and leaves at the first it exits through; it hits the object when it enters
+before it leaves, in front of the camera. Spheres are cast as the smooth ellipsoid their
+bounding box holds (what a camera sees; their mesh has many planes). The nearest hit wins, then the table top, then
+nothing (the floor beyond the table). Batched tensor arithmetic, no rasteriser: for small
+images it is several times faster than PyTorch3D's (``region_map`` is what the service
+computes with every answer, ``inference.fit``), and it agrees with it pixel for pixel away
+from silhouette edges (``tests/test_trust.py``).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+
+from renderer.meshes import mesh_library
+from renderer.pinhole import Cameras
+from renderer.scene import SceneBatch
+from renderer.world import World
+
+
+@lru_cache(maxsize=8)
+def convex_planes(world: World) -> torch.Tensor:
+    """(S, P, 4) each shape's distinct face planes as (nx, ny, nz, d), object frame, outward
+    unit normals: a point x is inside when n . x <= d for every plane. Shapes with fewer than
+    P planes are padded with (0, 0, 0, 1), which every point satisfies. ValueError if a shape's
+    mesh is not convex (a vertex outside one of its face planes)."""
+    lib = mesh_library(world)
+    per_shape = []
+    for s in range(len(world.shapes)):
+        if world.shapes[s].name == "sphere":  # cast as an ellipsoid (``object_depths``)
+            per_shape.append(torch.zeros(0, 4))
+            continue
+        v = lib.verts[s, : lib.num_verts[s]].double()
+        f = lib.faces[s, : lib.num_faces[s]]
+        tri = v[f]  # (F, 3, 3)
+        n = torch.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=-1)
+        n = n / n.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        d = (n * tri[:, 0]).sum(-1)
+        planes = torch.unique(torch.cat([n, d[:, None]], -1).mul(1e5).round().div(1e5), dim=0)
+        if ((v @ planes[:, :3].T) - planes[:, 3] > 1e-4).any():
+            raise ValueError(f"shape {world.shapes[s].name} is not convex: ray casting cannot draw it")
+        per_shape.append(planes.float())
+    width = max(len(p) for p in per_shape)
+    pad = torch.tensor([0.0, 0.0, 0.0, 1.0])
+    return torch.stack([torch.cat([p, pad.expand(width - len(p), 4)]) for p in per_shape])
+
+
+def pixel_rays(cameras: Cameras) -> torch.Tensor:
+    """(B, H * W, 3) world-frame rays through pixel centres, row-major, optical z = 1."""
+    v, u = torch.meshgrid(torch.arange(cameras.height, dtype=torch.float32) + 0.5,
+                          torch.arange(cameras.width, dtype=torch.float32) + 0.5, indexing="ij")
+    uv = torch.stack([u, v], -1).reshape(1, -1, 2).to(cameras.position.device)
+    return cameras.rays(uv.expand(cameras.batch_size, -1, -1))
+
+
+def object_depths(scene: SceneBatch, world: World, cameras: Cameras, rays: torch.Tensor) -> torch.Tensor:
+    """(B, T, P) depth (optical z) at which each pixel's ray enters each object; inf on a miss
+    or an absent slot. Only present slots are cast."""
+    b, t = scene.present.shape
+    depth = torch.full((b, t, rays.shape[1]), float("inf"), device=rays.device)
+    bi, ti = torch.nonzero(scene.present, as_tuple=True)
+    if not len(bi):
+        return depth
+    shape = scene.shape[bi, ti]
+    planes = convex_planes(world).to(rays.device)[shape]  # (K, Q, 4)
+    rot = scene.rotation()[bi, ti]  # (K, 3, 3) world_from_object
+    origin = torch.einsum("kji,kj->ki", rot, cameras.position[bi] - scene.position[bi, ti])  # object frame
+    direction = torch.einsum("kji,kpj->kpi", rot, rays[bi])  # (K, P, 3)
+    normal, offset = planes[..., :3], planes[..., 3]
+    denom = torch.einsum("kpi,kqi->kpq", direction, normal)  # (K, P, Q)
+    denom = torch.where(denom.abs() < 1e-9, torch.full_like(denom, 1e-9), denom)  # parallel: a plane far off
+    room = (offset - torch.einsum("ki,kqi->kq", origin, normal))[:, None, :]  # d - n . c
+    hit_t = room / denom
+    entering = denom < 0
+    enter = hit_t.masked_fill(~entering, -float("inf")).amax(-1)
+    leave = hit_t.masked_fill(entering, float("inf")).amin(-1)
+    sphere = [i for i, sp in enumerate(world.shapes) if sp.name == "sphere"]
+    if sphere and (shape == sphere[0]).any():
+        enter, leave = ellipsoid_span(shape == sphere[0], world.shapes[sphere[0]].size, origin, direction,
+                                      enter, leave)
+    depth[bi, ti] = torch.where((enter <= leave) & (leave > 0), enter.clamp_min(0), torch.full_like(enter, float("inf")))
+    return depth
+
+
+def ellipsoid_span(mine: torch.Tensor, size: tuple[float, float, float], origin: torch.Tensor,
+                   direction: torch.Tensor, enter: torch.Tensor, leave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``enter`` and ``leave`` (K, P) with the objects ``mine`` (K,) replaced by where each ray
+    meets the ellipsoid inscribed in a box of ``size`` (object frame ``origin`` (K, 3),
+    ``direction`` (K, P, 3)); a miss enters at +inf."""
+    semi = torch.tensor(size, device=origin.device) / 2
+    o, d = origin[:, None, :] / semi, direction / semi
+    a = (d * d).sum(-1)
+    b = 2 * (o * d).sum(-1)
+    c = (o * o).sum(-1) - 1
+    disc = b * b - 4 * a * c
+    root = disc.clamp_min(0).sqrt()
+    t0, t1 = (-b - root) / (2 * a), (-b + root) / (2 * a)
+    t0 = torch.where(disc >= 0, t0, torch.full_like(t0, float("inf")))
+    return torch.where(mine[:, None], t0, enter), torch.where(mine[:, None], t1, leave)
+
+
+def region_map(scene: SceneBatch, world: World, cameras: Cameras) -> torch.Tensor:
+    """(B, H, W) int64 what each pixel of ``cameras`` sees: slot 0..N-1 for an object, N for
+    the table top, N + 1 beyond it."""
+    n = scene.num_slots
+    rays = pixel_rays(cameras)
+    depth = object_depths(scene.blank_absent(), world, cameras, rays)  # (B, T, P)
+    c = cameras.position[:, None, :]
+    t_table = -c[..., 2] / rays[..., 2].clamp_max(-1e-9)  # the plane z = 0, in front when looking down
+    at = c + t_table[..., None] * rays
+    half = world.table_size / 2
+    on_table = (rays[..., 2] < -1e-9) & (at[..., :2].abs() <= half).all(-1)
+    table = torch.where(on_table, t_table, torch.full_like(t_table, float("inf")))
+    nearest, which = torch.cat([depth, table[:, None]], 1).min(1)
+    region = torch.where(torch.isinf(nearest), torch.full_like(which, n + 1), which)
+    return region.reshape(cameras.batch_size, cameras.height, cameras.width)
