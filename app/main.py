@@ -29,6 +29,8 @@ from app.middleware import ApiKeyGate, BodyLimit, MetricsMiddleware
 from app.query import RejectUnknownQuery, allowed_query_parameters
 from app.routes import health, infer, limits, model, render
 from app.service import ModelService
+from inference.checkpoint import read_config
+from renderer.world import World
 
 STATIC = Path(__file__).resolve().parent / "static"
 PROTECTED = ("/infer", "/render")
@@ -83,8 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     install_docs(app)
 
-    if settings.api_key is not None and settings.api_key.get_secret_value():
-        _document_bearer(app)
+    _customise_openapi(app, settings)
 
     paths = frozenset(r.path for r in app.routes if hasattr(r, "path"))
     # added innermost first: RejectUnknownQuery runs last, MetricsMiddleware first
@@ -100,22 +101,52 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def _document_bearer(app: FastAPI) -> None:
-    """Show the bearer key in the OpenAPI schema (/docs gets an Authorize button). The key itself
-    is enforced by ``ApiKeyGate``, before the body is read."""
+def _customise_openapi(app: FastAPI, settings: Settings) -> None:
+    """The OpenAPI schema says what the service enforces: this deployment's limits (refine
+    steps, images per request, render size) and the weights' world (at most N objects, the shape
+    and colour names), read from the weights' .json at start (left general when it cannot be
+    read: the service then is not ready anyway). With an API key, the bearer scheme (/docs gets
+    an Authorize button; the key itself is enforced by ``ApiKeyGate``, before the body is read)."""
     build = app.openapi
+    try:
+        world: World | None = World.from_dict(read_config(settings.weights)["world"])
+    except (ValueError, KeyError, OSError):
+        world = None
 
     def openapi() -> dict:
         if app.openapi_schema is None:
             schema = build()
-            schema.setdefault("components", {})["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
-            for path in PROTECTED:
-                for op in schema["paths"].get(path, {}).values():
-                    op["security"] = [{"bearer": []}]
+            limit_schema(schema, settings, world)
+            if settings.api_key is not None and settings.api_key.get_secret_value():
+                schema.setdefault("components", {})["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+                for path in PROTECTED:
+                    for op in schema["paths"].get(path, {}).values():
+                        op["security"] = [{"bearer": []}]
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def limit_schema(schema: dict, settings: Settings, world: World | None) -> None:
+    """Write the limits of ``settings`` and the names and N of ``world`` into a generated schema."""
+    infer = schema["paths"]["/infer"]["post"]
+    for p in infer["parameters"]:
+        if p["name"] == "refine":
+            p["schema"]["maximum"] = settings.max_refine_steps
+    form = infer["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+    form["image"].update(minItems=1, maxItems=settings.max_images)
+    form["camera"]["maxItems"] = settings.max_images
+    comps = schema["components"]["schemas"]
+    render = comps["RenderRequest"]["properties"]
+    for side in ("width", "height"):
+        for branch in render[side]["anyOf"]:
+            if branch.get("type") == "integer":
+                branch["maximum"] = settings.max_render_side
+    if world is not None:
+        render["objects"]["maxItems"] = world.max_objects
+        comps["SceneObject"]["properties"]["shape"]["enum"] = list(world.shape_names)
+        comps["SceneObject"]["properties"]["color"]["enum"] = list(world.color_names)
 
 
 def _configure_logging() -> None:

@@ -27,6 +27,13 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+class _Body(_In):
+    """A JSON body part: strict types, so ``false`` is not a number and ``"3"`` not a count
+    (integers are still accepted where a float is asked)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
 class _Out(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -49,7 +56,7 @@ class Quaternion(_Out):
     w: float
 
 
-class PositionIn(_In):
+class PositionIn(_Body):
     """Object centre in the world frame, metres. ``z`` defaults to the shape's resting height."""
 
     x: FiniteFloat
@@ -57,7 +64,7 @@ class PositionIn(_In):
     z: FiniteFloat | None = None
 
 
-class QuaternionIn(_In):
+class QuaternionIn(_Body):
     """Any non-zero quaternion (x, y, z, w); it is normalised. Full 3D turns render, but the
     prior and the network are tabletop: they only ever produce turns about +z (yaw)."""
 
@@ -70,7 +77,7 @@ class QuaternionIn(_In):
 # ---------------------------------------------------------------- /render
 
 
-class SceneObject(_In):
+class SceneObject(_Body):
     """One object to draw. Orientation: ``orientation`` if given, else ``yaw_deg``, else none."""
 
     shape: str = Field(examples=["cube"], description="a shape name from GET /v1/model")
@@ -80,14 +87,14 @@ class SceneObject(_In):
     yaw_deg: FiniteFloat | None = None
 
 
-class RecordedImage(_In):
+class RecordedImage(_Body):
     """The ``image`` of an /infer answer: the size of the image the objects were found in."""
 
     width: int = Field(ge=1)
     height: int = Field(ge=1)
 
 
-class KeyLightIn(_In):
+class KeyLightIn(_Body):
     """The main light: where it comes from and its colour."""
 
     elevation_deg: FiniteFloat = Field(50.0, ge=0, le=90, description="above the table plane")
@@ -96,7 +103,7 @@ class KeyLightIn(_In):
     intensity: FiniteFloat = Field(0.55, ge=0, le=2)
 
 
-class LookIn(_In):
+class LookIn(_Body):
     """How /render draws: omitted, the world's own look (flat shading, one light, grey table).
     ``seed`` draws a look from the training prior (lights, shading, table, backdrop, shadows,
     sensor); the other fields then set parts of it."""
@@ -112,7 +119,7 @@ class LookIn(_In):
     noise_std: FiniteFloat | None = Field(None, ge=0, le=0.5, description="sensor noise, in [0, 1] pixel units")
 
 
-class RenderRequest(_In):
+class RenderRequest(_Body):
     """A scene to draw. Size: ``width`` and ``height``; one of them alone makes a square; with
     neither, the ``image`` an /infer answer records (scaled down to fit the render limit, aspect
     kept), else the network's image size (64)."""
@@ -141,7 +148,7 @@ class RenderRequest(_In):
         k = min(1.0, max_side / max(w, h))
         return max(1, round(w * k)), max(1, round(h * k))
 
-    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{
+    model_config = ConfigDict(extra="ignore", strict=True, json_schema_extra={"examples": [{
         "objects": [{"shape": "cube", "color": "red", "position": {"x": 0.1, "y": -0.05},
                      "orientation": {"x": 0, "y": 0, "z": 0.3827, "w": 0.9239}},
                     {"shape": "cone", "color": "blue", "position": {"x": -0.12, "y": 0.1}}],

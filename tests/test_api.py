@@ -587,3 +587,32 @@ def test_render_of_a_large_recorded_image_is_scaled_to_the_limit(http):
     r = http.post("/render", json={"objects": [OK_OBJ], "image": {"width": 2000, "height": 1000}})
     assert r.status_code == 200, r.text
     assert Image.open(io.BytesIO(r.content)).size == (512, 256)  # max_render_side 512, aspect kept
+
+
+def test_schema_maxima_equal_the_settings_and_the_world(server, http, dev_weights):
+    settings, world = server.settings, World()
+    schema = http.get("/openapi.json").json()
+    infer = schema["paths"]["/infer"]["post"]
+    refine = next(p for p in infer["parameters"] if p["name"] == "refine")
+    assert refine["schema"]["maximum"] == settings.max_refine_steps
+    form = infer["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+    assert form["image"]["minItems"] == 1 and form["image"]["maxItems"] == settings.max_images
+    comps = schema["components"]["schemas"]
+    width = next(b for b in comps["RenderRequest"]["properties"]["width"]["anyOf"] if b.get("type") == "integer")
+    assert width["maximum"] == settings.max_render_side
+    assert comps["RenderRequest"]["properties"]["objects"]["maxItems"] == world.max_objects
+    assert comps["SceneObject"]["properties"]["shape"]["enum"] == list(world.shape_names)
+    assert comps["SceneObject"]["properties"]["color"]["enum"] == list(world.color_names)
+    # and the service refuses just past each
+    over = {"shape": "cube", "color": "red", "position": {"x": 0.0, "y": 0.0}}
+    assert_clean_error(http.post("/render", json={"objects": [over] * (world.max_objects + 1)}), 422)
+    assert_clean_error(http.post("/render", json={"objects": [], "width": settings.max_render_side + 1}), 422)
+    assert_clean_error(http.post(f"/infer?refine={settings.max_refine_steps + 1}", content=table_png(),
+                                 headers={"content-type": "image/png"}), 422)
+
+
+def test_a_boolean_is_not_a_number_in_a_body(http):
+    obj = {"shape": "cube", "color": "red", "position": {"x": 0.0, "y": 0.0}, "yaw_deg": False}
+    r = http.post("/render", json={"objects": [obj]})
+    assert_clean_error(r, 422)
+    assert r.json()["detail"][0]["loc"][-1] == "yaw_deg"
