@@ -46,4 +46,6 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=4).status != 200)"]
 
 ENTRYPOINT ["uvicorn", "app.main:app"]
-CMD ["--host", "0.0.0.0", "--port", "8000", "--no-access-log"]
+# the flags of app.config.SERVER_OPTIONS (tests/test_api_container.py checks they agree)
+CMD ["--host", "0.0.0.0", "--port", "8000", "--no-access-log", "--http", "h11", \
+     "--h11-max-incomplete-event-size", "65536", "--limit-concurrency", "1000", "--timeout-keep-alive", "5"]

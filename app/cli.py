@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from app.client import Client, ClientError, camera_json
-from app.config import Settings
+from app.config import SERVER_OPTIONS, Settings
 from app.errors import ApiError
 
 
@@ -119,7 +119,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"airscene: refusing to serve: {problem}", file=sys.stderr)
         return 1
     os.environ["AIRSCENE_WEIGHTS"] = str(weights)  # app.main:app reads its settings from the environment
-    uvicorn.run("app.main:app", host=args.host, port=args.port, log_level=args.log_level)
+    uvicorn.run("app.main:app", host=args.host, port=args.port, log_level=args.log_level, **SERVER_OPTIONS)
     return 0
 
 

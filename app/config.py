@@ -17,6 +17,15 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WEIGHTS = REPO_ROOT / "weights" / "air.safetensors"
 RENDER_SIDE_CAP = 2048  # the renderer's own limit (renderer.render.MAX_IMAGE_SIDE)
 
+# How uvicorn runs the service (``airscene serve``, the container's CMD, the tests' live server):
+# the h11 parser, which bounds a request's head (request line and headers) at 64 KiB and answers
+# 400 past it (the httptools parser reads a head of any size); at most 1000 connections and
+# tasks at once (503 past them: slow clients holding connections cannot take more); idle
+# keep-alive connections closed after 5 s. uvicorn has no timeout for reading a request's head:
+# put a proxy with one in front where clients are not trusted (see the README).
+SERVER_OPTIONS: dict[str, object] = {"http": "h11", "h11_max_incomplete_event_size": 64 * 1024,
+                                     "limit_concurrency": 1000, "timeout_keep_alive": 5}
+
 
 class Settings(BaseSettings):
     """Every knob of the service. Environment variable = ``AIRSCENE_`` + the field name in

@@ -25,7 +25,7 @@ from app.config import Settings
 from app.docs import install_docs
 from app.errors import install_error_handlers
 from app.metrics import Metrics
-from app.middleware import ApiKeyGate, BodyLimit, MetricsMiddleware
+from app.middleware import ApiKeyGate, BodyLimit, HeadLimit, MetricsMiddleware
 from app.query import RejectUnknownQuery, allowed_query_parameters
 from app.routes import health, infer, limits, model, render
 from app.service import ModelService
@@ -97,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"], max_age=600)
+    app.add_middleware(HeadLimit)
     app.add_middleware(MetricsMiddleware, metrics=metrics, known_paths=lambda: paths)
     return app
 

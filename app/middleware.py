@@ -73,15 +73,38 @@ class ApiKeyGate:
     """``Authorization: Bearer <key>`` on ``protected`` paths (CORS preflights pass through)."""
 
     def __init__(self, app: ASGIApp, key: str, protected: Collection[str]) -> None:
-        self.app, self.key, self.protected = app, key.encode(), frozenset(protected)
+        self.app, self.key, self.protected = app, key.encode("utf-8"), frozenset(protected)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] in self.protected and scope["method"] != "OPTIONS":
             auth = _header(scope, b"authorization") or ""
             scheme, _, token = auth.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.key):
+            # the header's own bytes (ASGI gives them raw; _header decodes latin-1, which undoes
+            # exactly), against the key's UTF-8 bytes: a non-ASCII key sent as UTF-8 matches
+            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode("latin-1"), self.key):
                 err = Unauthorized()
                 await _send_json(send, err.status_code, {"detail": err.detail}, err.headers)
+                return
+        await self.app(scope, receive, send)
+
+
+MAX_HEAD_BYTES = 32 * 1024
+
+
+class HeadLimit:
+    """431 (JSON) for a request whose headers add up to more than ``max_bytes``. uvicorn's h11
+    parser already refuses a head that keeps arriving past 64 KiB (``app.config.SERVER_OPTIONS``);
+    this bounds the rest, whatever the server in front."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_HEAD_BYTES) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            size = sum(len(k) + len(v) + 4 for k, v in scope.get("headers", ()))
+            if size > self.max_bytes:
+                await _send_json(send, 431, {"detail": f"request headers of {size} bytes; the limit is "
+                                                       f"{self.max_bytes}"})
                 return
         await self.app(scope, receive, send)
 

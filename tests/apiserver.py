@@ -21,7 +21,7 @@ import torch
 import uvicorn
 from PIL import Image
 
-from app.config import Settings
+from app.config import SERVER_OPTIONS, Settings
 from app.main import create_app
 from inference.checkpoint import save_weights
 from inference.network import AIR, AIRConfig
@@ -55,7 +55,7 @@ class LiveServer:
         self.settings = settings
         self.wait_ready = wait_ready
         self.app = create_app(settings)
-        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="on"))
+        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="on", **SERVER_OPTIONS))
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))

@@ -616,3 +616,24 @@ def test_a_boolean_is_not_a_number_in_a_body(http):
     r = http.post("/render", json={"objects": [obj]})
     assert_clean_error(r, 422)
     assert r.json()["detail"][0]["loc"][-1] == "yaw_deg"
+
+
+def test_a_non_ascii_api_key_matches_when_sent_as_utf8(dev_weights):
+    key = "clé-ünïcode-密钥"
+    with LiveServer(settings_for(dev_weights, api_key=key, warmup=False)) as s, httpx.Client(base_url=s.url) as c:
+        body = {"objects": [], "width": 16, "height": 16}
+        ok = c.post("/render", json=body, headers={"Authorization": b"Bearer " + key.encode("utf-8")})
+        assert ok.status_code == 200, ok.text
+        wrong = c.post("/render", json=body, headers={"Authorization": b"Bearer " + "cle".encode("utf-8")})
+        assert_clean_error(wrong, 401)
+
+
+def test_an_oversized_request_head_is_refused_and_the_service_stays_up(http):
+    assert_clean_error(http.get("/healthz", headers={"X-Padding": "a" * 40_000}), 431)
+    try:
+        huge = http.get("/healthz", headers={"X-Padding": "a" * 4_000_000})
+    except httpx.HTTPError:  # h11 answered 400 and closed while the head was still being sent
+        pass
+    else:
+        assert huge.status_code in (400, 431)
+    assert http.get("/healthz", headers={"X-Padding": "a" * 1000}).status_code == 200

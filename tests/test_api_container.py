@@ -5,6 +5,7 @@ There is no Docker engine here; these are static checks. ``make test`` installs 
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -67,3 +68,13 @@ def test_the_image_holds_only_what_the_service_runs():
     assert {"bench", "training", "experiments", "weights/*"} <= set(ignored)
     packages = re.search(r"^include = \[(.*)\]", (ROOT / "pyproject.toml").read_text(), re.M).group(1)
     assert sorted(re.findall(r'"(\w+)\*"', packages)) == ["app", "inference", "renderer"]
+
+
+def test_container_runs_uvicorn_with_the_services_server_options():
+    from app.config import SERVER_OPTIONS
+
+    text = (ROOT / "Dockerfile").read_text()
+    cmd = json.loads(re.search(r"^CMD (\[.*?\])", text, re.M | re.S).group(1).replace("\\\n", ""))
+    flags = {a: (b if not b.startswith("--") else None) for a, b in zip(cmd, cmd[1:] + ["--"]) if a.startswith("--")}
+    for name, value in SERVER_OPTIONS.items():
+        assert flags["--" + name.replace("_", "-")] == str(value), name
