@@ -15,7 +15,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.routing import Mount
@@ -25,7 +24,7 @@ from app.config import Settings
 from app.docs import install_docs
 from app.errors import install_error_handlers
 from app.metrics import Metrics
-from app.middleware import ApiKeyGate, BodyLimit, HeadLimit, MetricsMiddleware
+from app.middleware import ApiKeyGate, BodyLimit, HeadLimit, JsonCORS, MetricsMiddleware
 from app.query import RejectUnknownQuery, allowed_query_parameters
 from app.routes import health, infer, limits, model, render
 from app.service import ModelService
@@ -95,7 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.api_key is not None and settings.api_key.get_secret_value():
         app.add_middleware(ApiKeyGate, key=settings.api_key.get_secret_value(), protected=PROTECTED)
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+        app.add_middleware(JsonCORS, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"], max_age=600)
     app.add_middleware(HeadLimit)
     app.add_middleware(MetricsMiddleware, metrics=metrics, known_paths=lambda: paths)

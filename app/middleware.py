@@ -13,6 +13,9 @@ import json
 import time
 from collections.abc import Callable, Collection
 
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import PayloadTooLarge, Unauthorized
@@ -153,3 +156,17 @@ class BodyLimit:
     def _too_large(self, length: int | None = None) -> str:
         got = f" ({length} bytes)" if length is not None else ""
         return f"request body too large{got}: the limit is {self.max_bytes} bytes (AIRSCENE_MAX_BODY_BYTES)"
+
+
+class JsonCORS(CORSMiddleware):
+    """Starlette's CORS middleware, but a refused preflight is JSON ``{"detail": ...}`` like
+    every other error of the service (starlette answers it in plain text)."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code == 200:
+            return response
+        headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "content-type")}
+        return JSONResponse({"detail": bytes(response.body).decode()}, status_code=response.status_code,
+                            headers=headers)
+

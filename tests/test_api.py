@@ -394,6 +394,9 @@ def test_cors_allows_only_configured_origins(dev_weights):
         assert pre.headers["access-control-allow-origin"] == "https://robot.example"
         r = c.get("/healthz", headers={"origin": "https://evil.example"})
         assert "access-control-allow-origin" not in r.headers
+        refused = c.options("/infer", headers={"origin": "https://evil.example", "access-control-request-method": "POST"})
+        assert_clean_error(refused, 400)  # JSON, like every other error
+        assert "origin" in refused.json()["detail"]
 
 
 # ---------------------------------------------------------------- metrics, batching, queue
