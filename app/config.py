@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(10_000_000, ge=1, description="request body limit in bytes (413 beyond)")
     max_pixels: int = Field(40_000_000, ge=1, description="most pixels in one decoded image (413 beyond): "
                                                           "the decompression-bomb guard")
+    max_request_pixels: int = Field(80_000_000, ge=1, description="most pixels in all the images of one /infer "
+                                                                  "request together (413 beyond): bounds the "
+                                                                  "memory one request can take")
     max_render_side: int = Field(1024, ge=1, le=RENDER_SIDE_CAP, description="largest /render width or height")
     max_refine_steps: int = Field(50, ge=0, description="largest 'refine' query value (refinement holds the "
                                                         "model thread: ~0.1 s per step on the CPU)")

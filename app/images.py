@@ -19,7 +19,7 @@ _MAGIC = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG"}
 
 
 def decode_image(data: bytes, max_pixels: int, loc: tuple[str | int, ...] = ("body",),
-                 draft_side: int | None = None) -> Image.Image:
+                 draft_side: int | None = None, request_left: int | None = None) -> Image.Image:
     """Decode a PNG or JPEG fully, or raise a 413 / 415 / 422 ``ApiError`` naming the problem.
 
     loc: where the bytes came from, for the 422 detail (``("body", "image", 0)``).
@@ -27,6 +27,8 @@ def decode_image(data: bytes, max_pixels: int, loc: tuple[str | int, ...] = ("bo
         scale (JPEG's own DCT scaling, far cheaper than decoding in full and shrinking), its
         shorter side staying at least ``draft_side``; ``image.info["full_size"]`` then holds the
         (width, height) as sent.
+    request_left: the pixels the request's earlier images left of its budget (413 beyond,
+        checked from the header, before decoding).
     """
     if not data:
         raise Unprocessable(loc, "image is empty (0 bytes)")
@@ -43,6 +45,9 @@ def decode_image(data: bytes, max_pixels: int, loc: tuple[str | int, ...] = ("bo
     width, height = image.size
     if width * height > max_pixels:
         raise PayloadTooLarge(f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
+    if request_left is not None and width * height > request_left:
+        raise PayloadTooLarge(f"image is {width}x{height} = {width * height} pixels, more than the "
+                              f"{max(request_left, 0)} this request's earlier images left of its budget")
     if width < 1 or height < 1:
         raise Unprocessable(loc, f"image has no pixels ({width}x{height})")
     if draft_side and image.format == "JPEG":

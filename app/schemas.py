@@ -394,4 +394,5 @@ class ServiceLimits(_Out):
     max_images: int = Field(description="most images in one POST /infer")
     max_body_bytes: int = Field(description="largest request body, bytes")
     max_pixels: int = Field(description="most pixels in one image")
+    max_request_pixels: int = Field(description="most pixels in all the images of one POST /infer together")
     max_render_side: int = Field(description="largest width or height of POST /render")

@@ -215,12 +215,13 @@ class ModelService:
     def _decode_all(self, engine: Engine, images: list[bytes], params: InferParams,
                     loc: tuple[str | int, ...], specs: list[tuple[CameraIn | None, tuple]],
                     ) -> list[tuple[InferItem, float]]:
-        out = []
+        out, left = [], self.settings.max_request_pixels
         for i, (data, (spec, where)) in enumerate(zip(images, specs)):
             t = time.perf_counter()
             image = decode_image(data, self.settings.max_pixels, (*loc, i) if len(images) > 1 else loc,
-                                 draft_side=3 * engine.image_size)
+                                 draft_side=3 * engine.image_size, request_left=left)
             width, height = image.info.get("full_size", image.size)
+            left -= width * height
             try:
                 camera = None if spec is None else to_cameras(spec, height, width)
                 item = engine.preprocess(image, params.refine, params.min_confidence, camera, (height, width))

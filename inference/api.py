@@ -114,6 +114,15 @@ def object_dicts(scene: SceneBatch, confidence: torch.Tensor, shape_prob: torch.
     return out
 
 
+def reduce_first(image: Image.Image, factor: int) -> Image.Image:
+    """``image`` box-filtered by ``factor`` in its own mode where that is safe (grey and colour
+    modes; 16-bit grey after its cheap cut to 8 bits), so that a large grey image is never
+    expanded to RGB at full size; other modes (palette) as they are."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        image = to_rgb(image).convert("L")
+    return image.reduce(factor) if image.mode in ("L", "LA", "RGB", "RGBA") else image
+
+
 @dataclass(frozen=True)
 class Prepared:
     """One image ready for the network (``Predictor.prepare``).
@@ -229,7 +238,7 @@ class Predictor:
         cam = used.resized(image.height, image.width)
         factor = prefilter_factor(cam, view_cameras(cam, self.world))
         if factor > 1:  # box-filter in PIL on 8 bits first: far cheaper than on the float tensor
-            image = to_rgb(image).reduce(factor)
+            image = to_rgb(reduce_first(image, factor))
             cam = shrunk_camera(cam, factor, image.height, image.width)
         view = warp_to_view(image_tensor(image), cam, self.world)
         return Prepared(view.pixels[0], view, used, w, h, crop)

@@ -16,9 +16,15 @@ from PIL import Image
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any PIL mode -> 8-bit RGB."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if image.mode != "I" or arr.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(arr / peak * 255.0, 0, 255).astype(np.uint8), "L")
+        # integer arithmetic on the image's own array: no float copies of a large image
+        arr = np.asarray(image)
+        if image.mode != "I":  # 16-bit: the high byte
+            small = (arr >> 8).astype(np.uint8)
+        elif arr.max() > 255:
+            small = (np.clip(arr, 0, 65535) >> 8).astype(np.uint8)
+        else:
+            small = np.clip(arr, 0, 255).astype(np.uint8)
+        image = Image.fromarray(small, "L")
     elif image.mode == "F":
         arr = np.asarray(image, dtype=np.float64)
         scale = 255.0 if arr.max() <= 1.0 else 1.0

@@ -14,4 +14,5 @@ router = APIRouter(prefix="/v1", tags=["model"])
 async def limits(settings: SettingsDep) -> ServiceLimits:
     return ServiceLimits(max_refine_steps=settings.max_refine_steps, max_images=settings.max_images,
                          max_body_bytes=settings.max_body_bytes, max_pixels=settings.max_pixels,
+                         max_request_pixels=settings.max_request_pixels,
                          max_render_side=settings.max_render_side)
