@@ -56,8 +56,10 @@ class Settings(BaseSettings):
                                                                   "request together (413 beyond): bounds the "
                                                                   "memory one request can take")
     max_render_side: int = Field(1024, ge=1, le=RENDER_SIDE_CAP, description="largest /render width or height")
-    max_refine_steps: int = Field(50, ge=0, description="largest 'refine' query value (refinement holds the "
-                                                        "model thread: ~0.1 s per step on the CPU)")
+    max_refine_steps: int = Field(50, ge=0, description="largest 'refine' query value (~0.1 s per step on the "
+                                                        "CPU, in a lane of its own beside plain inference)")
+    max_refine_queue: int = Field(200, ge=1, description="most refinement steps (steps x images) queued or running, "
+                                                         "all requests together; beyond: 503 + Retry-After")
     camera: Path | None = Field(None, description="a camera JSON file (the /infer 'camera' schema): the default camera "
                                                   "of /infer and /render for this deployment")
     warmup: bool = Field(True, description="run a forward pass and a render before /readyz says ready")

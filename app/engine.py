@@ -10,6 +10,7 @@ cache are not made for concurrent use).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,9 +110,10 @@ class Engine:
         model cannot take."""
         return InferItem(self.predictor.prepare(image, camera, refine > 0, full_size), refine, min_confidence)
 
-    def infer_batch(self, items: list[InferItem]) -> list[InferResult]:
-        """One batched forward pass over ``items`` (then refinement for those that asked)."""
-        ans = self.predictor.forward([it.prepared for it in items], [it.refine for it in items])
+    def infer_batch(self, items: list[InferItem], stop: Callable[[], bool] | None = None) -> list[InferResult]:
+        """One batched forward pass over ``items`` (then refinement for those that asked;
+        ``stop``: asked before each refinement step, True ends it)."""
+        ans = self.predictor.forward([it.prepared for it in items], [it.refine for it in items], stop)
         return [InferResult(ans.scene.select(slice(i, i + 1)), ans.confidence[i], ans.shape_prob[i],
                             ans.color_prob[i], ans.boxes[i], ans.fit.objects[i], ans.quality(i),
                             ans.fit.residual[i], it.prepared.camera, len(items), ans.infer_ms,

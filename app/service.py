@@ -13,18 +13,20 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import threading
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import torch
 
 from app import convert
-from app.batcher import MicroBatcher, QueueFull
+from app.batcher import MicroBatcher, QueueFull, Timed
 from app.camera import CameraIn, load_camera_file, parse_camera, to_cameras
 from app.config import Settings
 from app.engine import Engine, InferItem, InferResult
-from app.errors import Unavailable, Unprocessable
+from app.errors import ClientGone, Unavailable, Unprocessable
 from app.images import decode_image
 from app.metrics import Metrics
 from inference.fit import residual_png
@@ -68,6 +70,12 @@ class ModelService:
         self._torch = ThreadPoolExecutor(1, thread_name_prefix="airscene-torch",
                                          initializer=_init_torch_thread, initargs=(threads,))
         self._decode = ThreadPoolExecutor(2, thread_name_prefix="airscene-decode")
+        # refinement (seconds of work per request) runs in a lane of its own, admitted by the
+        # steps it asks for, so that plain inference never waits behind it
+        self._refine_lane = ThreadPoolExecutor(1, thread_name_prefix="airscene-refine",
+                                               initializer=_init_torch_thread, initargs=(threads,))
+        self._refine_queued = 0  # steps x images queued or running in the lane
+        self._refine_step_s = 0.1  # seconds per step and image, measured as requests finish
         self.batcher: MicroBatcher[InferItem, InferResult] = MicroBatcher(
             self._infer_batch, self._torch, max_batch=settings.max_batch,
             max_wait_s=settings.max_wait_ms / 1000, max_queue=settings.max_queue, metrics=metrics)
@@ -91,6 +99,7 @@ class ModelService:
         await self.batcher.stop()
         self._torch.shutdown(wait=False, cancel_futures=True)
         self._decode.shutdown(wait=False, cancel_futures=True)
+        self._refine_lane.shutdown(wait=False, cancel_futures=True)
 
     async def _load(self) -> None:
         loop = asyncio.get_running_loop()
@@ -168,16 +177,19 @@ class ModelService:
 
     async def infer(self, images: list[bytes], params: InferParams,
                     loc: tuple[str | int, ...] = ("body",), cameras: list[str] | None = None,
-                    ) -> list[InferResponse | RosInferResponse]:
+                    gone: Callable[[], Awaitable[bool]] | None = None) -> list[InferResponse | RosInferResponse]:
         """Image bytes -> one answer per image, in order.
 
         loc: where the images came from, for error details; the i-th image is ``(*loc, i)``
-        when there are several. cameras: the camera JSON texts sent beside the images.
+        when there are several. cameras: the camera JSON texts sent beside the images. gone:
+        whether the client has hung up (refinement stops for a client that has).
         """
         t0 = time.perf_counter()
         engine = self.ready_engine()
         self.check_infer(images, params, loc)
         specs = self.cameras_for(len(images), params, cameras or [])
+        if params.refine:
+            return await self._infer_refined(engine, images, params, loc, specs, gone, t0)
         try:
             self.batcher.check_room(len(images))  # refuse before spending time decoding
             self.batcher.announce(len(images))
@@ -194,6 +206,41 @@ class ModelService:
             self.metrics.count_quality(timed.result.quality)
         return [self._answer(engine, item, decode_ms, timed, params, t0)
                 for (item, decode_ms), timed in zip(decoded, results, strict=True)]
+
+    async def _infer_refined(self, engine: Engine, images: list[bytes], params: InferParams,
+                             loc: tuple[str | int, ...], specs: list, gone: Callable[[], Awaitable[bool]] | None,
+                             t0: float) -> list[InferResponse | RosInferResponse]:
+        """``infer`` for a request that asks for refinement: admitted by its work (steps x
+        images) against ``max_refine_queue``, run in the refinement lane, stopped when the
+        client hangs up."""
+        work = params.refine * len(images)
+        if self._refine_queued + work > self.settings.max_refine_queue:
+            self.metrics.queue_rejections.inc()
+            raise Unavailable(f"the refinement queue is full ({self._refine_queued} steps queued, this request "
+                              f"needs {work}; AIRSCENE_MAX_REFINE_QUEUE is {self.settings.max_refine_queue})",
+                              retry_after_s=max(1.0, self._refine_queued * self._refine_step_s))
+        self._refine_queued += work
+        stop, job = threading.Event(), None
+
+        def release(_: object = None) -> None:  # the work leaves the count when it has stopped running
+            self._refine_queued -= work
+
+        try:
+            loop = asyncio.get_running_loop()
+            decoded = await loop.run_in_executor(self._decode, self._decode_all, engine, images, params, loc, specs)
+            t = time.perf_counter()
+            job = loop.run_in_executor(self._refine_lane, engine.infer_batch, [it for it, _ in decoded], stop.is_set)
+            job.add_done_callback(release)
+            results = await _unless_gone(job, gone, stop)
+            self._refine_step_s = 0.8 * self._refine_step_s + 0.2 * (time.perf_counter() - t) / work
+        finally:
+            if job is None:
+                release()
+        self.metrics.images.inc(len(images))
+        for r in results:
+            self.metrics.count_quality(r.quality)
+        return [self._answer(engine, item, decode_ms, Timed(r, 0.0), params, t0)
+                for (item, decode_ms), r in zip(decoded, results, strict=True)]
 
     def _answer(self, engine: Engine, item: InferItem, decode_ms: float, timed, params: InferParams,
                 t0: float) -> InferResponse | RosInferResponse:
@@ -275,3 +322,16 @@ def public_reason(error: Exception) -> str:
         if "/" in part:
             text = text.replace(part, part.rstrip(":,.'\"").rsplit("/", 1)[-1])
     return f"{type(error).__name__}: {text[:200]}"
+
+
+async def _unless_gone(job: asyncio.Future, gone: Callable[[], Awaitable[bool]] | None, stop: threading.Event):
+    """``job``'s result; if the client hangs up first (``gone``, asked every 0.25 s), set
+    ``stop`` (the work ends at its next step) and raise ``ClientGone``."""
+    while True:
+        done, _ = await asyncio.wait({job}, timeout=0.25)
+        if done:
+            return job.result()
+        if gone is not None and await gone():
+            stop.set()
+            raise ClientGone("the client hung up while its refinement ran; the refinement was stopped")
+

@@ -23,7 +23,7 @@ import hashlib
 import math
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -244,16 +244,18 @@ class Predictor:
         return Prepared(view.pixels[0], view, used, w, h, crop)
 
     @torch.no_grad()
-    def forward(self, items: Sequence[Prepared], refine: Sequence[int]) -> Answer:
+    def forward(self, items: Sequence[Prepared], refine: Sequence[int],
+                stop: Callable[[], bool] | None = None) -> Answer:
         """One batched forward pass over prepared images, refinement for those that asked
-        (``refine[i]`` steps), and each object's box in its own image."""
+        (``refine[i]`` steps; ``stop``: asked before each step, True ends it), and each object's
+        box in its own image."""
         t0 = time.perf_counter()
         pixels = torch.stack([it.pixels for it in items]).to(self.device)
         view = stack_inputs([it.view for it in items]).to(self.device) if self.takes_cameras else None
         cal = self.calibration
         out = infer(self.model, pixels, self.world, view, cal.temperature)
         scene = to_scene(out.objects, self.world)
-        scene, refine_ms = self._refine(scene, items, refine)
+        scene, refine_ms = self._refine(scene, items, refine, stop)
         fit = self.fit(scene, pixels, view)
         trust = cal.trust_of(joint_log_prob(out.confidence, out.shape_prob, out.color_prob, scene.present), fit.image)
         infer_ms = (time.perf_counter() - t0) * 1000 - sum(refine_ms)
@@ -271,7 +273,8 @@ class Predictor:
         return fit_answers(scene, pixels, torch.ones_like(pixels[:, :1]), spec_cameras(self.world.camera, b, s, s),
                            self.world)
 
-    def _refine(self, scene: SceneBatch, items: Sequence[Prepared], steps: Sequence[int]) -> tuple[SceneBatch, list[float]]:
+    def _refine(self, scene: SceneBatch, items: Sequence[Prepared], steps: Sequence[int],
+                stop: Callable[[], bool] | None = None) -> tuple[SceneBatch, list[float]]:
         """Test-time refinement of the images that asked, grouped by step count; the scenes and
         each image's refinement time in ms (0 for those that did not ask)."""
         by_steps: dict[int, list[int]] = defaultdict(list)
@@ -284,7 +287,7 @@ class Predictor:
             sel = torch.tensor(idx, device=self.device)
             target = torch.stack([items[i].refine_pixels for i in idx]).to(self.device)
             with torch.enable_grad():
-                better = refine_poses(scene.select(sel), target, self.world, n)
+                better = refine_poses(scene.select(sel), target, self.world, n, stop=stop)
             scene = scene.put(sel, better)
             for i in idx:
                 refine_ms[i] = (time.perf_counter() - t) * 1000

@@ -7,6 +7,8 @@ squared difference between the soft rendering and the image.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from renderer.render import render
@@ -21,9 +23,10 @@ BLUR_PX = 0.25
 
 
 def refine(scene: SceneBatch, images: torch.Tensor, world: World, steps: int,
-           blur_sigma_px: float = BLUR_PX) -> SceneBatch:
+           blur_sigma_px: float = BLUR_PX, stop: Callable[[], bool] | None = None) -> SceneBatch:
     """scene: B inferred scenes; images: (B, 3, S, S) float in [0, 1], S = world.image_size.
-    Returns a new SceneBatch whose present objects' (x, y, yaw) minimise the image error."""
+    Returns a new SceneBatch whose present objects' (x, y, yaw) minimise the image error.
+    ``stop``: asked before each step; True ends the refinement there (the caller has gone)."""
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     if steps == 0 or not scene.present.any():
@@ -38,6 +41,8 @@ def refine(scene: SceneBatch, images: torch.Tensor, world: World, steps: int,
     decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1 - t / steps)
     size = target.shape[1]
     for _ in range(steps):
+        if stop is not None and stop():
+            break
         current = SceneBatch(scene.present, scene.shape, scene.color, torch.cat([xy, z], -1), yaw)
         image = render(current, world, "soft", size, size, blur_sigma_px=blur_sigma_px)
         loss = ((image - target) ** 2).mean(dim=(1, 2, 3)).sum()

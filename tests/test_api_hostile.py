@@ -83,3 +83,78 @@ def test_a_large_16_bit_png_is_read_without_float_copies():
     with Image.open(io.BytesIO(buf.getvalue())) as im:
         grey = np.asarray(to_rgb(im))[..., 0].astype(int)
     assert np.abs(grey - np.round(a / 65535 * 255 - 0.5).clip(0)).max() <= 1  # the high byte, as the float path
+
+
+# ---------------------------------------------------------------- refinement: admitted by work, in its own lane
+
+
+@pytest.fixture(scope="module")
+def refine_server(tmp_path_factory):
+    weights = make_dev_weights(tmp_path_factory.mktemp("refine"))
+    with LiveServer(settings_for(weights, max_refine_steps=400, max_refine_queue=800)) as s:
+        yield s
+
+
+def _png() -> bytes:
+    from apiserver import table_png
+
+    return table_png(64, 64)
+
+
+def test_refinement_is_admitted_by_the_work_it_asks_for(refine_server):
+    with httpx.Client(base_url=refine_server.url, timeout=60) as c:
+        files = [("image", (f"{i}.png", _png(), "image/png")) for i in range(3)]
+        r = c.post("/infer?refine=300", files=files)  # 900 steps x images > 800
+        assert r.status_code == 503 and int(r.headers["retry-after"]) >= 1
+        assert "refinement queue" in r.json()["detail"]
+        assert c.post("/infer?refine=2", files=files).status_code == 200  # 6: fits
+
+
+def test_plain_inference_does_not_wait_behind_refinement(refine_server):
+    import threading
+    import time
+
+    done: dict[str, float] = {}
+
+    def refined():
+        with httpx.Client(base_url=refine_server.url, timeout=120) as c:
+            r = c.post("/infer?refine=20", content=_png(), headers={"content-type": "image/png"})
+            assert r.status_code == 200
+            done["refined"] = time.monotonic()
+
+    worker = threading.Thread(target=refined)
+    worker.start()
+    with httpx.Client(base_url=refine_server.url, timeout=60) as c:
+        deadline = time.monotonic() + 30
+        while refine_server.service._refine_queued == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the refinement is admitted and running
+        for _ in range(5):
+            assert c.post("/infer", content=_png(), headers={"content-type": "image/png"}).status_code == 200
+        done["plain"] = time.monotonic()
+    worker.join()
+    assert done["plain"] < done["refined"]
+
+
+def test_refinement_stops_when_its_client_hangs_up(refine_server):
+    import socket
+    import time
+
+    body = _png()
+    head = (f"POST /infer?refine=400 HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    sock = socket.create_connection(("127.0.0.1", refine_server.port))
+    sock.sendall(head + body)
+    service = refine_server.service
+    deadline = time.monotonic() + 30
+    while service._refine_queued == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert service._refine_queued == 400
+    started = time.monotonic()
+    sock.close()  # 400 steps take far longer than the seconds allowed below
+    while service._refine_queued and time.monotonic() - started < 5:
+        time.sleep(0.05)
+    assert service._refine_queued == 0  # counted until the lane's thread has stopped working on it
+    with httpx.Client(base_url=refine_server.url, timeout=30) as c:
+        assert c.get("/healthz").status_code == 200
+        text = c.get("/metrics").text
+    assert 'status="500"' not in text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from app.deps import ImagesDep, ServiceDep
 from app.schemas import InferParams, InferResponse, RosInferResponse
@@ -29,7 +29,8 @@ Answer = InferResponse | RosInferResponse
                415: {"description": "not multipart, PNG or JPEG"}, 422: {"description": "bad image or option"},
                503: {"description": "loading, or the queue is full (see Retry-After)"}},
 )
-async def infer(upload: ImagesDep, params: Annotated[InferParams, Query()], service: ServiceDep) -> Answer | list[Answer]:
+async def infer(request: Request, upload: ImagesDep, params: Annotated[InferParams, Query()],
+                service: ServiceDep) -> Answer | list[Answer]:
     """The image as multipart field ``image`` or a raw PNG/JPEG body; any size and mode (grey,
     RGBA, palette, 16-bit) are accepted, and used whole. One image gives one answer; several
     ``image`` fields give a list of answers in order. The image's camera (pose in the table
@@ -40,5 +41,5 @@ async def infer(upload: ImagesDep, params: Annotated[InferParams, Query()], serv
     at the table centre), orientations (x, y, z, w) quaternions."""
     images = upload.images
     answers = await service.infer(images, params, loc=("body", "image") if len(images) > 1 else ("body",),
-                                  cameras=upload.cameras)
+                                  cameras=upload.cameras, gone=request.is_disconnected)
     return answers[0] if len(answers) == 1 else answers
