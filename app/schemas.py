@@ -239,6 +239,9 @@ class Quality(_Out):
                                                        "(a missed or foreign object)")
     spill: float = Field(ge=0, le=1, description="largest share of a ring around a found object that looks like "
                                                  "the object, not the surface (an object larger than the world's)")
+    outline: float = Field(ge=0, le=1, description="share of pixels along the drawn table's edge that look like "
+                                                   "their side (table or floor): the table lies where the camera "
+                                                   "says")
     table_spread: float = Field(ge=0, description="mean colour distance of bare table from the table's colour, "
                                                   "shading removed (texture, noise, or not a table)")
     edge_contrast: float | None = Field(description="colour distance between table and floor; null where "

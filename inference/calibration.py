@@ -11,8 +11,9 @@ stored in the weights' ``.json`` (``meta.calibration``); weights without them ge
   (the product of its calibrated presence, shape and colour probabilities, and of stopping
   where it stopped) and of the generative fit (``inference.fit``).
 - ``limits``: the bounds of the world checks that set ``in_world``: the image fit, the
-  unexplained share, the spill and the table's spread that 99.5% of validation images stay
-  within, and the least table-floor contrast they show where floor is in view.
+  unexplained share, the spill, the table's spread and the outline agreement that 99.7% of
+  validation images stay within, and the least table-floor contrast they show where floor is
+  in view.
 """
 
 from __future__ import annotations
@@ -32,20 +33,22 @@ LOG_P_FLOOR = -30.0  # the joint log-probability is clamped here (an answer the 
 class WorldLimits:
     """An image is in the world when its fit is at least ``min_fit``, its unexplained share at
     most ``max_unexplained``, its spill at most ``max_spill``, its table spread at most
-    ``max_spread`` and, where floor shows, its table-floor contrast at least ``min_edge``
-    (``inference.fit``). The defaults flag nothing."""
+    ``max_spread``, its outline agreement at least ``min_outline`` and, where floor shows, its
+    table-floor contrast at least ``min_edge`` (``inference.fit``). The defaults flag nothing."""
 
     min_fit: float = 0.0
     max_unexplained: float = 1.0
     max_spill: float = 1.0
     max_spread: float = math.inf
+    min_outline: float = 0.0
     min_edge: float = 0.0
 
     def check(self, fit: Fit) -> torch.Tensor:
         """(B,) bool: which images pass every check."""
         edge_ok = torch.isnan(fit.edge_contrast) | (fit.edge_contrast >= self.min_edge)
         return (fit.image >= self.min_fit) & (fit.unexplained <= self.max_unexplained) \
-            & (fit.spill <= self.max_spill) & (fit.table_spread <= self.max_spread) & edge_ok
+            & (fit.spill <= self.max_spill) & (fit.table_spread <= self.max_spread) \
+            & (fit.outline >= self.min_outline) & edge_ok
 
 
 @dataclass(frozen=True)

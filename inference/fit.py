@@ -25,8 +25,12 @@ is whether the image's pixels fall into the regions the answer draws.
   distance from the table colour, ``table_spread``), and where the view shows floor beyond the
   table, the two must differ (``edge_contrast``).
 
+- Outline, per image in [0, 1]: just inside and just outside the drawn table's edge, the share
+  of pixels that look like the side they are drawn on (where table and floor differ clearly):
+  the image's table must lie where the camera says it does.
+
 ``inference.calibration`` turns these into ``in_world``: an image is flagged when any of fit,
-unexplained share, spill, table spread or edge contrast lies beyond what 99.5% of the
+unexplained share, spill, table spread, outline or edge contrast lies beyond what 99.7% of the
 validation images show.
 """
 
@@ -49,6 +53,7 @@ FIT_SIZE = 40  # the side of the view the fit is computed in
 OUTLIER = 0.12  # shading-free colour distance (RGB in [0, 1]) beyond which a pixel is not table
 UNEXPLAINED_SCALE = 0.04  # unexplained table share that counts as a whole missed object
 CONTRAST_FULL = 0.10  # object-table colour distance at which contrast no longer lowers the fit
+OUTLINE_CONTRAST = 4.0  # table-floor contrast, in table spreads, above which the outline is checked
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,10 @@ class Fit:
     spill: (B,) the largest share, over found objects, of a ring 2 to 3 pixels around the object
     that looks more like the object than like the surface drawn there, shading removed (an
     object larger than the world's, or another thing beside it).
+    outline: (B,) where table and floor differ clearly, the share of the pixels just inside and
+    just outside the drawn table's edge (away from objects) that look like the side they are
+    drawn on; 1 where the two are too alike to tell (the image's table must lie where the
+    camera says it does: a turned or cropped image, or a wrong camera, breaks it).
     residual: (B, 3, s, s) |image - region colours| (the reconstruction's residual).
     """
 
@@ -71,6 +80,7 @@ class Fit:
     table_spread: torch.Tensor
     edge_contrast: torch.Tensor
     spill: torch.Tensor
+    outline: torch.Tensor
     residual: torch.Tensor
 
 
@@ -148,6 +158,21 @@ def object_fits(scene: SceneBatch, r: Regions) -> tuple[torch.Tensor, torch.Tens
     return fits, spill.amax(1)
 
 
+def outline_agreement(r: Regions, n: int, spread: torch.Tensor) -> torch.Tensor:
+    """``Fit.outline``: the bands one pixel wide either side of the drawn table's edge, away
+    from objects (and their shadows: 3 pixels), each pixel nearer the colour of its side's mean."""
+    table, floor = r.onehot[:, n] > 0, r.onehot[:, n + 1] > 0
+    clear_of_objects = ~dilate(r.onehot[:, :n].sum(1) > 0, 3)
+    inner = table & dilate(floor, 1) & clear_of_objects
+    outer = floor & dilate(table, 1) & clear_of_objects
+    d_table, d_floor = r.distance(n), r.distance(n + 1)
+    hits = (inner & (d_table < d_floor)) | (outer & (d_floor < d_table))
+    agree = share(hits, inner | outer)
+    contrast = (r.means[:, n + 1] - r.means[:, n]).norm(dim=-1)
+    clear = (contrast > OUTLINE_CONTRAST * spread.clamp_min(0.01)) & ((inner | outer).sum((1, 2)) >= 8)
+    return torch.where(clear, agree, torch.ones_like(agree))
+
+
 def fit_answers(scene: SceneBatch, pixels: torch.Tensor, coverage: torch.Tensor, cameras: Cameras,
                 world: World, size: int = FIT_SIZE) -> Fit:
     """The fit of ``scene`` (B answers, T slots) to the images the network read: ``pixels``
@@ -170,7 +195,7 @@ def fit_answers(scene: SceneBatch, pixels: torch.Tensor, coverage: torch.Tensor,
 
     worst = torch.where(scene.present, objects, torch.ones_like(objects)).amin(1)
     image = worst * (1 - unexplained / UNEXPLAINED_SCALE).clamp(0.0, 1.0)
-    return Fit(image, objects, unexplained, spread, edge, spill, residual)
+    return Fit(image, objects, unexplained, spread, edge, spill, outline_agreement(r, n, spread), residual)
 
 
 def residual_png(residual: torch.Tensor, scale: int = 4) -> str:
