@@ -48,4 +48,4 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
 ENTRYPOINT ["uvicorn", "app.main:app"]
 # the flags of app.config.SERVER_OPTIONS (tests/test_api_container.py checks they agree)
 CMD ["--host", "0.0.0.0", "--port", "8000", "--no-access-log", "--http", "h11", \
-     "--h11-max-incomplete-event-size", "65536", "--limit-concurrency", "1000", "--timeout-keep-alive", "5"]
+     "--h11-max-incomplete-event-size", "65536", "--limit-concurrency", "1000", "--timeout-keep-alive", "30"]

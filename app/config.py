@@ -21,10 +21,12 @@ RENDER_SIDE_CAP = 2048  # the renderer's own limit (renderer.render.MAX_IMAGE_SI
 # the h11 parser, which bounds a request's head (request line and headers) at 64 KiB and answers
 # 400 past it (the httptools parser reads a head of any size); at most 1000 connections and
 # tasks at once (503 past them: slow clients holding connections cannot take more); idle
-# keep-alive connections closed after 5 s. uvicorn has no timeout for reading a request's head:
-# put a proxy with one in front where clients are not trusted (see the README).
+# keep-alive connections closed after 30 s (with 5 s, a 5 s stall of the process let every idle
+# timer expire at once on resume, racing requests the clients had already sent). uvicorn has no
+# timeout for reading a request's head: put a proxy with one in front where clients are not
+# trusted (see the README).
 SERVER_OPTIONS: dict[str, object] = {"http": "h11", "h11_max_incomplete_event_size": 64 * 1024,
-                                     "limit_concurrency": 1000, "timeout_keep_alive": 5}
+                                     "limit_concurrency": 1000, "timeout_keep_alive": 30}
 
 
 class Settings(BaseSettings):
