@@ -26,13 +26,13 @@ from app.errors import install_error_handlers
 from app.metrics import Metrics
 from app.middleware import ApiKeyGate, BodyLimit, HeadLimit, JsonCORS, MetricsMiddleware
 from app.query import RejectUnknownQuery, allowed_query_parameters
-from app.routes import health, infer, limits, model, render
+from app.routes import health, infer, limits, model, oip, render
 from app.service import ModelService
 from inference.checkpoint import read_config
 from renderer.world import World
 
 STATIC = Path(__file__).resolve().parent / "static"
-PROTECTED = ("/infer", "/render")
+PROTECTED = ("/infer", "/render", f"/v2/models/{oip.MODEL}/infer")
 
 DESCRIPTION = """\
 Inverse graphics for tabletop scenes (Attend, Infer, Repeat with a PyTorch3D renderer).
@@ -70,7 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     install_error_handlers(app)
-    for router in (infer.router, render.router, model.router, limits.router, health.router):
+    for router in (infer.router, render.router, model.router, limits.router, health.router, oip.router):
         app.include_router(router)
 
     @app.get("/", include_in_schema=False)
