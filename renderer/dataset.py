@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -177,12 +178,39 @@ class SceneDataset:
         return SceneBatch(t["present"], t["shape"], t["color"], t["position"], t["yaw"])
 
 
+def render_chunk(world: World, seed: int, ci: int, chunk: int, take: int, supersample: int,
+                 counts: list[int] | None, photo: PhotoData | None, threads: int = 0) -> dict[str, np.ndarray]:
+    """Chunk ``ci``'s arrays (its first ``take`` scenes), by name as in the dataset's files: a
+    pure function of its arguments, so any process renders the same bytes (at the same torch
+    thread count, ``threads``; 0 leaves it as it is)."""
+    if threads:
+        torch.set_num_threads(threads)
+    if photo is None:
+        scene = chunk_scenes(world, seed, ci, chunk, counts).select(slice(0, take))
+        out = {"images": render_images(scene, world, supersample).numpy()}
+    else:
+        images, scene, cams = photo_chunk(world, photo, seed, ci, chunk, counts)
+        scene = scene.select(slice(0, take))
+        flat, hw = pack_cameras(cams.select(slice(0, take)))
+        out = {"images": images[:take], "camera": flat, "image_hw": hw}
+    return {**out, **{f: getattr(scene, f).numpy() for f in FIELDS}}
+
+
+def local_chunks(args: list[tuple]) -> Iterator[dict[str, np.ndarray]]:
+    """``render_chunk`` on each argument tuple, in this process, in order."""
+    for a in args:
+        yield render_chunk(*a)
+
+
 def write_dataset(out: Path, count: int, seed: int, world: World, chunk: int = 256,
                   supersample: int = 2, counts: list[int] | None = None, progress: bool = True,
-                  photo: PhotoData | None = None) -> Path:
+                  photo: PhotoData | None = None,
+                  chunks: Callable[[list[tuple]], Iterator[dict[str, np.ndarray]]] = local_chunks) -> Path:
     """Render ``count`` scenes into ``out``, resuming a partial run made with the same settings.
     ``photo``: draw cameras and looks (``photo_chunk``) instead of the world's fixed ones; the
-    dataset then also holds each image's camera (``CAMERA_FIELDS``)."""
+    dataset then also holds each image's camera (``CAMERA_FIELDS``). ``chunks`` renders the
+    chunks still to do, yielding their arrays in order: ``local_chunks``, or across a Ray
+    cluster (``renderer.ray_render.ray_chunks``); the files are the same either way."""
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
     if supersample < 1:
@@ -209,22 +237,14 @@ def write_dataset(out: Path, count: int, seed: int, world: World, chunk: int = 2
         arrays = {k: open_memmap(out / f"{k}.npy", mode="w+", dtype=dt, shape=shp) for k, (shp, dt) in shapes.items()}
     done = meta["done"]
     bar = tqdm(total=count, initial=done, unit="img", desc=f"render {out}", disable=not progress)
-    while done < count:
-        ci = done // chunk
-        take = min(chunk, count - ci * chunk)
+    threads = torch.get_num_threads()
+    todo = [(world, seed, ci, chunk, min(chunk, count - ci * chunk), supersample, counts, photo, threads)
+            for ci in range(done // chunk, -(-count // chunk) if done < count else 0)]
+    for args, part in zip(todo, chunks(todo)):
+        ci, take = args[2], args[4]
         lo = ci * chunk
-        if photo is None:
-            scene = chunk_scenes(world, seed, ci, chunk, counts).select(slice(0, take))
-            arrays["images"][lo : lo + take] = render_images(scene, world, supersample).numpy()
-        else:
-            images, scene, cams = photo_chunk(world, photo, seed, ci, chunk, counts)
-            scene = scene.select(slice(0, take))
-            arrays["images"][lo : lo + take] = images[:take]
-            flat, hw = pack_cameras(cams.select(slice(0, take)))
-            arrays["camera"][lo : lo + take] = flat
-            arrays["image_hw"][lo : lo + take] = hw
-        for f in FIELDS:
-            arrays[f][lo : lo + take] = getattr(scene, f).numpy()
+        for name, value in part.items():
+            arrays[name][lo : lo + take] = value
         for a in arrays.values():
             a.flush()
         done = lo + take
@@ -269,6 +289,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="draw cameras from the world's envelope and looks from the look prior (PhotoData); "
                         "images are the network's canonical views")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="render the chunks as Ray tasks: on a cluster at ADDRESS ('auto', 'ray://host:10001'), "
+                        "or, without one, on a local cluster started here (needs the 'ray' extra); the files "
+                        "are the same as without")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -279,8 +303,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     counts = None if args.counts is None else [int(c) for c in args.counts.split(",")]
     try:
+        chunks = local_chunks
+        if args.ray is not None:
+            from renderer.ray_render import ray_chunks
+
+            chunks = ray_chunks(None if args.ray == "local" else args.ray)
         write_dataset(args.out, args.count, args.seed, world, args.chunk, args.supersample, counts,
-                      photo=PhotoData(supersample=args.supersample) if args.photo else None)
+                      photo=PhotoData(supersample=args.supersample) if args.photo else None, chunks=chunks)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
