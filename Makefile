@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test serve system-tools clean-data blender-env
+.PHONY: install test serve system-tools clean-data blender-env fuzz
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,11 @@ install: $(STAMP)
 
 test: $(STAMP) system-tools
 	$(PY) -m pytest
+
+# Slow suite: Schemathesis over every operation of a live service on the loopback (bench/fuzz.py).
+fuzz: $(STAMP)
+	$(PY) -m pip install --quiet 'schemathesis>=4,<5'
+	$(PY) -m bench.fuzz
 
 # The service on 127.0.0.1:8000 with the shipped weights (AIRSCENE_* variables apply).
 serve: $(STAMP)

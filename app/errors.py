@@ -14,8 +14,9 @@ import logging
 import math
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 log = logging.getLogger("airscene")
@@ -98,7 +99,20 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": "internal server error"}, status_code=500)
 
 
+BODY_PARSE_ERROR = "There was an error parsing the body"  # FastAPI's 400 for a body it cannot decode
+
+
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    """FastAPI's own 400 for a JSON body that is not even text (invalid UTF-8) becomes the 422
+    every other unreadable body gets; any other HTTP error as FastAPI answers it."""
+    if exc.status_code == 400 and exc.detail == BODY_PARSE_ERROR:
+        return JSONResponse({"detail": [{"loc": ["body"], "msg": "the body is not JSON text (invalid UTF-8)",
+                                         "type": "json_invalid"}]}, status_code=422)
+    return await http_exception_handler(request, exc)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """JSON for validation errors and for anything unexpected (logged, never echoed)."""
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected)

@@ -572,7 +572,8 @@ def test_demo_page_has_a_favicon(http):
 
 def test_limits_report_the_servers_own_settings(http):
     assert http.get("/v1/limits").json() == {"max_refine_steps": 50, "max_images": 4, "max_body_bytes": 2_000_000,
-                                              "max_pixels": 4_000_000, "max_render_side": 512}
+                                              "max_pixels": 4_000_000, "max_request_pixels": 80_000_000,
+                                              "max_render_side": 512}
 
 
 def test_render_of_an_infer_answer_defaults_to_the_image_size_it_records(http):
@@ -640,3 +641,9 @@ def test_an_oversized_request_head_is_refused_and_the_service_stays_up(http):
     else:
         assert huge.status_code in (400, 431)
     assert http.get("/healthz", headers={"X-Padding": "a" * 1000}).status_code == 200
+
+
+def test_a_render_body_that_is_not_text_is_a_422(http):
+    r = http.post("/render", content=b"\xd6\xbb\xff\rW\xfe", headers={"content-type": "application/json"})
+    assert_clean_error(r, 422)
+    assert r.json()["detail"][0]["loc"] == ["body"]

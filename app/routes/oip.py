@@ -4,7 +4,9 @@ Errors are the protocol's ``{"error": "..."}`` with the status the service would
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
 
 from app import oip
@@ -14,6 +16,7 @@ from app.schemas import InferParams
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol"])
 MODEL = "airscene"
+Name = Annotated[str, Path(description="the model's name: airscene", examples=[MODEL])]
 
 
 def _error(e: ApiError) -> JSONResponse:
@@ -38,8 +41,12 @@ async def ready(service: ServiceDep) -> JSONResponse:
     return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
 
-@router.get("/models/{name}", summary="v2: model metadata (inputs and outputs)")
-async def model_metadata(name: str, service: ServiceDep) -> JSONResponse:
+UNKNOWN = {404: {"description": "no model of that name"}}
+
+
+@router.get("/models/{name}", summary="v2: model metadata (inputs and outputs)",
+            responses={**UNKNOWN, 503: {"description": "loading"}})
+async def model_metadata(name: Name, service: ServiceDep) -> JSONResponse:
     if name != MODEL:
         return _unknown(name)
     try:
@@ -50,16 +57,20 @@ async def model_metadata(name: str, service: ServiceDep) -> JSONResponse:
     return JSONResponse(oip.metadata(MODEL, engine.version, list(w.shape_names), list(w.color_names), w.max_objects))
 
 
-@router.get("/models/{name}/ready", summary="v2: whether the model is ready")
-async def model_ready(name: str, service: ServiceDep) -> JSONResponse:
+@router.get("/models/{name}/ready", summary="v2: whether the model is ready",
+            responses={**UNKNOWN, 503: {"description": "not ready"}})
+async def model_ready(name: Name, service: ServiceDep) -> JSONResponse:
     if name != MODEL:
         return _unknown(name)
     ok = service.state == "ready"
     return JSONResponse({"name": MODEL, "ready": ok}, status_code=200 if ok else 503)
 
 
-@router.post("/models/{name}/infer", summary="v2: infer on images given as a tensor")
-async def model_infer(name: str, request: Request, service: ServiceDep) -> Response:
+@router.post("/models/{name}/infer", summary="v2: infer on images given as a tensor",
+             responses={**UNKNOWN, 401: {"description": "API key missing or wrong"},
+                        413: {"description": "body or image too large"}, 422: {"description": "bad request or image"},
+                        503: {"description": "loading, or the queue is full (see Retry-After)"}})
+async def model_infer(name: Name, request: Request, service: ServiceDep) -> Response:
     """JSON, or JSON followed by binary tensors (``Inference-Header-Content-Length``); see
     ``app.oip`` for the inputs and outputs."""
     if name != MODEL:
