@@ -1,0 +1,68 @@
+"""The service on Ray Serve: two replicas on a local cluster answer as the plain service does,
+and requests spread across both (each replica's own metrics show its share)."""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from apiserver import LiveServer, settings_for
+
+ray = pytest.importorskip("ray")
+serve = pytest.importorskip("ray.serve")
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = (ROOT / "app" / "static" / "samples" / "sample-0.png").read_bytes()
+REQUESTS = 24
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def replicas():
+    port = _free_port()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"AIRSCENE_THREADS": "1", "AIRSCENE_WARMUP": "false"},
+                          "working_dir": None})
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    from app.ray_serve import Airscene
+
+    serve.run(Airscene.options(num_replicas=2, autoscaling_config=None).bind(), name="airscene", route_prefix="/")
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/readyz", timeout=5).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    yield url
+    serve.shutdown()
+    ray.shutdown()
+
+
+def _images_served(text: str) -> float:
+    m = re.search(r"^airscene_infer_images_total (\S+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def test_two_replicas_answer_as_the_plain_service_and_share_the_requests(replicas):
+    with httpx.Client(base_url=replicas, timeout=60) as c:
+        answers = [c.post("/infer", content=SAMPLE, headers={"content-type": "image/png"}) for _ in range(REQUESTS)]
+        assert all(a.status_code == 200 for a in answers)
+        seen = {_images_served(c.get("/metrics").text) for _ in range(30)}
+    with LiveServer(settings_for(ROOT / "weights" / "air.safetensors", warmup=False)) as plain, \
+            httpx.Client(base_url=plain.url, timeout=60) as c:
+        own = c.post("/infer", content=SAMPLE, headers={"content-type": "image/png"}).json()
+    assert answers[0].json()["objects"] == own["objects"]
+    # each replica counts its own share: two counts, both above zero, that add up to all requests
+    assert len(seen) == 2 and sum(seen) == REQUESTS and min(seen) > 0
