@@ -66,3 +66,48 @@ def test_two_replicas_answer_as_the_plain_service_and_share_the_requests(replica
     assert answers[0].json()["objects"] == own["objects"]
     # each replica counts its own share: two counts, both above zero, that add up to all requests
     assert len(seen) == 2 and sum(seen) == REQUESTS and min(seen) > 0
+
+
+def test_the_manifests_validate_against_rays_own_schema():
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    config = ServeDeploySchema.model_validate(yaml.safe_load((ROOT / "deploy/ray/serve.yaml").read_text()))
+    service = yaml.safe_load((ROOT / "deploy/kuberay/rayservice.yaml").read_text())
+    assert service["kind"] == "RayService"
+    inner = ServeDeploySchema.model_validate(yaml.safe_load(service["spec"]["serveConfigV2"]))
+    for cfg in (config, inner):
+        app = cfg.applications[0]
+        assert app.import_path == "app.ray_serve:app"
+        auto = app.deployments[0].autoscaling_config
+        assert auto["min_replicas"] >= 1 and auto["max_replicas"] > auto["min_replicas"]
+
+
+def test_a_replica_killed_under_load_loses_no_request_silently(replicas):
+    import threading
+
+    outcomes: list[str] = []
+
+    def client():
+        with httpx.Client(base_url=replicas, timeout=60) as c:
+            for _ in range(12):
+                try:
+                    r = c.post("/infer", content=SAMPLE, headers={"content-type": "image/png"})
+                    outcomes.append(str(r.status_code))
+                except httpx.HTTPError as e:  # what a client sees when its replica dies under it
+                    outcomes.append(type(e).__name__)
+
+    workers = [threading.Thread(target=client) for _ in range(3)]
+    for w in workers:
+        w.start()
+    time.sleep(1.0)
+    victim = next(a for a in ray.util.list_named_actors(all_namespaces=True)
+                  if "SERVE_REPLICA" in a["name"] and "airscene" in a["name"])
+    ray.kill(ray.get_actor(victim["name"], namespace=victim["namespace"]), no_restart=True)
+    for w in workers:
+        w.join(timeout=120)
+    assert not any(w.is_alive() for w in workers)  # nothing hangs
+    assert len(outcomes) == 36  # every request came back: answered, refused or failed, never lost
+    assert outcomes.count("200") >= 24
+    with httpx.Client(base_url=replicas, timeout=60) as c:  # the surviving replica keeps serving
+        assert c.post("/infer", content=SAMPLE, headers={"content-type": "image/png"}).status_code == 200
