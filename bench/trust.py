@@ -32,7 +32,7 @@ from PIL import Image
 from bench.battery import battery
 from bench.methods import git_commit, stamp
 from inference.api import Answer, Predictor
-from inference.evaluate import held_out_photos, held_out_set
+from inference.evaluate import cat_scenes, held_out_photos, held_out_set
 from inference.metrics import expected_calibration_error
 from renderer.camera import cameras_from_dict
 from renderer.pinhole import Cameras
@@ -90,11 +90,6 @@ def blender_set(world, data: Path) -> tuple[list[Item], SceneBatch]:
     return items, SceneBatch(present, shape, color, position, yaw)
 
 
-def cat_scenes(parts: list[SceneBatch]) -> SceneBatch:
-    return SceneBatch(*(torch.cat([getattr(p, f) for p in parts]) for f in ("present", "shape", "color",
-                                                                          "position", "yaw")))
-
-
 def auroc(score: np.ndarray, positive: np.ndarray) -> float:
     """Area under the ROC curve: the chance that a random positive scores above a random
     negative (ties count half); nan when either class is empty."""
@@ -118,8 +113,9 @@ def in_world_row(predictor: Predictor, items: list[Item], truth: SceneBatch) -> 
         lo = hi
     o = collect(batches)
     ece = calibration_errors(o, predictor.calibration.temperature)
-    right = torch.cat([answer_right(a.scene, b[2]) for a, b in zip(done, batches)]).numpy()
-    count_shape = torch.cat([answer_right(a.scene, b[2], colour=False) for a, b in zip(done, batches)]).numpy()
+    judged = [answer_right(a.scene, b[2]) for a, b in zip(done, batches)]
+    count_shape = torch.cat([shapes for shapes, _ in judged]).numpy()
+    right = torch.cat([colours for _, colours in judged]).numpy()
     trust = torch.cat([a.trust for a in done]).numpy()
     fit = torch.cat([a.fit.image for a in done]).numpy()
     flagged = ~torch.cat([a.in_world for a in done]).numpy()

@@ -46,6 +46,11 @@ CALIBRATION_SEED_BASE = 1 << 41  # a second disjoint set (render-and-compare tun
 CHUNK = 250  # scenes drawn and rendered per call (and images per ``evaluate`` batch)
 SCENE_FIELDS = ("present", "shape", "color", "position", "yaw")
 
+
+def cat_scenes(parts: list[SceneBatch]) -> SceneBatch:
+    """Scene batches joined along the batch dimension (the fields ``SCENE_FIELDS``)."""
+    return SceneBatch(*(torch.cat([getattr(p, f) for p in parts]) for f in SCENE_FIELDS))
+
 Predict = Callable[[torch.Tensor], SceneBatch]
 
 
@@ -58,7 +63,7 @@ def held_out_set(world: World, scenes: int, seed: int, objects: int | None = Non
     g = torch.Generator().manual_seed(base + seed)
     parts = [sample_scenes(world, min(CHUNK, scenes - lo), generator=g, counts=objects)
              for lo in range(0, max(scenes, 1), CHUNK)]
-    scene = SceneBatch(*(torch.cat([getattr(p, f) for p in parts]) for f in SCENE_FIELDS))
+    scene = cat_scenes(parts)
     s = world.image_size
     images = torch.cat([render_images(p, world) for p in parts]) if scenes else torch.zeros(0, s, s, 3)
     return images.permute(0, 3, 1, 2).float() / 255.0, scene
@@ -102,8 +107,7 @@ def evaluate_photos(predict: Predict, parts: list[tuple[CameraImages, SceneBatch
         truths.append(truth)
         d = images.cameras.describe()
         where.append(torch.stack([d["elevation_deg"], d["distance"]], dim=-1))
-    cat = lambda xs: SceneBatch(*(torch.cat([getattr(x, f) for x in xs]) for f in SCENE_FIELDS))  # noqa: E731
-    pred, truth = cat(preds), cat(truths)
+    pred, truth = cat_scenes(preds), cat_scenes(truths)
     return score(pred, truth, world), pred, truth, torch.cat(where)
 
 
@@ -146,7 +150,7 @@ def evaluate(predict: Predict, images: torch.Tensor, truth: SceneBatch, world: W
     images per call, scored against ``truth`` (``score``). Returns the summary and the
     predicted scenes (B, N). Used by training, ``python -m inference.evaluate`` and ``bench``."""
     preds = [predict(images[lo : lo + batch]) for lo in range(0, images.shape[0], batch)]
-    pred = SceneBatch(*(torch.cat([getattr(p, f) for p in preds]) for f in SCENE_FIELDS))
+    pred = cat_scenes(preds)
     return score(pred, truth, world), pred
 
 

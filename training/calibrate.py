@@ -76,19 +76,21 @@ def labelled_steps(out: Inference, pred: SceneBatch, truth: SceneBatch) -> dict[
     return parts
 
 
-def answer_right(pred: SceneBatch, truth: SceneBatch, colour: bool = True) -> torch.Tensor:
-    """(B,) bool: the count is right and every matched object's shape and (``colour``) colour are."""
-    ok = []
+def answer_right(pred: SceneBatch, truth: SceneBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,) bool twice, from one matching: the count and every matched object's shape are right;
+    and its colour too."""
+    shapes, colours = [], []
     for b in range(pred.batch_size):
         pm, tm = pred.present[b], truth.present[b]
         if int(pm.sum()) != int(tm.sum()):
-            ok.append(False)
+            shapes.append(False)
+            colours.append(False)
             continue
         pi, ti = match(pred.position[b][pm][:, :2].numpy(), truth.position[b][tm][:, :2].numpy())
-        ok.append(all(int(pred.shape[b][pm][p]) == int(truth.shape[b][tm][t])
-                      and (not colour or int(pred.color[b][pm][p]) == int(truth.color[b][tm][t]))
-                      for p, t in zip(pi, ti)))
-    return torch.tensor(ok)
+        pairs = list(zip(pi, ti))
+        shapes.append(all(int(pred.shape[b][pm][p]) == int(truth.shape[b][tm][t]) for p, t in pairs))
+        colours.append(shapes[-1] and all(int(pred.color[b][pm][p]) == int(truth.color[b][tm][t]) for p, t in pairs))
+    return torch.tensor(shapes), torch.tensor(colours)
 
 
 def collect(batches: list[tuple[Inference, SceneBatch, SceneBatch, Fit]]) -> Outputs:
@@ -157,7 +159,7 @@ def answer_features(o: Outputs, t: Temperatures) -> tuple[torch.Tensor, torch.Te
         cp = torch.softmax(out.color_logits / t.color, -1).amax(-1) * pred.present
         logp.append(joint_log_prob(conf, sp, cp, pred.present))
         fit.append(f.image)
-        right.append(answer_right(pred, truth))
+        right.append(answer_right(pred, truth)[1])
         fits.append(f)
     return torch.cat(logp), torch.cat(fit), torch.cat(right), fits
 
