@@ -3,6 +3,7 @@
     airscene serve [--host 127.0.0.1] [--port 8000] [--weights W]
     airscene infer IMAGE... [--url URL] [--refine N] [--min-confidence C] [--format json|ros]
     airscene render SCENE.json -o OUT.png [--width W] [--height H] [--url URL]
+    airscene adapt --images DIR [--camera cam.json] [--weights W] --out MINE.safetensors [--steps N]
 
 ``infer`` and ``render`` run the model in this process unless ``--url`` names a running server.
 A SCENE.json is ``{"objects": [...]}``, an /infer answer, or a bare list of objects.
@@ -55,12 +56,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--camera", type=Path, help="JSON file with the camera to render from (the /infer camera schema)")
     _remote_args(p)
 
+    _adapt_args(sub.add_parser("adapt", help="fit the network and the renderer's look to your unlabelled images "
+                                             "(AIR's ELBO); writes new weights"))
+
     args = parser.parse_args(argv)
     try:
         if args.command == "serve":
             return _serve(args)
         if args.command == "infer":
             return _infer(args)
+        if args.command == "adapt":
+            return _adapt(args)
         return _render(args)
     except (ApiError, ClientError) as e:
         status = getattr(e, "status_code", None) or getattr(e, "status", "")
@@ -105,6 +111,47 @@ def _remote_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-key", default=os.environ.get("AIRSCENE_API_KEY"), help="bearer key for --url "
                                                                                 "(default: AIRSCENE_API_KEY)")
     p.add_argument("--weights", type=Path, help="weights for the local model")
+
+
+def _adapt_args(p: argparse.ArgumentParser) -> None:
+    from inference.adapt import AdaptConfig
+
+    d = AdaptConfig()
+    p.add_argument("--images", type=Path, required=True, help="folder of PNG or JPEG images from one camera")
+    p.add_argument("--camera", type=Path, help="JSON file with that camera (the /infer camera schema; "
+                                               "default: the world's fixed camera)")
+    p.add_argument("--weights", type=Path, help="weights to start from (default: AIRSCENE_WEIGHTS or the shipped ones)")
+    p.add_argument("--out", type=Path, required=True, help="weights file to write (.safetensors, and its .json)")
+    p.add_argument("--steps", type=_whole(1), default=d.steps, help=f"optimiser steps (default {d.steps})")
+    p.add_argument("--batch", type=_whole(1), default=d.batch, help=f"images per step (default {d.batch})")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"the network's learning rate (default {d.lr})")
+    p.add_argument("--threads", type=_whole(1), default=d.threads, help=f"torch CPU threads (default {d.threads})")
+    p.add_argument("--seed", type=int, default=d.seed, help="the run's randomness")
+    p.add_argument("--restart", action="store_true", help="ignore <out>.ckpt.pt and start over (default: resume)")
+
+
+def _adapt(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from app.camera import load_camera_file, to_cameras
+    from inference.adapt import AdaptCollapse, AdaptConfig, adapt, image_files, load_views
+    from inference.checkpoint import read_config
+    from renderer.world import World
+
+    weights = args.weights if args.weights is not None else Settings().weights
+    world = World.from_dict(read_config(weights)["world"])
+    camera = None if args.camera is None else load_camera_file(args.camera)
+    files = image_files(args.images)
+    views = load_views(files, world, None if camera is None else (lambda _p, h, w: to_cameras(camera, h, w)))
+    cfg = replace(AdaptConfig(), steps=args.steps, batch=args.batch, lr=args.lr, threads=args.threads, seed=args.seed)
+    try:
+        summary = adapt(views, weights, args.out, cfg, resume=not args.restart)
+    except AdaptCollapse as e:
+        print(f"airscene: adaptation stopped: {e}", file=sys.stderr)
+        return 2
+    json.dump({"weights": str(args.out), **summary}, sys.stdout, indent=1)
+    sys.stdout.write("\n")
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:

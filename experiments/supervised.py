@@ -46,7 +46,8 @@ from inference.checkpoint import config_path, load_tensors, read_config, write_w
 from inference.distributions import Latents, YawTable, greedy, head_sizes, log_prob, object_params
 from inference.network import FEATURE_STRIDE, Encoder, JsonConfig, world_sizes
 from inference.infer import to_scene
-from training.objectives import Objective, attention_cells, orderings, scene_latents
+from inference.amortised import attention_cells, orderings, scene_latents
+from training.objectives import Objective
 from renderer.scene import SceneBatch
 from renderer.world import World
 

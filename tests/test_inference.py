@@ -21,7 +21,7 @@ from renderer.dataset import render_images
 from renderer.prior import sample_scenes
 from renderer.scene import SceneBatch
 from renderer.world import World
-from training.objectives import scene_latents
+from inference.amortised import scene_latents
 
 WORLD = World()
 WORLD_ORDERS = (4, 2, 1, 0, 0, 0)

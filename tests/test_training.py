@@ -21,7 +21,8 @@ from renderer.scene import SceneBatch
 from renderer.world import World
 from training.dair_canvas import CanvasStore, jittered, write_canvases
 from training.elbo import ELBO, gaussian_blur, log_likelihood, pres_prior, sample_q
-from training.objectives import amortised_loss, dair_residuals, nearest_first
+from inference.amortised import amortised_loss
+from training.objectives import dair_residuals, nearest_first
 from training.train import ConfigError, get_lr, parse_config, scene_pool
 
 WORLD = World()

@@ -40,33 +40,17 @@ import math
 from dataclasses import dataclass, replace
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 from torch.distributions import Bernoulli, Categorical, Normal
 
 from inference.distributions import Latents
+from inference.elbo import NVIL, Baseline
 from inference.infer import pad_slots, to_scene
 from inference.network import AIR
 from renderer.prior import object_log_density
 from renderer.render import palette_rgb, render
 from renderer.world import World
 from training.objectives import Objective
-
-
-class Baseline(nn.Module):
-    """NVIL baseline b(x): a small CNN, (B, 3, S, S) -> (B,). Separate from the model."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(3, 16, 4, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(16, 32, 4, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(32, 32, 4, stride=2, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 1),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x - 0.5)[:, 0]
 
 
 @dataclass(frozen=True)
@@ -184,7 +168,7 @@ class ELBO(Objective):
         super().__init__(model, world)
         self.cfg = cfg
         self.baseline = Baseline()
-        self.signal_mean, self.signal_var = 0.0, 1.0  # NVIL running centring (of the ELBO) and scaling
+        self.nvil = NVIL()
 
     def param_groups(self) -> list[dict]:
         """The model's group, and the baseline's (``bl_``) at its own, larger learning rate."""
@@ -218,15 +202,8 @@ class ELBO(Objective):
         # NVIL: the learning signal elbo - c - b(x), with c a running mean of the ELBO and b(x)
         # the input-dependent baseline (reading the image detached), scaled by a running std.
         base = self.baseline(images.detach())
-        centred = detached - self.signal_mean
-        self.signal_mean = 0.9 * self.signal_mean + 0.1 * float(detached.mean())
-        signal = centred - base.detach()
-        if signal.numel() > 1:
-            self.signal_var = 0.9 * self.signal_var + 0.1 * float(signal.var())
-        scale = max(1.0, math.sqrt(self.signal_var))
-        surrogate = -((signal / scale) * sample.log_q_discrete).mean()  # score-function part
+        surrogate, baseline_loss = self.nvil.surrogate(elbo, sample.log_q_discrete, base)
         reparam = -elbo.mean()  # pathwise part (discrete draws are constants here)
-        baseline_loss = ((centred - base) ** 2).mean()
         n, per_pixel = images.shape[0], images[0].numel()
         stats = {
             "loss": float(-detached.mean()) / per_pixel,
@@ -234,6 +211,6 @@ class ELBO(Objective):
             "log_lik": float(log_lik.detach().mean()),
             "kl": float((sample.log_q_discrete + sample.log_q_continuous - sample.log_prior).detach().mean()),
             "count": float(sample.objects.pres.sum() / n),
-            "baseline_mse": float(baseline_loss.detach()),
+            "baseline_mse": float(baseline_loss.detach()),  # scaled by the signal's running variance
         }
-        return reparam + surrogate + baseline_loss / scale**2, stats
+        return reparam + surrogate + baseline_loss, stats

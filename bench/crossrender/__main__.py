@@ -19,6 +19,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from bench.crossrender.specs import LOOKS
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.crossrender", description=__doc__.split("\n\n")[0])
@@ -30,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--out", type=Path, default=Path("data/crossrender"), help="output folder")
     m.add_argument("--threads", type=int, default=1, help="Cycles CPU threads")
     m.add_argument("--chunk", type=int, default=25, help="scenes per Blender process")
+    m.add_argument("--look", choices=sorted(LOOKS), default="dev",
+                   help="the set's look (bench.crossrender.specs.LOOKS): dev, or issue 13's shifted look")
+    m.add_argument("--samples", type=int, default=None,
+                   help="Cycles samples per pixel instead of the look's (scenes and looks unchanged)")
     m.add_argument("--specs-only", action="store_true", help="write specs.json and labels.json, render nothing")
     m.add_argument("--todays-camera", action="store_true",
                    help="control set: every scene from the world's fixed camera (square), not the envelope")
@@ -53,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         from bench.crossrender.make import make
 
         make(args.out, args.scenes, args.seed, args.threads, args.chunk, render=not args.specs_only,
-             todays_camera=args.todays_camera)
+             todays_camera=args.todays_camera, look=args.look, samples=args.samples)
         return 0
     if args.command == "check":
         from bench.crossrender.check import check_report, failures, format_rows, run_check

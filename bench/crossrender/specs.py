@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import colorsys
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -47,13 +47,15 @@ class LookRanges:
     """The development set's look; every (low, high) is drawn uniformly per scene.
 
     sun_probability: chance of a sun (else a square area light).
-    light_elevation_deg: the light's direction above the table (azimuth uniform all round).
+    light_elevation_deg, light_azimuth_deg: the light's direction above the table and round it
+        (table frame, degrees from +x).
     temperature_k: the light's colour temperature (``renderer.appearance.kelvin_rgb``).
     sun_strength: W/m^2; sun_angle_deg: its angular diameter (shadow softness).
     area_distance_m, area_size_m: the area light's distance from the table centre and side;
         its power is set for an irradiance at the table like the sun's (area_irradiance).
     ambient_strength: the world (sky/room) light; ambient colour is a pale tint.
-    wood_probability: chance of a wooden table (else grey); table_value: grey table brightness.
+    wood_probability: chance of a wooden table (else grey); table_value: grey table brightness;
+        wood_value: wooden table brightness.
     roughness, specular: Principled BSDF roughness and "Specular IOR Level" of the objects.
     hue_deg, saturation, value: each object's shade of its named colour (hue shift, factors).
     exposure: stops; noise_sigma: Gaussian sensor noise (display units, [0, 1]).
@@ -62,6 +64,7 @@ class LookRanges:
 
     sun_probability: float = 0.6
     light_elevation_deg: tuple[float, float] = (25.0, 80.0)
+    light_azimuth_deg: tuple[float, float] = (0.0, 360.0)
     temperature_k: tuple[float, float] = (3000.0, 7500.0)
     sun_strength: tuple[float, float] = (2.0, 4.5)
     sun_angle_deg: tuple[float, float] = (2.0, 20.0)
@@ -71,6 +74,7 @@ class LookRanges:
     ambient_strength: tuple[float, float] = (0.15, 0.6)
     wood_probability: float = 0.3
     table_value: tuple[float, float] = (0.35, 0.75)
+    wood_value: tuple[float, float] = (0.35, 0.7)
     roughness: tuple[float, float] = (0.2, 0.75)
     specular: tuple[float, float] = (0.2, 0.6)
     hue_deg: tuple[float, float] = (-8.0, 8.0)
@@ -80,6 +84,18 @@ class LookRanges:
     noise_sigma: tuple[float, float] = (0.0, 0.015)
     samples: int = 32
     denoise: bool = True
+
+
+# Named looks of a set (``make --look``). "dev" is the development set's. "shifted" is issue 13's
+# deliberately different look, for adaptation: one warm, low sun from one side of the table
+# (x < 0, y < 0), glossy objects, a dark wooden table; everything else as "dev".
+LOOKS = {
+    "dev": LookRanges(),
+    "shifted": LookRanges(sun_probability=1.0, light_elevation_deg=(25.0, 40.0), light_azimuth_deg=(200.0, 250.0),
+                          temperature_k=(3000.0, 3400.0), sun_strength=(3.0, 4.5), sun_angle_deg=(2.0, 6.0),
+                          wood_probability=1.0, wood_value=(0.15, 0.3), roughness=(0.05, 0.15),
+                          specular=(0.7, 0.9)),
+}
 
 
 def scene_seed(seed: int, index: int) -> int:
@@ -153,7 +169,7 @@ def object_look(rgb: tuple[float, float, float], rng: np.random.Generator, r: Lo
 def scene_look(rng: np.random.Generator, seed: int, r: LookRanges) -> dict:
     """Light, ambient, table, floor, exposure, noise and render settings of one scene."""
     kelvin = float(rng.uniform(*r.temperature_k))
-    light = {"azimuth_deg": float(rng.uniform(0.0, 360.0)), "elevation_deg": float(rng.uniform(*r.light_elevation_deg)),
+    light = {"azimuth_deg": float(rng.uniform(*r.light_azimuth_deg)), "elevation_deg": float(rng.uniform(*r.light_elevation_deg)),
              "temperature_k": kelvin, "rgb": kelvin_rgb(torch.tensor(kelvin)).tolist()}
     if rng.uniform() < r.sun_probability:
         light.update(type="sun", strength=float(rng.uniform(*r.sun_strength)),
@@ -165,7 +181,7 @@ def scene_look(rng: np.random.Generator, seed: int, r: LookRanges) -> dict:
                      power=float(rng.uniform(*r.area_irradiance)) * math.pi * dist**2)
     sky = colorsys.hsv_to_rgb(rng.uniform(0.05, 0.65), rng.uniform(0.0, 0.25), rng.uniform(0.7, 1.0))
     if rng.uniform() < r.wood_probability:
-        base = colorsys.hsv_to_rgb(rng.uniform(0.06, 0.11), rng.uniform(0.35, 0.6), rng.uniform(0.35, 0.7))
+        base = colorsys.hsv_to_rgb(rng.uniform(0.06, 0.11), rng.uniform(0.35, 0.6), rng.uniform(*r.wood_value))
         darker = rng.uniform(0.7, 0.88)
         table = {"kind": "wood", "rgb": list(base), "rgb2": [c * darker for c in base],
                  "scale": float(rng.uniform(6.0, 12.0)), "distortion": float(rng.uniform(1.0, 3.0))}
@@ -184,9 +200,12 @@ def scene_look(rng: np.random.Generator, seed: int, r: LookRanges) -> dict:
             "seed": seed % 2**31}
 
 
-def sample_specs(world: World, scenes: int, seed: int, todays_camera: bool = False) -> list[dict]:
-    """Scenes 0..scenes-1 of the set with ``seed``."""
-    return [sample_spec(world, seed, i, todays_camera=todays_camera) for i in range(scenes)]
+def sample_specs(world: World, scenes: int, seed: int, todays_camera: bool = False, look: str = "dev",
+                 samples: int | None = None) -> list[dict]:
+    """Scenes 0..scenes-1 of the set with ``seed`` under the named look (``LOOKS``); ``samples``
+    overrides the look's Cycles samples per pixel (the scenes and looks stay the same)."""
+    ranges = LOOKS[look] if samples is None else replace(LOOKS[look], samples=samples)
+    return [sample_spec(world, seed, i, ranges, todays_camera=todays_camera) for i in range(scenes)]
 
 
 def objects_in_view(spec: dict, world: World, margin_px: float = 0.0) -> bool:

@@ -1,0 +1,270 @@
+"""``airscene adapt``: fit the shipped network, and the renderer's look, to a user's unlabelled images.
+
+Each step has two halves (wake-sleep, as the AIR paper pairs them):
+
+- wake: the ELBO (``inference.elbo``) on a batch of the user's images: q (the network, phi)
+  proposes objects, the learned-look renderer (``renderer.learned.LearnedLook``, theta) draws
+  them in the image's view, and the pixel likelihood trains both; the discrete choices learn by
+  NVIL's score function, position and yaw through the soft renderer;
+- sleep: the amortised objective (``inference.amortised``) on scenes drawn from the prior and
+  rendered in the same views, half with the learned look (the world the user's camera shows,
+  as far as theta says) and half with looks from the training prior (``renderer.appearance``),
+  so that what the network knew is rehearsed, not forgotten.
+
+For the first ``look_steps`` steps only theta learns (the network is frozen): the likelihood
+first learns to compare like with like, so that the network is not pushed to explain the
+renderer's mismatch. A ``CollapseGuard`` watches the count distribution of q's samples and stops
+the run with ``AdaptCollapse`` when it collapses onto one count it was not on before.
+
+Checkpoints (``<out>.ckpt.pt``) keep everything a run needs to resume bit for bit
+(``resume=True``); the end writes weights that ``airscene serve --weights`` serves, with the
+learned look in their metadata (``meta.adapted``). The calibration of the weights adapted from
+does not carry over (it was fitted to the network before adaptation), so the answers of adapted
+weights report ``model.calibrated: false``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from inference.amortised import amortised_loss
+from inference.checkpoint import load_weights, save_weights
+from inference.elbo import NVIL, Baseline, elbo_terms
+from inference.network import AIR
+from inference.views import ViewInput, stack_inputs, warp_to_view
+from renderer.appearance import LookPrior, sample_looks
+from renderer.learned import LearnedLook
+from renderer.photo import render_photo
+from renderer.pinhole import Cameras, spec_cameras
+from renderer.prior import sample_scenes
+from renderer.world import World
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """steps, batch: optimiser steps and images per step (wake; the sleep half draws as many).
+    lr, look_lr, baseline_lr: Adam learning rates of the network, theta and NVIL's baseline.
+    look_steps: first steps that train theta only. rho: the prior's p(z_pres = 1) per step.
+    size: side of the likelihood's image (divides the view's side). sleep_weight: weight of the
+    sleep half (0: ELBO only). collapse_window, collapse_share: the guard's window (steps) and
+    the share of samples on one count that means collapse. checkpoint_every: steps between
+    checkpoints. seed: the run's randomness. threads: torch CPU threads."""
+
+    steps: int = 1200
+    batch: int = 16
+    lr: float = 2e-5
+    look_lr: float = 2e-2
+    baseline_lr: float = 1e-3
+    look_steps: int = 100
+    rho: float = 0.5
+    size: int = 40
+    sleep_weight: float = 1.0
+    collapse_window: int = 50
+    collapse_share: float = 0.9
+    checkpoint_every: int = 50
+    seed: int = 0
+    threads: int = 2
+
+
+class AdaptCollapse(RuntimeError):
+    """The count distribution of q's samples collapsed; the run stopped."""
+
+
+class CollapseGuard:
+    """Fires when, over the last ``window`` steps, at least ``share`` of q's samples have one
+    count that held less than half that share over the first ``window`` steps (the network's
+    behaviour before adaptation moved it)."""
+
+    def __init__(self, window: int, share: float) -> None:
+        self.window, self.share = window, share
+        self.initial: Counter = Counter()
+        self.recent: deque = deque(maxlen=window)
+        self.seen = 0
+
+    def update(self, counts: list[int]) -> str | None:
+        """Record one step's sample counts; return the reason when collapsed, else None."""
+        self.seen += 1
+        if self.seen <= self.window:
+            self.initial.update(counts)
+        self.recent.append(counts)
+        if self.seen < 2 * self.window:
+            return None
+        now = Counter(c for step in self.recent for c in step)
+        count, hits = now.most_common(1)[0]
+        total_now, total_then = sum(now.values()), max(1, sum(self.initial.values()))
+        before = self.initial[count] / total_then
+        if hits / total_now >= self.share and before < self.share / 2:
+            shares = ", ".join(f"{k}: {v / total_now:.0%}" for k, v in sorted(now.items()))
+            return (f"the object count collapsed: over the last {self.window} steps {hits / total_now:.0%} of "
+                    f"the network's samples say {count} object(s) (at the start {before:.0%}); counts now {shares}. "
+                    "The images may not show this world's objects, or the look could not be learned; "
+                    "lower --lr or check the images and camera")
+        return None
+
+    def state(self) -> dict:
+        return {"initial": dict(self.initial), "recent": list(self.recent), "seen": self.seen}
+
+    def load_state(self, s: dict) -> None:
+        self.initial = Counter({int(k): v for k, v in s["initial"].items()})
+        self.recent = deque(s["recent"], maxlen=self.window)
+        self.seen = s["seen"]
+
+
+def image_files(folder: Path) -> list[Path]:
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    return files
+
+
+def load_views(files: list[Path], world: World,
+               camera_for: Callable[[Path, int, int], Cameras] | None = None) -> ViewInput:
+    """The images as the network's views. ``camera_for(path, height, width)`` gives an image's
+    camera; None: the world's fixed camera."""
+    views = []
+    for path in files:
+        with Image.open(path) as im:
+            pixels = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1).float() / 255
+        h, w = pixels.shape[-2:]
+        cam = camera_for(path, h, w) if camera_for is not None else spec_cameras(world.camera, 1, h, w)
+        views.append(warp_to_view(pixels, cam, world))
+    return stack_inputs(views)
+
+
+def sleep_batch(v: ViewInput, world: World, look: LearnedLook, g: torch.Generator):
+    """Prior scenes in the views of ``v``, the first half drawn with the learned look, the rest
+    with training-prior looks. Coverage is full (the whole view is seen): the objects drawn lie
+    in the view, not necessarily in the user's camera's image. -> (ViewInput, scenes)."""
+    b = v.pixels.shape[0]
+    scenes = sample_scenes(world, b, generator=g, cameras=[v.view])
+    half = b // 2
+    with torch.no_grad():
+        own = look.render(scenes.select(slice(0, half)), v.view.select(slice(0, half)), 0.3, 4)
+        rest = render_photo(scenes.select(slice(half, b)), world, v.view.select(slice(half, b)),
+                            sample_looks(LookPrior(), b - half, g), g, supersample=1)
+    pixels = torch.cat([own, rest]).permute(0, 3, 1, 2).contiguous()
+    return ViewInput(pixels, torch.ones_like(pixels[:, :1]), v.features, v.view), scenes
+
+
+def _optimizer(model: AIR, look: LearnedLook, baseline: Baseline, cfg: AdaptConfig) -> torch.optim.Adam:
+    return torch.optim.Adam([{"params": list(model.parameters()), "lr": cfg.lr},
+                             {"params": list(look.parameters()), "lr": cfg.look_lr},
+                             {"params": list(baseline.parameters()), "lr": cfg.baseline_lr}])
+
+
+def _step(model: AIR, look: LearnedLook, baseline: Baseline, nvil: NVIL, v: ViewInput, world: World,
+          cfg: AdaptConfig, g: torch.Generator, train_network: bool) -> tuple[torch.Tensor, dict, list[int]]:
+    """One step's loss, its numbers, and the counts q sampled."""
+    elbo, sample, log_lik = elbo_terms(model, look, v, world, cfg.rho, cfg.size)
+    surrogate, base_loss = nvil.surrogate(elbo, sample.log_q_discrete, baseline(v.pixels))
+    pixels = 3 * cfg.size * cfg.size
+    loss = -elbo.mean() / pixels + base_loss + (surrogate if train_network else 0.0)
+    stats = {"elbo": float(elbo.detach().mean()), "log_lik": float(log_lik.detach().mean()),
+             "count": float(sample.objects.pres.sum(1).mean()), "sigma": float(look.sigma())}
+    if train_network and cfg.sleep_weight > 0:
+        sv, scenes = sleep_batch(v, world, look, g)
+        sleep, _ = amortised_loss(model, sv.pixels, scenes, world, view=sv)
+        loss = loss + cfg.sleep_weight * sleep
+        stats["sleep"] = float(sleep)
+    return loss, stats, [int(c) for c in sample.objects.pres.sum(1).tolist()]
+
+
+class _Run:
+    """Everything an adaptation run keeps and a checkpoint holds."""
+
+    def __init__(self, weights: str | Path, cfg: AdaptConfig) -> None:
+        self.model, self.world, self.meta = load_weights(weights)
+        if not self.model.config.view_inputs:
+            raise ValueError(f"{weights} is a fixed-camera network; adaptation needs a view network")
+        self.look, self.baseline, self.nvil = LearnedLook(self.world), Baseline(), NVIL()
+        self.opt = _optimizer(self.model, self.look, self.baseline, cfg)
+        self.guard = CollapseGuard(cfg.collapse_window, cfg.collapse_share)
+        self.g = torch.Generator().manual_seed(cfg.seed)
+        self.step, self.seconds, self.history = 0, 0.0, []
+
+    def save(self, path: Path, cfg: AdaptConfig, images: int) -> None:
+        torch.save({"config": asdict(cfg), "images": images, "step": self.step, "seconds": self.seconds,
+                    "history": self.history, "model": self.model.state_dict(), "look": self.look.state_dict(),
+                    "baseline": self.baseline.state_dict(), "optimizer": self.opt.state_dict(),
+                    "nvil": self.nvil.state(), "guard": self.guard.state(), "generator": self.g.get_state(),
+                    "torch_rng": torch.get_rng_state()}, path)
+
+    def load(self, path: Path, cfg: AdaptConfig, images: int) -> None:
+        ck = torch.load(path, weights_only=False)
+        settings = lambda c: {k: v for k, v in c.items() if k != "steps"}  # noqa: E731
+        if settings(ck["config"]) != settings(asdict(cfg)) or ck["images"] != images:
+            raise ValueError(f"{path} is another run's checkpoint (other settings or images); "
+                             "remove it, pass the same settings, or restart")
+        self.model.load_state_dict(ck["model"])
+        self.look.load_state_dict(ck["look"])
+        self.baseline.load_state_dict(ck["baseline"])
+        self.opt.load_state_dict(ck["optimizer"])
+        self.nvil.load_state(ck["nvil"])
+        self.guard.load_state(ck["guard"])
+        self.g.set_state(ck["generator"])
+        torch.set_rng_state(ck["torch_rng"])
+        self.step, self.seconds, self.history = ck["step"], ck["seconds"], ck["history"]
+
+    def train_step(self, images: ViewInput, cfg: AdaptConfig) -> tuple[dict, list[int]]:
+        t0 = time.perf_counter()
+        idx = torch.randint(images.pixels.shape[0], (min(cfg.batch, images.pixels.shape[0]),), generator=self.g)
+        train_network = self.step >= cfg.look_steps
+        loss, stats, counts = _step(self.model, self.look, self.baseline, self.nvil, images[idx], self.world,
+                                    cfg, self.g, train_network)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if not train_network:
+            for p in self.model.parameters():
+                p.grad = None
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
+        self.opt.step()
+        self.seconds += time.perf_counter() - t0
+        self.step += 1
+        self.history.append({"step": self.step, **{k: round(v, 4) for k, v in stats.items()}})
+        return stats, counts
+
+
+def adapt(images: ViewInput, weights: str | Path, out: str | Path, cfg: AdaptConfig = AdaptConfig(),
+          resume: bool = True, callback: Callable[[int, AIR, dict], None] | None = None,
+          progress: bool = True) -> dict:
+    """Adapt ``weights`` to ``images`` (views, ``load_views``); write ``out`` (+ its .json) and
+    return the run's summary (the learned look, steps, seconds). Checkpoints to
+    ``<out>.ckpt.pt`` and, with ``resume``, continues from it (the same settings and images; only
+    ``steps`` may grow). ``callback(step, model, stats)`` runs after every step. Raises
+    ``AdaptCollapse`` when the count distribution collapses."""
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)  # the baseline's initial weights and q's draws: a run is reproducible
+    run = _Run(weights, cfg)
+    n = images.pixels.shape[0]
+    ckpt = Path(str(out) + ".ckpt.pt")
+    if resume and ckpt.exists():
+        run.load(ckpt, cfg, n)
+    run.model.train()
+    bar = tqdm(range(run.step, cfg.steps), initial=run.step, total=cfg.steps, desc="adapt", disable=not progress)
+    for _ in bar:
+        stats, counts = run.train_step(images, cfg)
+        bar.set_postfix(elbo=f"{stats['elbo']:.0f}", count=f"{stats['count']:.2f}", sigma=f"{stats['sigma']:.3f}")
+        if callback is not None:
+            callback(run.step, run.model, stats)
+        reason = run.guard.update(counts)
+        if reason is not None:
+            raise AdaptCollapse(f"stopped at step {run.step}: {reason}")
+        if run.step % cfg.checkpoint_every == 0 or run.step == cfg.steps:
+            run.save(ckpt, cfg, n)
+    summary = {"from": str(weights), "images": n, "steps": run.step, "seconds": round(run.seconds, 1),
+               "seconds_per_step": round(run.seconds / max(1, len(run.history)), 3),
+               "look": run.look.describe(), "config": asdict(cfg)}
+    kept = {k: v for k, v in run.meta.items() if k not in ("calibration", "metrics")}
+    save_weights(run.model.eval(), run.world, out, {**kept, "adapted": summary})
+    return summary

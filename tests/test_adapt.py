@@ -1,0 +1,179 @@
+"""Adaptation by the ELBO (inference.elbo, inference.adapt, renderer.learned): the terms, the
+learned look, a run that checkpoints, resumes and writes servable weights, and the collapse guard."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from app.cli import _unservable, main
+from inference.adapt import AdaptCollapse, AdaptConfig, CollapseGuard, adapt, image_files, load_views
+from inference.checkpoint import load_weights
+from inference.elbo import NVIL, Baseline, elbo_terms
+from inference.infer import infer
+from inference.network import AIR, AIRConfig
+from inference.views import view_cameras, view_input
+from renderer.learned import LearnedLook
+from renderer.photo import photo_jpeg
+from renderer.appearance import default_look
+from renderer.pinhole import sample_cameras
+from renderer.prior import sample_scenes
+from renderer.world import World
+
+ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS = ROOT / "weights" / "air.safetensors"
+TINY = AdaptConfig(steps=3, batch=4, look_steps=1, collapse_window=50, checkpoint_every=1, threads=1, size=40)
+
+
+def _views(world: World, n: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    cams = sample_cameras(world.envelope, n, g, world.image_size, world.image_size)
+    scenes = sample_scenes(world, n, generator=g, cameras=[cams])
+    view = view_cameras(cams, world)
+    return scenes, view
+
+
+def test_every_elbo_term_is_finite_and_of_the_right_sign_on_random_input():
+    torch.manual_seed(0)
+    world = World().with_(image_size=40)
+    model = AIR(AIRConfig.for_world(world, view_inputs=True))
+    _, view = _views(world, 4, 1)
+    v = view_input(torch.rand(4, 3, 40, 40), view, world)
+    look = LearnedLook(world)
+    elbo, sample, log_lik = elbo_terms(model, look, v, world, rho=0.5, size=20)
+    for t in (elbo, sample.log_q_discrete, sample.log_q_continuous, sample.log_prior, log_lik):
+        assert t.shape == (4,) and torch.isfinite(t).all()
+    assert (sample.log_q_discrete <= 0).all()  # log-probabilities of discrete draws
+    # a Gaussian's density is at most 1 / (sigma sqrt(2 pi)) per seen pixel
+    bound = 3 * 20 * 20 * -math.log(float(look.sigma().detach()) * math.sqrt(2 * math.pi))
+    assert (log_lik <= bound).all()
+    surrogate, base_loss = NVIL().surrogate(elbo, sample.log_q_discrete, Baseline()(v.pixels))
+    assert base_loss >= 0
+    (-elbo.mean() + surrogate + base_loss).backward()
+    grads = [p.grad for p in [*model.parameters(), *look.parameters()] if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert look.light_dir.grad.abs().sum() > 0 and model.out_where.weight.grad.abs().sum() > 0
+
+
+def test_the_learned_look_moves_toward_a_known_different_light():
+    """Images drawn under a warm light from another side, a dark table: fitting theta alone (the
+    scenes known) makes the drawings match and the learned light warm. The light's direction is
+    weakly identified by a few small objects at this size (ambient, gamma and the table trade off
+    against it), so it is not asserted (model card)."""
+    torch.manual_seed(0)
+    world = World().with_(image_size=40)
+    g = torch.Generator().manual_seed(2)
+    cams = sample_cameras(world.envelope, 12, g, 40, 40)
+    scenes = sample_scenes(world, 12, generator=g, cameras=[cams], counts=3)
+    view = view_cameras(cams, world)
+    truth = LearnedLook(world)
+    with torch.no_grad():
+        truth.light_dir.copy_(torch.tensor([-0.6, -0.5, 0.6]))
+        truth.log_key.copy_(torch.tensor([0.8, 0.55, 0.3]).log())
+        truth.table_logit.copy_(torch.tensor([-1.2, -1.5, -1.9]))
+        images = truth.render(scenes, view)
+    look = LearnedLook(world)
+    warmth = lambda m: float(m.log_key[0].detach() - m.log_key[2].detach())  # noqa: E731  log(red / blue) of the key light
+    opt = torch.optim.Adam(look.parameters(), lr=0.05)
+    errors = []
+    for _ in range(60):
+        loss = ((look.render(scenes, view) - images) ** 2).mean()
+        errors.append(float(loss.detach()))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert errors[-1] < errors[0] / 20, errors
+    assert warmth(look) > 0.2 * warmth(truth) > 0 == warmth(LearnedLook(world))
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """Six JPEG photos from the world's fixed camera (128 px), in a folder, as a user has them."""
+    _, world, _ = load_weights(WEIGHTS)
+    out = tmp_path_factory.mktemp("mine")
+    from renderer.pinhole import spec_cameras
+
+    g = torch.Generator().manual_seed(5)
+    cams = spec_cameras(world.camera, 6, 128, 128)
+    scenes = sample_scenes(world, 6, generator=g, cameras=[cams])
+    for i, img in enumerate(photo_jpeg(scenes, world, cams, default_look(world, 6), g)):
+        Image.fromarray(img).save(out / f"{i:02d}.jpg")
+    (out / "notes.txt").write_text("not an image")
+    return out
+
+
+def test_adaptation_checkpoints_resumes_bit_for_bit_and_writes_servable_weights(folder, tmp_path):
+    _, world, _ = load_weights(WEIGHTS)
+    views = load_views(image_files(folder), world)
+    assert views.pixels.shape == (6, 3, world.image_size, world.image_size)
+    straight = adapt(views, WEIGHTS, tmp_path / "a.safetensors", TINY, progress=False)
+    adapt(views, WEIGHTS, tmp_path / "b.safetensors", replace(TINY, steps=2), progress=False)
+    resumed = adapt(views, WEIGHTS, tmp_path / "b.safetensors", TINY, progress=False)
+    assert straight["steps"] == resumed["steps"] == 3 and straight["look"] == resumed["look"]
+    a, _, meta = load_weights(tmp_path / "a.safetensors")
+    b, _, _ = load_weights(tmp_path / "b.safetensors")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    shipped, _, _ = load_weights(WEIGHTS)
+    assert any(not torch.equal(x, y) for x, y in zip(a.state_dict().values(), shipped.state_dict().values()))
+    assert meta["adapted"]["look"]["noise_std"] > 0 and "calibration" not in meta
+    assert _unservable(tmp_path / "a.safetensors") is None
+    with pytest.raises(ValueError, match="another run's checkpoint"):
+        adapt(views, WEIGHTS, tmp_path / "b.safetensors", replace(TINY, lr=1e-3), progress=False)
+
+
+def test_the_cli_adapts_a_folder_and_refuses_a_folder_without_images(folder, tmp_path, capsys):
+    out = tmp_path / "mine.safetensors"
+    assert main(["adapt", "--images", str(folder), "--out", str(out), "--steps", "1", "--batch", "2",
+                 "--threads", "1"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["weights"] == str(out) and summary["images"] == 6 and out.exists()
+    assert main(["adapt", "--images", str(tmp_path), "--out", str(tmp_path / "x.safetensors")]) == 1
+    assert "no images" in capsys.readouterr().err
+
+
+def test_the_collapse_guard_fires_on_a_collapse_and_not_on_a_steady_run():
+    rng = np.random.default_rng(0)
+    steady, collapsing = CollapseGuard(10, 0.9), CollapseGuard(10, 0.9)
+    for step in range(40):
+        counts = rng.integers(0, 4, 8).tolist()
+        assert steady.update(counts) is None
+        reason = collapsing.update(counts if step < 15 else [0] * 8)
+        if reason is not None:
+            break
+    assert reason is not None and "collapsed" in reason and "0 object(s)" in reason
+    # a user whose every image holds two objects is not a collapse
+    two = CollapseGuard(10, 0.9)
+    assert all(two.update([2] * 8) is None for _ in range(40))
+
+
+def test_a_forced_collapse_stops_the_run_with_a_clear_message(folder, tmp_path):
+    _, world, _ = load_weights(WEIGHTS)
+    views = load_views(image_files(folder), world)
+
+    def force_off(step, model, stats):  # after step 3 the network never proposes an object
+        if step == 3:
+            with torch.no_grad():
+                model.out_pres.bias.fill_(-40.0)
+
+    cfg = replace(TINY, steps=12, collapse_window=3, sleep_weight=0.0, checkpoint_every=100)
+    with pytest.raises(AdaptCollapse, match="count collapsed"):
+        adapt(views, WEIGHTS, tmp_path / "c.safetensors", cfg, callback=force_off, progress=False)
+    assert not (tmp_path / "c.safetensors").exists()
+
+
+def test_adapted_weights_answer_like_the_network_they_came_from_after_zero_network_steps(folder, tmp_path):
+    """With only the look learned (look_steps >= steps) the network is untouched: same answers."""
+    model, world, _ = load_weights(WEIGHTS)
+    views = load_views(image_files(folder), world)
+    adapt(views, WEIGHTS, tmp_path / "d.safetensors", replace(TINY, steps=2, look_steps=5), progress=False)
+    adapted, _, _ = load_weights(tmp_path / "d.safetensors")
+    a = infer(model, views.pixels, world, views).objects
+    b = infer(adapted, views.pixels, world, views).objects
+    assert torch.equal(a.pres, b.pres) and torch.equal(a.shape, b.shape) and torch.allclose(a.position, b.position)
