@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from torch.nn import functional as F
 from tqdm import tqdm
 
 from inference.amortised import amortised_loss
@@ -55,7 +56,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 class AdaptConfig:
     """steps, batch: optimiser steps and images per step (wake; the sleep half draws as many).
     lr, look_lr, baseline_lr: Adam learning rates of the network, theta and NVIL's baseline.
-    look_steps: first steps that train theta only. rho: the prior's p(z_pres = 1) per step.
+    look_steps: first steps that train theta only. elbo_trains_network: False: the ELBO trains
+    theta (and the baseline) only, the network learns from the sleep half alone.
+    rho: the prior's p(z_pres = 1) per step.
     size: side of the likelihood's image (divides the view's side). sleep_weight: weight of the
     sleep half (0: ELBO only). collapse_window, collapse_share: the guard's window (steps) and
     the share of samples on one count that means collapse. checkpoint_every: steps between
@@ -70,6 +73,7 @@ class AdaptConfig:
     rho: float = 0.5
     size: int = 40
     sleep_weight: float = 1.0
+    elbo_trains_network: bool = True
     collapse_window: int = 50
     collapse_share: float = 0.9
     checkpoint_every: int = 50
@@ -149,11 +153,13 @@ def sleep_batch(v: ViewInput, world: World, look: LearnedLook, g: torch.Generato
     b = v.pixels.shape[0]
     scenes = sample_scenes(world, b, generator=g, cameras=[v.view])
     half = b // 2
-    with torch.no_grad():
-        own = look.render(scenes.select(slice(0, half)), v.view.select(slice(0, half)), 0.3, 4)
+    size = v.pixels.shape[-1]
+    with torch.no_grad():  # both anti-aliased as the training photos are (drawn at twice the size)
+        own = look.render(scenes.select(slice(0, half)), v.view.select(slice(0, half)).resized(2 * size, 2 * size), 0.0, 1)
+        own = F.avg_pool2d(own.permute(0, 3, 1, 2), 2)
         rest = render_photo(scenes.select(slice(half, b)), world, v.view.select(slice(half, b)),
-                            sample_looks(LookPrior(), b - half, g), g, supersample=1)
-    pixels = torch.cat([own, rest]).permute(0, 3, 1, 2).contiguous()
+                            sample_looks(LookPrior(), b - half, g), g).permute(0, 3, 1, 2)
+    pixels = torch.cat([own, rest]).contiguous()
     return ViewInput(pixels, torch.ones_like(pixels[:, :1]), v.features, v.view), scenes
 
 
@@ -166,12 +172,13 @@ def _optimizer(model: AIR, look: LearnedLook, baseline: Baseline, cfg: AdaptConf
 def _step(model: AIR, look: LearnedLook, baseline: Baseline, nvil: NVIL, v: ViewInput, world: World,
           cfg: AdaptConfig, g: torch.Generator, train_network: bool) -> tuple[torch.Tensor, dict, list[int]]:
     """One step's loss, its numbers, and the counts q sampled."""
-    elbo, sample, log_lik = elbo_terms(model, look, v, world, cfg.rho, cfg.size)
+    wake_network = train_network and cfg.elbo_trains_network
+    elbo, sample, log_lik = elbo_terms(model, look, v, world, cfg.rho, cfg.size, q_gradients=wake_network)
     surrogate, base_loss = nvil.surrogate(elbo, sample.log_q_discrete, baseline(v.pixels))
     pixels = 3 * cfg.size * cfg.size
-    loss = -elbo.mean() / pixels + base_loss + (surrogate if train_network else 0.0)
+    loss = -elbo.mean() / pixels + base_loss + (surrogate if wake_network else 0.0)
     stats = {"elbo": float(elbo.detach().mean()), "log_lik": float(log_lik.detach().mean()),
-             "count": float(sample.objects.pres.sum(1).mean()), "sigma": float(look.sigma())}
+             "count": float(sample.objects.pres.sum(1).mean()), "sigma": float(look.sigma().detach())}
     if train_network and cfg.sleep_weight > 0:
         sv, scenes = sleep_batch(v, world, look, g)
         sleep, _ = amortised_loss(model, sv.pixels, scenes, world, view=sv)

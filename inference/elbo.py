@@ -154,9 +154,12 @@ def log_likelihood(objects: Latents, v: ViewInput, world: World, look: LearnedLo
 
 
 def elbo_terms(model: AIR, look: LearnedLook, v: ViewInput, world: World, rho: float,
-               size: int) -> tuple[torch.Tensor, Sample, torch.Tensor]:
-    """(ELBO (B,) with gradients for the pathwise part, the sample, log-likelihood (B,))."""
-    sample = sample_q(model, v, world, rho)
+               size: int, q_gradients: bool = True) -> tuple[torch.Tensor, Sample, torch.Tensor]:
+    """(ELBO (B,) with gradients for the pathwise part, the sample, log-likelihood (B,)).
+    ``q_gradients`` False: q's draw is made without the network's gradients (theta still gets
+    the likelihood's)."""
+    with torch.set_grad_enabled(q_gradients and torch.is_grad_enabled()):
+        sample = sample_q(model, v, world, rho)
     log_lik = log_likelihood(sample.objects, v, world, look, size)
     elbo = log_lik + sample.log_prior - sample.log_q_discrete - sample.log_q_continuous
     return elbo, sample, log_lik
