@@ -18,9 +18,10 @@ the run with ``AdaptCollapse`` when it collapses onto one count it was not on be
 
 Checkpoints (``<out>.ckpt.pt``) keep everything a run needs to resume bit for bit
 (``resume=True``); the end writes weights that ``airscene serve --weights`` serves, with the
-learned look in their metadata (``meta.adapted``). The calibration of the weights adapted from
-does not carry over (it was fitted to the network before adaptation), so the answers of adapted
-weights report ``model.calibrated: false``.
+learned look in their metadata (``meta.adapted``). The probability calibration of the weights
+adapted from does not carry over (it was fitted to the network before adaptation), so the
+answers of adapted weights report ``model.calibrated: false``; the world limits behind
+``in_world`` (checks of the image against the drawn answer) do.
 """
 
 from __future__ import annotations
@@ -273,5 +274,8 @@ def adapt(images: ViewInput, weights: str | Path, out: str | Path, cfg: AdaptCon
                "seconds_per_step": round(run.seconds / max(1, len(run.history)), 3),
                "look": run.look.describe(), "config": asdict(cfg)}
     kept = {k: v for k, v in run.meta.items() if k not in ("calibration", "metrics")}
+    limits = run.meta.get("calibration", {}).get("limits")  # image checks, not probabilities: they stay
+    if limits is not None:
+        kept["calibration"] = {"limits": limits}
     save_weights(run.model.eval(), run.world, out, {**kept, "adapted": summary})
     return summary

@@ -63,11 +63,16 @@ class Calibration:
 
     @classmethod
     def from_meta(cls, meta: dict) -> Calibration:
-        """From a weights file's metadata; the identity when it holds none."""
+        """From a weights file's metadata; the identity when it holds none. World limits alone
+        (adapted weights keep their source's: ``inference.adapt``) give an uncalibrated
+        ``Calibration`` that still flags images unlike the world."""
         d = meta.get("calibration")
         if not d:
             return cls()
-        return cls(Temperatures(**d["temperature"]), tuple(d["trust"]), WorldLimits(**d["limits"]), True)
+        limits = WorldLimits(**d["limits"]) if "limits" in d else WorldLimits()
+        if "temperature" not in d:
+            return cls(limits=limits)
+        return cls(Temperatures(**d["temperature"]), tuple(d["trust"]), limits, True)
 
     def to_meta(self) -> dict:
         return {"temperature": asdict(self.temperature), "trust": list(self.trust), "limits": asdict(self.limits)}

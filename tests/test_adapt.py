@@ -15,6 +15,7 @@ from PIL import Image
 
 from app.cli import _unservable, main
 from inference.adapt import AdaptCollapse, AdaptConfig, CollapseGuard, adapt, image_files, load_views
+from inference.calibration import Calibration
 from inference.checkpoint import load_weights
 from inference.elbo import NVIL, Baseline, elbo_terms
 from inference.infer import infer
@@ -122,7 +123,9 @@ def test_adaptation_checkpoints_resumes_bit_for_bit_and_writes_servable_weights(
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     shipped, _, _ = load_weights(WEIGHTS)
     assert any(not torch.equal(x, y) for x, y in zip(a.state_dict().values(), shipped.state_dict().values()))
-    assert meta["adapted"]["look"]["noise_std"] > 0 and "calibration" not in meta
+    assert meta["adapted"]["look"]["noise_std"] > 0 and set(meta["calibration"]) == {"limits"}
+    calibration = Calibration.from_meta(meta)
+    assert not calibration.fitted and calibration.limits == Calibration.from_meta(load_weights(WEIGHTS)[2]).limits
     assert _unservable(tmp_path / "a.safetensors") is None
     with pytest.raises(ValueError, match="another run's checkpoint"):
         adapt(views, WEIGHTS, tmp_path / "b.safetensors", replace(TINY, lr=1e-3), progress=False)
