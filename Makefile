@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test serve system-tools clean-data blender-env fuzz
+.PHONY: install test serve system-tools clean-data blender-env fuzz reliability
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ test: $(STAMP) system-tools
 fuzz: $(STAMP)
 	$(PY) -m pip install --quiet 'schemathesis>=4,<5'
 	$(PY) -m bench.fuzz
+
+# Slow suite: issue 14's storm (200 parallel refine=50 + 16 plain clients) and 5 s stall trials
+# against a live service on the loopback (bench/reliability.py); exit 1 when a target is missed.
+reliability: $(STAMP)
+	$(PY) -m bench.reliability
 
 # The service on 127.0.0.1:8000 with the shipped weights (AIRSCENE_* variables apply).
 serve: $(STAMP)

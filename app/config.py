@@ -62,6 +62,9 @@ class Settings(BaseSettings):
                                                         "CPU, in a lane of its own beside plain inference)")
     max_refine_queue: int = Field(200, ge=1, description="most refinement steps (steps x images) queued or running, "
                                                          "all requests together; beyond: 503 + Retry-After")
+    max_refine_wait_s: float = Field(20.0, gt=0, description="most seconds of refinement queued, at the step time "
+                                                             "measured: a request that would wait longer is refused "
+                                                             "(503 + Retry-After) unless the lane is idle")
     camera: Path | None = Field(None, description="a camera JSON file (the /infer 'camera' schema): the default camera "
                                                   "of /infer and /render for this deployment")
     warmup: bool = Field(True, description="run a forward pass and a render before /readyz says ready")

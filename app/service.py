@@ -50,6 +50,12 @@ log = logging.getLogger("airscene")
 State = Literal["loading", "ready", "failed"]
 
 
+def _timed_batch(engine: Engine, items: list, stopped: Callable[[], bool]) -> tuple[list, float]:
+    """``engine.infer_batch`` and the seconds it ran."""
+    t = time.perf_counter()
+    return engine.infer_batch(items, stopped), time.perf_counter() - t
+
+
 def _init_torch_thread(threads: int) -> None:
     torch.set_num_threads(threads)
 
@@ -72,8 +78,9 @@ class ModelService:
         self._decode = ThreadPoolExecutor(2, thread_name_prefix="airscene-decode")
         # refinement (seconds of work per request) runs in a lane of its own, admitted by the
         # steps it asks for, so that plain inference never waits behind it
+        # half the threads: plain inference keeps the rest while a refinement runs
         self._refine_lane = ThreadPoolExecutor(1, thread_name_prefix="airscene-refine",
-                                               initializer=_init_torch_thread, initargs=(threads,))
+                                               initializer=_init_torch_thread, initargs=(max(1, threads // 2),))
         self._refine_queued = 0  # steps x images queued or running in the lane
         self._refine_step_s = 0.1  # seconds per step and image, measured as requests finish
         self.batcher: MicroBatcher[InferItem, InferResult] = MicroBatcher(
@@ -214,10 +221,14 @@ class ModelService:
         images) against ``max_refine_queue``, run in the refinement lane, stopped when the
         client hangs up."""
         work = params.refine * len(images)
-        if self._refine_queued + work > self.settings.max_refine_queue:
+        wait_s = (self._refine_queued + work) * self._refine_step_s  # at the step time measured lately
+        if self._refine_queued + work > self.settings.max_refine_queue or (
+                self._refine_queued > 0 and wait_s > self.settings.max_refine_wait_s):
             self.metrics.queue_rejections.inc()
-            raise Unavailable(f"the refinement queue is full ({self._refine_queued} steps queued, this request "
-                              f"needs {work}; AIRSCENE_MAX_REFINE_QUEUE is {self.settings.max_refine_queue})",
+            raise Unavailable(f"the refinement queue is full ({self._refine_queued} steps queued, about "
+                              f"{self._refine_queued * self._refine_step_s:.0f} s of work; this request needs {work}; "
+                              f"AIRSCENE_MAX_REFINE_QUEUE is {self.settings.max_refine_queue}, AIRSCENE_MAX_REFINE_WAIT_S "
+                              f"{self.settings.max_refine_wait_s:g})",
                               retry_after_s=max(1.0, self._refine_queued * self._refine_step_s))
         self._refine_queued += work
         stop, job = threading.Event(), None
@@ -228,11 +239,10 @@ class ModelService:
         try:
             loop = asyncio.get_running_loop()
             decoded = await loop.run_in_executor(self._decode, self._decode_all, engine, images, params, loc, specs)
-            t = time.perf_counter()
-            job = loop.run_in_executor(self._refine_lane, engine.infer_batch, [it for it, _ in decoded], stop.is_set)
+            job = loop.run_in_executor(self._refine_lane, _timed_batch, engine, [it for it, _ in decoded], stop.is_set)
             job.add_done_callback(release)
-            results = await _unless_gone(job, gone, stop)
-            self._refine_step_s = 0.8 * self._refine_step_s + 0.2 * (time.perf_counter() - t) / work
+            results, ran_s = await _unless_gone(job, gone, stop)
+            self._refine_step_s = 0.8 * self._refine_step_s + 0.2 * ran_s / work  # the run, not the wait
         finally:
             if job is None:
                 release()

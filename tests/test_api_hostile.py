@@ -110,6 +110,33 @@ def test_refinement_is_admitted_by_the_work_it_asks_for(refine_server):
         assert c.post("/infer?refine=2", files=files).status_code == 200  # 6: fits
 
 
+def test_refinement_is_refused_when_the_queued_work_would_take_too_long(tmp_path):
+    """Admission by time as well as by steps: with a refinement running, a second one whose wait
+    (queued steps x the measured step time) exceeds AIRSCENE_MAX_REFINE_WAIT_S gets a 503; an
+    idle lane always takes a request."""
+    import threading
+    import time
+
+    weights = make_dev_weights(tmp_path)
+    with LiveServer(settings_for(weights, max_refine_steps=400, max_refine_queue=800, max_refine_wait_s=0.5)) as s:
+        first: dict[str, int] = {}
+
+        def refined():
+            with httpx.Client(base_url=s.url, timeout=120) as c:
+                first["status"] = c.post("/infer?refine=60", content=_png(), headers={"content-type": "image/png"}).status_code
+
+        worker = threading.Thread(target=refined)
+        worker.start()
+        deadline = time.monotonic() + 30
+        while s.service._refine_queued == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with httpx.Client(base_url=s.url, timeout=60) as c:
+            r = c.post("/infer?refine=5", content=_png(), headers={"content-type": "image/png"})
+        worker.join()
+    assert first["status"] == 200
+    assert r.status_code == 503 and "AIRSCENE_MAX_REFINE_WAIT_S" in r.json()["detail"] and int(r.headers["retry-after"]) >= 1
+
+
 def test_plain_inference_does_not_wait_behind_refinement(refine_server):
     import threading
     import time

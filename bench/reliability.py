@@ -1,0 +1,196 @@
+"""Issue 14's load trials on the loopback, against a live ``uvicorn app.main:app`` (a slow suite,
+not part of ``make test``; ``make reliability``).
+
+    python -m bench.reliability [--weights W] [--storm 200] [--plain 16] [--stall 5]
+
+storm: ``--storm`` parallel ``refine=50`` requests (each one image) and ``--plain`` clients
+    looping on plain ``/infer`` while they last, a ``/healthz`` probe every 50 ms. Reports the
+    refinement answers by status (200 or 503 with Retry-After), client timeouts (60 s), plain
+    ``/infer`` p50/p99, the slowest ``/healthz``, how long after the storm plain requests are back
+    to their pre-storm p50 (within 2x), and the server's peak resident memory.
+stall: 8 keep-alive clients loop on plain ``/infer``; the server is stopped (SIGSTOP) for
+    ``--stall`` seconds and continued; reports requests that failed (none may be dropped).
+
+Targets (issue 14): no client timeout, plain p99 under 250 ms, back to normal within 5 s,
+resident memory under 1.5 GB, no request dropped after the stall. Exit status 1 when one is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import httpx
+
+from bench.fuzz import ROOT, free_port, uvicorn_flags
+
+SAMPLE = (ROOT / "app" / "static" / "samples" / "sample-0.png").read_bytes()
+PNG = {"content-type": "image/png"}
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Peak(threading.Thread):
+    """Samples a process's resident memory every 50 ms until stopped; ``peak`` in MB."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.stop = pid, 0.0, threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.peak = max(self.peak, rss_mb(self.pid))
+            time.sleep(0.05)
+
+
+def pct(values: list[float], q: float) -> float:
+    v = sorted(values)
+    return v[min(len(v) - 1, int(q * len(v)))] if v else float("nan")
+
+
+async def plain(c: httpx.AsyncClient) -> float:
+    t0 = time.perf_counter()
+    r = await c.post("/infer", content=SAMPLE, headers=PNG)
+    r.raise_for_status()
+    return (time.perf_counter() - t0) * 1000
+
+
+async def storm(url: str, n: int, clients: int) -> dict:
+    limits = httpx.Limits(max_connections=n + clients + 8, max_keepalive_connections=n + clients + 8)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as c:
+        before = [await plain(c) for _ in range(20)]
+        done = asyncio.Event()
+        statuses: dict[str, int] = {}
+        plain_ms: list[float] = []
+        health_ms: list[float] = []
+
+        async def refine() -> None:
+            try:
+                r = await c.post("/infer", params={"refine": 50}, content=SAMPLE, headers=PNG)
+                key = f"{r.status_code}" + (" with Retry-After" if "retry-after" in r.headers else "")
+            except httpx.TimeoutException:
+                key = "client timeout"
+            statuses[key] = statuses.get(key, 0) + 1
+
+        async def plain_loop() -> None:
+            for _ in range(10_000):  # bounded; ends with the storm
+                if done.is_set():
+                    return
+                plain_ms.append(await plain(c))
+
+        async def health() -> None:
+            for _ in range(10_000):
+                if done.is_set():
+                    return
+                t0 = time.perf_counter()
+                (await c.get("/healthz")).raise_for_status()
+                health_ms.append((time.perf_counter() - t0) * 1000)
+                await asyncio.sleep(0.05)
+
+        background = [asyncio.create_task(plain_loop()) for _ in range(clients)] + [asyncio.create_task(health())]
+        t0 = time.perf_counter()
+        await asyncio.gather(*(refine() for _ in range(n)))
+        storm_s = time.perf_counter() - t0
+        done.set()
+        await asyncio.gather(*background)
+        t1, recovered = time.perf_counter(), None
+        for _ in range(200):  # after the storm: until a plain request is as fast as before (within 2x)
+            if await plain(c) <= 2 * pct(before, 0.5):
+                recovered = time.perf_counter() - t1
+                break
+    return {"refine answers": statuses, "storm s": round(storm_s, 1),
+            "plain before p50 ms": round(pct(before, 0.5), 1), "plain during p50 ms": round(pct(plain_ms, 0.5), 1),
+            "plain during p99 ms": round(pct(plain_ms, 0.99), 1), "plain requests during": len(plain_ms),
+            "healthz max ms": round(max(health_ms, default=float("nan")), 1),
+            "back to normal s": None if recovered is None else round(recovered, 2)}
+
+
+async def stall(url: str, pid: int, seconds: float) -> dict:
+    failures: list[str] = []
+    answered = 0
+    stop = asyncio.Event()
+    async with httpx.AsyncClient(base_url=url, timeout=60) as c:
+        async def loop() -> None:
+            nonlocal answered
+            for _ in range(10_000):
+                if stop.is_set():
+                    return
+                try:
+                    await plain(c)
+                    answered += 1
+                except httpx.HTTPError as e:
+                    failures.append(type(e).__name__)
+
+        tasks = [asyncio.create_task(loop()) for _ in range(8)]
+        await asyncio.sleep(1.0)
+        os.kill(pid, signal.SIGSTOP)
+        await asyncio.sleep(seconds)
+        os.kill(pid, signal.SIGCONT)
+        await asyncio.sleep(3.0)
+        stop.set()
+        await asyncio.gather(*tasks)
+    return {"answered": answered, "failed": len(failures), "errors": sorted(set(failures))}
+
+
+def start(weights: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "AIRSCENE_WEIGHTS": weights, "AIRSCENE_WARMUP": "false"}
+    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port",
+                               str(port), "--log-level", "warning", *uvicorn_flags()], env=env, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if urllib.request.urlopen(url + "/readyz", timeout=2).status == 200:
+                return server, url
+        except OSError:
+            time.sleep(0.1)
+    server.kill()
+    raise RuntimeError("the service did not become ready")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--weights", default=str(ROOT / "weights" / "air.safetensors"))
+    ap.add_argument("--storm", type=int, default=200, help="parallel refine=50 requests")
+    ap.add_argument("--plain", type=int, default=16, help="plain /infer clients during the storm")
+    ap.add_argument("--stall", type=float, default=5.0, help="seconds the server is stopped")
+    args = ap.parse_args(argv)
+    server, url = start(args.weights)
+    peak = Peak(server.pid)
+    peak.start()
+    try:
+        s = asyncio.run(storm(url, args.storm, args.plain))
+        st = asyncio.run(stall(url, server.pid, args.stall))
+    finally:
+        peak.stop.set()
+        server.terminate()
+        server.wait(30)
+    print("storm:", s)
+    print("stall:", st)
+    print(f"server peak resident memory: {peak.peak:.0f} MB")
+    missed = [name for name, ok in (
+        ("a client timed out", "client timeout" not in s["refine answers"]),
+        ("plain /infer p99 >= 250 ms", s["plain during p99 ms"] < 250),
+        ("not back to normal within 5 s", s["back to normal s"] is not None and s["back to normal s"] <= 5),
+        ("/healthz slower than 100 ms", s["healthz max ms"] <= 100),
+        ("resident memory >= 1.5 GB", peak.peak < 1536),
+        ("a request was dropped after the stall", st["failed"] == 0)) if not ok]
+    print("targets: " + ("all met" if not missed else "missed: " + "; ".join(missed)))
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
