@@ -38,26 +38,36 @@ def uvicorn_flags() -> list[str]:
     return [x for k, v in SERVER_OPTIONS.items() for x in (f"--{k.replace('_', '-')}", str(v))]
 
 
+def start_server(weights: str, **env: str) -> tuple[subprocess.Popen, str]:
+    """``uvicorn app.main:app`` with the service's server options on a free loopback port, the
+    given weights, no warm-up and ``env`` (AIRSCENE_* settings) -> (the process, its URL) once
+    ``/readyz`` says ready; RuntimeError (the process killed) when it does not within a minute."""
+    port = free_port()
+    env = {**os.environ, "AIRSCENE_WEIGHTS": weights, "AIRSCENE_WARMUP": "false", **env}
+    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port",
+                               str(port), "--log-level", "warning", *uvicorn_flags()], env=env, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if urllib.request.urlopen(url + "/readyz", timeout=2).status == 200:
+                return server, url
+        except OSError:
+            time.sleep(0.1)
+    server.kill()
+    raise RuntimeError("the service did not become ready")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--weights", default=str(ROOT / "weights" / "air.safetensors"))
     ap.add_argument("--examples", type=int, default=25, help="examples per operation and phase")
     args = ap.parse_args(argv)
-    port = free_port()
-    env = {**os.environ, "AIRSCENE_WEIGHTS": args.weights, "AIRSCENE_THREADS": "1", "AIRSCENE_WARMUP": "false"}
-    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port",
-                               str(port), "--log-level", "warning", *uvicorn_flags()], env=env, cwd=ROOT)
     try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(600):
-            try:
-                if urllib.request.urlopen(url + "/readyz", timeout=2).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            print("the service did not become ready", file=sys.stderr)
-            return 1
+        server, url = start_server(args.weights, AIRSCENE_THREADS="1")
+    except RuntimeError as e:
+        print(e, file=sys.stderr)
+        return 1
+    try:
         print(f"excluded checks: {', '.join(EXCLUDED)}")
         st = Path(sys.executable).with_name("st")
         return subprocess.call([str(st), "run", url + "/openapi.json", "--checks", "all", "--exclude-checks",

@@ -21,16 +21,13 @@ import argparse
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import httpx
 
-from bench.fuzz import ROOT, free_port, uvicorn_flags
+from bench.fuzz import ROOT, start_server
 
 SAMPLE = (ROOT / "app" / "static" / "samples" / "sample-0.png").read_bytes()
 PNG = {"content-type": "image/png"}
@@ -145,22 +142,6 @@ async def stall(url: str, pid: int, seconds: float) -> dict:
     return {"answered": answered, "failed": len(failures), "errors": sorted(set(failures))}
 
 
-def start(weights: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, "AIRSCENE_WEIGHTS": weights, "AIRSCENE_WARMUP": "false"}
-    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port",
-                               str(port), "--log-level", "warning", *uvicorn_flags()], env=env, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if urllib.request.urlopen(url + "/readyz", timeout=2).status == 200:
-                return server, url
-        except OSError:
-            time.sleep(0.1)
-    server.kill()
-    raise RuntimeError("the service did not become ready")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--weights", default=str(ROOT / "weights" / "air.safetensors"))
@@ -168,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plain", type=int, default=16, help="plain /infer clients during the storm")
     ap.add_argument("--stall", type=float, default=5.0, help="seconds the server is stopped")
     args = ap.parse_args(argv)
-    server, url = start(args.weights)
+    server, url = start_server(args.weights)
     peak = Peak(server.pid)
     peak.start()
     try:

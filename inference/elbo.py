@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -96,6 +97,38 @@ class Sample:
     log_prior: torch.Tensor
 
 
+class ObjectDraw(NamedTuple):
+    """One step's object drawn from q (B each): the shape and colour distributions and draws;
+    the position (reparameterised); whether the shape's yaw is observable, the yaw (reparameterised,
+    0 where it is not); and log q of the position and yaw draws."""
+
+    q_shape: Categorical
+    q_color: Categorical
+    shape: torch.Tensor
+    color: torch.Tensor
+    xy: torch.Tensor
+    has_yaw: torch.Tensor
+    yaw: torch.Tensor
+    log_q_pose: torch.Tensor
+
+
+def draw_object(model: AIR, out) -> ObjectDraw:
+    """Draw one step's shape, colour, position and yaw from q's step output ``out`` (in that
+    order). q's yaw is a normal on k * yaw (k the shape's symmetry order), the large-kappa form
+    of the network's von Mises, so that it can be reparameterised."""
+    q_shape, q_color = Categorical(logits=out.shape_logits), Categorical(logits=out.color_logits)
+    shape, color = q_shape.sample(), q_color.sample()
+    q_xy = Normal(out.where_mean, out.where_log_std.exp())
+    xy = q_xy.rsample()
+    k = model.yaw.order[shape]
+    has_yaw = (k > 0).float()
+    q_phi = Normal(model.yaw.pick(out.yaw_mu, shape), (-0.5 * model.yaw.pick(out.yaw_log_kappa, shape)).exp())
+    phi = q_phi.rsample()
+    yaw = phi / k.clamp_min(1).float() * has_yaw
+    return ObjectDraw(q_shape, q_color, shape, color, xy, has_yaw, yaw,
+                      q_xy.log_prob(xy).sum(-1) + has_yaw * q_phi.log_prob(phi))
+
+
 def sample_q(model: AIR, v: ViewInput, world: World, rho: float) -> Sample:
     """Draw (z, n) ~ q(. | x) step by step for the view inputs ``v``; score the draw under q and
     the prior (``rho``: p(z_pres = 1) per step while running)."""
@@ -109,21 +142,13 @@ def sample_q(model: AIR, v: ViewInput, world: World, rho: float) -> Sample:
         state, out = model.step(t, state, ctx)
         q_pres = Bernoulli(logits=out.pres_logit)
         pres = q_pres.sample() * alive
-        q_shape, q_color = Categorical(logits=out.shape_logits), Categorical(logits=out.color_logits)
-        shape, color = q_shape.sample(), q_color.sample()
-        q_xy = Normal(out.where_mean, out.where_log_std.exp())
-        uv = q_xy.rsample()
-        k = model.yaw.order[shape]
-        has_yaw = (k > 0).float()
-        q_phi = Normal(model.yaw.pick(out.yaw_mu, shape), (-0.5 * model.yaw.pick(out.yaw_log_kappa, shape)).exp())
-        phi = q_phi.rsample()
-        yaw = phi / k.clamp_min(1).float() * has_yaw
-        lq_d = lq_d + alive * q_pres.log_prob(pres) + pres * (q_shape.log_prob(shape) + q_color.log_prob(color))
-        lq_c = lq_c + pres * (q_xy.log_prob(uv).sum(-1) + has_yaw * q_phi.log_prob(phi))
-        table_xy, _ = to_table(uv[:, None], yaw[:, None], shape[:, None], v.view, world)
+        d = draw_object(model, out)
+        lq_d = lq_d + alive * q_pres.log_prob(pres) + pres * (d.q_shape.log_prob(d.shape) + d.q_color.log_prob(d.color))
+        lq_c = lq_c + pres * d.log_q_pose
+        table_xy, _ = to_table(d.xy[:, None], d.yaw[:, None], d.shape[:, None], v.view, world)
         lp = lp + alive * (pres * math.log(rho) + (1 - pres) * math.log1p(-rho))
-        lp = lp + pres * object_log_density(table_xy[:, 0, :2], has_yaw, world)
-        lat = Latents(pres[:, None], shape[:, None], color[:, None], uv[:, None], yaw[:, None])
+        lp = lp + pres * object_log_density(table_xy[:, 0, :2], d.has_yaw, world)
+        lat = Latents(pres[:, None], d.shape[:, None], d.color[:, None], d.xy[:, None], d.yaw[:, None])
         steps.append(lat)
         state = state._replace(prev=model.embed(lat, 0))
         alive = alive * pres

@@ -99,15 +99,15 @@ class LearnedLook(nn.Module):
 
     # ---- drawing -----------------------------------------------------------------------------
     def highlight(self, frags, packed: PackedScene, face: torch.Tensor, normal: torch.Tensor,
-                  cameras: Cameras) -> torch.Tensor:
+                  lambert: torch.Tensor, cameras: Cameras) -> torch.Tensor:
         """(B, H, W, K, 3) the key light's Blinn-Phong highlight on each fragment (a glossy
-        object's bright spot), of learned strength and sharpness."""
+        object's bright spot), of learned strength and sharpness; only where the surface faces
+        the light (``lambert`` > 0)."""
         point = (frags.bary_coords.clamp(0, 1)[..., None] * packed.corners[face]).sum(-2)
         view = cameras.position.to(point)[:, None, None, None, :] - point
         half = self.direction() + view / view.norm(dim=-1, keepdim=True).clamp_min(1e-6)
         half = half / half.norm(dim=-1, keepdim=True).clamp_min(1e-6)
-        facing = (normal * self.direction()).sum(-1) > 0
-        spec = (normal * half).sum(-1).clamp(1e-6, 1) ** self.log_shininess.exp() * facing
+        spec = (normal * half).sum(-1).clamp(1e-6, 1) ** self.log_shininess.exp() * (lambert > 0)
         return self.log_key.exp() * (self.log_specular.exp() * spec)[..., None]
 
     def shadow(self, packed: PackedScene, cameras: Cameras, blur_sigma_px: float) -> torch.Tensor:
@@ -157,7 +157,7 @@ class LearnedLook(nn.Module):
         lit = torch.where(is_table, 1 - self.shadow(packed, cameras, blur_sigma_px)[..., None], 1.0)
         light = self.log_ambient.exp() + self.log_key.exp() * (lambert * lit)[..., None]
         albedo = torch.where(is_table[..., None], torch.sigmoid(self.table_logit), packed.albedo[face])
-        color = albedo * light + self.highlight(frags, packed, face, normal, cameras) * (~is_table)[..., None]
+        color = albedo * light + self.highlight(frags, packed, face, normal, lambert, cameras) * (~is_table)[..., None]
         # a face's soft rim must not tint its own object's other faces (a cylinder's dark side
         # seeping over its lit cap): where the pixel lies inside a face of some object, that
         # object's every fragment takes the colour of the nearest face the pixel is inside

@@ -41,10 +41,10 @@ from dataclasses import dataclass, replace
 
 import torch
 from torch.nn import functional as F
-from torch.distributions import Bernoulli, Categorical, Normal
+from torch.distributions import Bernoulli, Normal
 
 from inference.distributions import Latents
-from inference.elbo import NVIL, Baseline
+from inference.elbo import NVIL, Baseline, draw_object
 from inference.infer import pad_slots, to_scene
 from inference.network import AIR
 from renderer.prior import object_log_density
@@ -98,31 +98,22 @@ def sample_q(model: AIR, images: torch.Tensor, world: World, anneal: float, star
         state, out = model.step(t, state, ctx)
         q_pres = Bernoulli(logits=out.pres_logit)
         pres = torch.ones_like(alive) if force_present else q_pres.sample() * alive
-        q_shape, q_color = Categorical(logits=out.shape_logits), Categorical(logits=out.color_logits)
-        shape, color = q_shape.sample(), q_color.sample()
-        q_xy = Normal(out.where_mean, out.where_log_std.exp())
-        xy = q_xy.rsample()
-        k = model.yaw.order[shape]
-        has_yaw = (k > 0).float()
-        q_phi = Normal(model.yaw.pick(out.yaw_mu, shape), (-0.5 * model.yaw.pick(out.yaw_log_kappa, shape)).exp())
-        phi = q_phi.rsample()
-        yaw = phi / k.clamp_min(1).float() * has_yaw
-
+        d = draw_object(model, out)
         if not force_present:
             lq_d = lq_d + alive * q_pres.log_prob(pres)
-        lq_d = lq_d + pres * q_shape.log_prob(shape)
-        lq_c = lq_c + pres * (q_xy.log_prob(xy).sum(-1) + has_yaw * q_phi.log_prob(phi))
+        lq_d = lq_d + pres * d.q_shape.log_prob(d.shape)
+        lq_c = lq_c + pres * d.log_q_pose
         if relax_color:
-            probs = q_color.probs
+            probs = d.q_color.probs
             albedos.append(probs @ palette)
-            lq_c = lq_c + pres * (probs * q_color.logits).sum(-1)  # E_q[log q(colour)]
+            lq_c = lq_c + pres * (probs * d.q_color.logits).sum(-1)  # E_q[log q(colour)]
         else:
-            lq_d = lq_d + pres * q_color.log_prob(color)
+            lq_d = lq_d + pres * d.q_color.log_prob(d.color)
         rho = pres_prior(n, t, anneal, start, end)
         if not force_present:
             lp = lp + alive * (pres * math.log(rho) + (1 - pres) * math.log1p(-rho))
-        lp = lp + pres * object_log_density(xy, has_yaw, world)
-        lat = Latents(pres[:, None], shape[:, None], color[:, None], xy[:, None], yaw[:, None])
+        lp = lp + pres * object_log_density(d.xy, d.has_yaw, world)
+        lat = Latents(pres[:, None], d.shape[:, None], d.color[:, None], d.xy[:, None], d.yaw[:, None])
         steps.append(lat)
         state = state._replace(prev=model.embed(lat, 0))
         alive = alive * pres
