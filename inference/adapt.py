@@ -32,7 +32,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 from torch.nn import functional as F
@@ -42,6 +41,7 @@ from inference.amortised import amortised_loss
 from inference.checkpoint import load_weights, save_weights
 from inference.elbo import NVIL, Baseline, elbo_terms
 from inference.network import AIR
+from inference.preprocess import image_tensor
 from inference.views import ViewInput, stack_inputs, warp_to_view
 from renderer.appearance import LookPrior, sample_looks
 from renderer.learned import LearnedLook
@@ -140,7 +140,7 @@ def load_views(files: list[Path], world: World,
     views = []
     for path in files:
         with Image.open(path) as im:
-            pixels = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1).float() / 255
+            pixels = image_tensor(im)  # modes converted as /infer converts them
         h, w = pixels.shape[-2:]
         cam = camera_for(path, h, w) if camera_for is not None else spec_cameras(world.camera, 1, h, w)
         views.append(warp_to_view(pixels, cam, world))
