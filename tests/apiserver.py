@@ -162,9 +162,22 @@ def run_page(driver, url: str, image: Path, timeout: float = 30.0) -> dict:
 
     driver.get(url + "/")
     driver.find_element(By.ID, "file").send_keys(str(image))
-    WebDriverWait(driver, timeout).until(
-        lambda d: d.find_element(By.ID, "status").text.endswith("done") or "error" in
-        (d.find_element(By.ID, "status").get_attribute("class") or ""))
+    return wait_settled(driver, image.name, timeout)
+
+
+def wait_settled(driver, file: str = "", timeout: float = 30.0) -> dict:
+    """Waits until the page's status reports `file` done (any file when empty) or an error, and
+    returns what it shows. Name the file after an earlier answer on the same page: its
+    "...: done" stays until the new request starts."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def settled(d) -> bool:
+        status = d.find_element(By.ID, "status")
+        return (status.text.startswith(file) and status.text.endswith("done")) or \
+            "error" in (status.get_attribute("class") or "")
+
+    WebDriverWait(driver, timeout).until(settled)
     return shown(driver)
 
 

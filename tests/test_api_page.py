@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from apiserver import LiveServer, chromium, make_dev_weights, run_page, settings_for, shown
+from apiserver import LiveServer, chromium, make_dev_weights, run_page, settings_for, wait_settled
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -47,8 +47,7 @@ def test_page_runs_a_bundled_sample(server, browser):
     browser.get(server.url + "/")
     WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#samples button"))
     browser.find_elements(By.CSS_SELECTOR, "#samples button")[1].click()
-    WebDriverWait(browser, 30).until(lambda d: d.find_element(By.ID, "status").text.endswith("done"))
-    page = shown(browser)
+    page = wait_settled(browser, "sample-1.png")
     assert page["status"] == "sample-1.png: done" and page["count"] != ""
 
 
@@ -168,16 +167,9 @@ def _open_page(browser, url: str) -> None:
     browser.execute_script(RECORD_FETCHES)
 
 
-def _finished(browser, timeout: float = 30.0) -> dict:
-    WebDriverWait(browser, timeout).until(
-        lambda d: d.find_element(By.ID, "status").text.endswith("done") or "error" in
-        (d.find_element(By.ID, "status").get_attribute("class") or ""))
-    return shown(browser)
-
-
 def _pick(browser, file: str) -> dict:
     browser.find_element(By.CSS_SELECTOR, f'#samples button[data-file="{file}"]').click()
-    return _finished(browser)
+    return wait_settled(browser, file)
 
 
 def _camera_samples() -> list[dict]:
@@ -247,7 +239,7 @@ def test_page_refuses_a_camera_that_is_not_json_without_a_request(view_server, b
     _open_page(browser, view_server.url)
     _type_camera(browser, '{"position": {"x": 0.5, "y": 0, "z": 0.8}, "orientation": ')
     browser.find_element(By.ID, "file").send_keys(str(_scene_png(view_server, tmp_path)))
-    page = _finished(browser)
+    page = wait_settled(browser)
     assert "camera: not valid JSON" in page["status"] and "nothing was sent" in page["status"]
     assert browser.find_element(By.ID, "camera").get_attribute("aria-invalid") == "true"
     assert page["count"] == "" and page["json"] == ""
@@ -266,7 +258,7 @@ def test_page_shows_the_servers_message_for_a_camera_outside_the_envelope(view_s
     _open_page(browser, view_server.url)
     _type_camera(browser, json.dumps(camera))
     browser.find_element(By.ID, "file").send_keys(str(_scene_png(view_server, tmp_path)))
-    page = _finished(browser)
+    page = wait_settled(browser)
     assert "The camera was refused" in page["status"] and "422" in page["status"], page["status"]
     assert "body.camera" in page["status"] and "elevation_deg 20" in page["status"] and "30..85" in page["status"]
     assert browser.find_element(By.ID, "camera").get_attribute("aria-invalid") == "true"
