@@ -30,6 +30,10 @@ class ResearchConfig(TrainConfig):
     elbo_image_blur_iters: int = setting(1000, "ELBO: ... annealed linearly to none over these steps")
     elbo_relax_color_iters: int = setting(0, "ELBO: first steps render the q-mean colour instead of drawing one")
     elbo_samples: int = setting(1, "ELBO: samples of q per image")
+    elbo_enumerate: bool = setting(False, "ELBO: sum the count out exactly and take local expectations for shape "
+                                          "and colour (training.elbo.enumerated_elbo) instead of NVIL")
+    pres_warmup_first: bool = setting(False, "ELBO with elbo_enumerate: the warm-up forces only the first step "
+                                             "present (n >= 1); later steps' presence is trained from the start")
     # --- the anchored network (experiments/anchored.py) ---
     anchor_where: bool = setting(False, "AIR: position = the table point under the attention centroid + an offset "
                                         "of at most 5 cm (experiments.anchored)")

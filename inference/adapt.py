@@ -184,7 +184,7 @@ def _step(model: AIR, look: LearnedLook, baseline: Baseline, nvil: NVIL, v: View
         sv, scenes = sleep_batch(v, world, look, g)
         sleep, _ = amortised_loss(model, sv.pixels, scenes, world, view=sv)
         loss = loss + cfg.sleep_weight * sleep
-        stats["sleep"] = float(sleep)
+        stats["sleep"] = float(sleep.detach())
     return loss, stats, [int(c) for c in sample.objects.pres.sum(1).tolist()]
 
 

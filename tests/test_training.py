@@ -20,7 +20,8 @@ from renderer.render import render
 from renderer.scene import SceneBatch
 from renderer.world import World
 from training.dair_canvas import CanvasStore, jittered, write_canvases
-from training.elbo import ELBO, gaussian_blur, log_likelihood, pres_prior, sample_q
+from training.elbo import (ELBO, Steps, count_log_probs, enumerated_elbo, gaussian_blur, log_likelihood, pres_prior,
+                           sample_q)
 from inference.amortised import amortised_loss
 from training.objectives import dair_residuals, nearest_first
 from training.train import ConfigError, get_lr, parse_config, scene_pool
@@ -274,3 +275,67 @@ def test_canvases_resume_with_the_same_jitter_and_refuse_other_settings_or_data(
         CanvasStore.open(tmp_path / "a", SceneDataset.open(tmp_path / "e"))
     with pytest.raises(ValueError, match="applies to objective=amortised with dair=True"):
         parse_config(["--dair_canvas=x"])
+
+
+# ---------------------------------------------------------------- the enumerated estimator
+
+
+def test_count_probabilities_follow_the_stopping_process_and_sum_to_one():
+    torch.manual_seed(0)
+    logits = torch.randn(4, 3)
+    lq, lp = count_log_probs(logits, [pres_prior(3, t, 1.0, 0.99) for t in range(3)])
+    assert lq.shape == lp.shape == (4, 4)
+    assert torch.allclose(lq.exp().sum(1), torch.ones(4), atol=1e-6)
+    on = torch.sigmoid(logits)
+    assert torch.allclose(lq[:, 0].exp(), 1 - on[:, 0], atol=1e-6)
+    assert torch.allclose(lq[:, 2].exp(), on[:, 0] * on[:, 1] * (1 - on[:, 2]), atol=1e-6)
+    assert torch.allclose(lq[:, 3].exp(), on.prod(1), atol=1e-6)
+    # the truncated-uniform count prior gives every count 1 / (N + 1)
+    assert torch.allclose(lp.exp(), torch.full((4, 4), 0.25), atol=1e-6)
+
+
+def _one_object_steps(shape: int, pres_logit: float, shape_logits: torch.Tensor) -> Steps:
+    """Hand-made q output for SMALL (N = 1): a red object at (0.05, -0.05), leaf tensors for the
+    presence and shape logits."""
+    from torch.distributions import Categorical
+
+    from inference.distributions import Latents
+
+    objects = Latents(torch.ones(1, 1), torch.tensor([[shape]]), torch.tensor([[0]]),
+                      torch.tensor([[[0.05, -0.05]]]), torch.zeros(1, 1))
+    colours = len(SMALL.colors)
+    return Steps(objects, torch.tensor([[pres_logit]], requires_grad=True), torch.zeros(1, 1), torch.zeros(1, 1),
+                 [Categorical(logits=shape_logits)], [Categorical(logits=torch.zeros(1, colours))])
+
+
+def _gradients(steps: Steps, images: torch.Tensor, warm: str = "") -> torch.Tensor:
+    def likelihood(objects, x, albedo):
+        return log_likelihood(objects, x, SMALL, 0.1, 0.5, 0.0, albedo)
+
+    torch.manual_seed(0)
+    objective, value, _ = enumerated_elbo(steps, images, SMALL, [0.5], likelihood, warm)
+    assert torch.isfinite(objective).all() and torch.isfinite(value).all()
+    objective.sum().backward()
+    return steps.pres_logit.grad
+
+
+def test_enumerated_elbo_drops_an_object_from_an_empty_table_and_keeps_a_real_one():
+    empty = _images(SceneBatch(torch.zeros(1, 1, dtype=torch.bool), torch.zeros(1, 1, dtype=torch.long),
+                               torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, 1, 3), torch.zeros(1, 1)), SMALL)
+    cube = SMALL.shape_names.index("cube")
+    one = _images(SceneBatch(torch.ones(1, 1, dtype=torch.bool), torch.tensor([[cube]]), torch.tensor([[0]]),
+                             torch.tensor([[[0.05, -0.05, SMALL.shapes[cube].resting_z]]]), torch.zeros(1, 1)), SMALL)
+    flat = torch.zeros(1, SMALL_SHAPES)
+    assert _gradients(_one_object_steps(cube, 0.0, flat), empty)[0, 0] < 0  # presence pushed down
+    assert _gradients(_one_object_steps(cube, 0.0, flat), one)[0, 0] > 0  # presence pushed up
+
+
+def test_local_expectation_moves_q_towards_the_true_shape_whatever_was_drawn():
+    cube = SMALL.shape_names.index("cube")
+    one = _images(SceneBatch(torch.ones(1, 1, dtype=torch.bool), torch.tensor([[cube]]), torch.tensor([[0]]),
+                             torch.tensor([[[0.05, -0.05, SMALL.shapes[cube].resting_z]]]), torch.zeros(1, 1)), SMALL)
+    sphere = SMALL.shape_names.index("sphere")
+    logits = torch.zeros(1, SMALL_SHAPES, requires_grad=True)
+    # the drawn shape is a sphere; n >= 1 is forced, so the object is present at c*
+    _gradients(_one_object_steps(sphere, 0.0, logits), one, warm="first")
+    assert int(logits.grad.argmax()) == cube and logits.grad[0, cube] > 0 and logits.grad[0, sphere] < 0
