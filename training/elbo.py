@@ -264,35 +264,44 @@ def enumerated_elbo(steps: Steps, images: torch.Tensor, world: World, rho: list[
         weight = lq.exp()
     counted = warm != "all"  # the count's own terms are in the objective
 
+    fields = [("shape", steps.q_shape)] + ([("color", steps.q_color)] if steps.albedo is None else [])
     with torch.no_grad():  # every count, and the local variants at c* ~ q(c), in one render
         c_star = torch.multinomial(weight.detach(), 1)[:, 0]
         at = with_count(c_star)
-        fields = [("shape", steps.q_shape)] + ([("color", steps.q_color)] if steps.albedo is None else [])
-        variants = [with_count(c) for c in range(n + 1)]
+        scenes = [with_count(c) for c in range(n + 1)]
+        pixels = [images] * (n + 1)
+        albedos = [steps.albedo] * (n + 1)
+        variants = []  # (field, step, images whose step t is present at c*, values drawn, offset)
         for name, qs in fields:
             for t, q in enumerate(qs):
-                for k in range(q.logits.shape[-1]):
-                    value = getattr(at, name).clone()
-                    value[:, t] = k
-                    variants.append(at._replace(**{name: value}))
-        m = len(variants)
-        big = Latents(*(torch.cat(x, 0) for x in zip(*variants)))
-        albedo = None if steps.albedo is None else steps.albedo.repeat(m, 1, 1)
-        ll_all = likelihood(big, images.repeat(m, 1, 1, 1), albedo).view(m, b)
-    ll = ll_all[: n + 1].T  # (B, N + 1)
+                sel = (t < c_star).nonzero()[:, 0]
+                drawn = getattr(at, name)[sel, t]
+                for j in range(1, q.logits.shape[-1]):  # every value but the drawn one
+                    value = getattr(at, name)[sel].clone()
+                    value[:, t] = (drawn + j) % q.logits.shape[-1]
+                    scenes.append(Latents(*(x[sel] for x in at))._replace(**{name: value}))
+                    pixels.append(images[sel])
+                    albedos.append(None if steps.albedo is None else steps.albedo[sel])
+                    variants.append((name, t, sel, drawn, j))
+        big = Latents(*(torch.cat(x, 0) for x in zip(*scenes)))
+        albedo = None if steps.albedo is None else torch.cat(albedos, 0)
+        ll_all = likelihood(big, torch.cat(pixels, 0), albedo).split([len(x) for x in pixels])
+    ll = torch.stack(ll_all[: n + 1], 1)  # (B, N + 1)
     per_count = ll + cum_obj + (lp - torch.where(weight > 0, lq, torch.zeros_like(lq)) if counted else 0)
     # pathwise: the poses' gradient through the rendering at c* (an unbiased draw of the sum over c)
     ll_star = likelihood(at, images, steps.albedo)
     objective = (weight * per_count).sum(1) + ll_star - ll_star.detach()
 
-    i = n + 1
-    for name, qs in fields:
-        for t, q in enumerate(qs):
-            k = q.logits.shape[-1]
-            values = ll_all[i: i + k].T  # (B, K): log p(x | z) with step t's value set to each k
-            i += k
-            present = (t < c_star).to(images.dtype)
-            objective = objective + present * (q.probs * (values - values.mean(1, keepdim=True))).sum(1)
+    ll_at = ll.gather(1, c_star[:, None])[:, 0]  # log p(x | z) at c*, the drawn values
+    tables: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
+    for (name, t, sel, drawn, j), values in zip(variants, ll_all[n + 1:]):
+        k = dict(fields)[name][t].logits.shape[-1]
+        if (name, t) not in tables:  # (|sel|, K): log p(x | z) with step t's value set to each k
+            tables[name, t] = sel, ll_at[sel][:, None].repeat(1, k)
+        tables[name, t][1][torch.arange(len(sel)), (drawn + j) % k] = values
+    for (name, t), (sel, values) in tables.items():
+        probs = dict(fields)[name][t].probs[sel]
+        objective = objective.index_add(0, sel, (probs * (values - values.mean(1, keepdim=True))).sum(1))
     diag = {"count": (weight.detach() * torch.arange(n + 1, device=images.device)).sum(1),
             "log_lik": (weight.detach() * ll).sum(1),
             "kl": -(weight * (per_count - ll)).detach().sum(1)}
