@@ -26,6 +26,9 @@ class ResearchConfig(TrainConfig):
     pres_warmup_iters: int = setting(0, "ELBO: first steps with every step forced present (presence not trained)")
     elbo_blur_px: float = setting(0.5, "ELBO: soft-renderer edge blur in the likelihood, px (wider: longer-range "
                                        "position gradients)")
+    elbo_blur_end_px: float = setting(-1.0, "ELBO: >= 0: the edge blur anneals linearly to this, px (a 1 px blur "
+                                            "makes a cone and a sphere look alike at 32x32) ...")
+    elbo_blur_anneal_iters: int = setting(1500, "ELBO: ... over these steps")
     elbo_image_blur_px: float = setting(0.0, "ELBO: Gaussian blur of image and rendering at the start, px ...")
     elbo_image_blur_iters: int = setting(1000, "ELBO: ... annealed linearly to none over these steps")
     elbo_relax_color_iters: int = setting(0, "ELBO: first steps render the q-mean colour instead of drawing one")

@@ -219,8 +219,8 @@ def _expected_log_ratio(q: Categorical) -> torch.Tensor:
     return -(q.probs * q.logits).sum(-1) - math.log(q.logits.shape[-1])
 
 
-def enumerated_elbo(steps: Steps, images: torch.Tensor, world: World, rho: list[float],
-                    likelihood, warm: str = "") -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+def enumerated_elbo(steps: Steps, images: torch.Tensor, rho: list[float], likelihood,
+                    warm: str = "", local_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """The ELBO with the count summed out exactly and local expectations for shape and colour.
 
     ``likelihood(objects, images, albedo)`` -> (B,) is log p(x | z). Returns (objective (B,) to
@@ -235,10 +235,14 @@ def enumerated_elbo(steps: Steps, images: torch.Tensor, world: World, rho: list[
       unbiased draw of the sum's pathwise part, at the cost of one backward pass as before.
     - Shape and colour (drawn, uniform priors): their KL terms in expectation under q, and the
       likelihood's dependence by local expectation (Titsias and Lazaro-Gredilla, 2015): at c*,
-      for each present step t and each value k the image is rendered with only that object's shape (colour) changed, and sum_k q_t(k) log p(x | z, k) is
-      differentiated in q_t. It leaves out how step t's value steers the later steps (through
+      for each present step t and each value k the image is rendered with only that object's
+      shape (colour) changed, and sum_k q_t(k) log p(x | z, k) is differentiated in q_t. It leaves out how step t's value steers the later steps (through
       their conditioning), a small bias the score function would remove at a large cost in
       variance. Colours rendered as q-means (``steps.albedo``) take the pathwise gradient instead.
+      The centred likelihoods are divided by ``local_scale`` (as NVIL scales its signal): a
+      wrong shape costs hundreds of nats, and unscaled, that gradient fills the clipped gradient
+      norm and starves the poses' (measured: the negative ELBO of a handful of images rose).
+      ``diag["local_spread"]`` is their root mean square, for the caller's running scale.
     - ``warm``: "all" every step forced present (n = N, presence untrained); "first": n >= 1
       (q(c) renormalised over c >= 1); "": none.
     """
@@ -249,9 +253,7 @@ def enumerated_elbo(steps: Steps, images: torch.Tensor, world: World, rho: list[
         return steps.objects._replace(pres=(order < torch.as_tensor(c, device=images.device)[..., None])
                                       .to(images.dtype).expand(b, n))
 
-    discrete = [_expected_log_ratio(q) for q in steps.q_shape]
-    if steps.albedo is None:
-        discrete = [a + _expected_log_ratio(q) for a, q in zip(discrete, steps.q_color)]
+    discrete = [_expected_log_ratio(a) + _expected_log_ratio(c) for a, c in zip(steps.q_shape, steps.q_color)]
     obj = steps.log_prior_pose - steps.log_q_pose + torch.stack(discrete, 1)
     cum_obj = F.pad(torch.cumsum(obj, 1), (1, 0))  # (B, N + 1): the first c objects' terms
     lq, lp = count_log_probs(steps.pres_logit, rho)
@@ -275,6 +277,8 @@ def enumerated_elbo(steps: Steps, images: torch.Tensor, world: World, rho: list[
         for name, qs in fields:
             for t, q in enumerate(qs):
                 sel = (t < c_star).nonzero()[:, 0]
+                if not len(sel):
+                    continue
                 drawn = getattr(at, name)[sel, t]
                 for j in range(1, q.logits.shape[-1]):  # every value but the drawn one
                     value = getattr(at, name)[sel].clone()
@@ -299,10 +303,13 @@ def enumerated_elbo(steps: Steps, images: torch.Tensor, world: World, rho: list[
         if (name, t) not in tables:  # (|sel|, K): log p(x | z) with step t's value set to each k
             tables[name, t] = sel, ll_at[sel][:, None].repeat(1, k)
         tables[name, t][1][torch.arange(len(sel)), (drawn + j) % k] = values
+    squares, entries = images.new_zeros(()), 0
     for (name, t), (sel, values) in tables.items():
         probs = dict(fields)[name][t].probs[sel]
-        objective = objective.index_add(0, sel, (probs * (values - values.mean(1, keepdim=True))).sum(1))
-    diag = {"count": (weight.detach() * torch.arange(n + 1, device=images.device)).sum(1),
+        centred = values - values.mean(1, keepdim=True)
+        squares, entries = squares + (centred ** 2).sum(), entries + centred.numel()
+        objective = objective.index_add(0, sel, (probs * centred).sum(1) / local_scale)
+    diag = {"local_spread": (squares / max(1, entries)).sqrt(),"count": (weight.detach() * torch.arange(n + 1, device=images.device)).sum(1),
             "log_lik": (weight.detach() * ll).sum(1),
             "kl": -(weight * (per_count - ll)).detach().sum(1)}
     return objective, (weight * per_count).detach().sum(1), diag
@@ -317,6 +324,7 @@ class ELBO(Objective):
         self.cfg = cfg
         self.baseline = Baseline()
         self.nvil = NVIL()
+        self.local_var = 1.0  # running mean square of the enumerated estimator's local signal
 
     def param_groups(self) -> list[dict]:
         """The model's group, and the baseline's (``bl_``) at its own, larger learning rate."""
@@ -326,11 +334,23 @@ class ELBO(Objective):
                  "lr_scale": cfg.baseline_lr / cfg.lr, "name": "bl_"}]
 
     def state(self) -> dict:
-        return {"baseline": self.baseline.state_dict()}
+        return {"baseline": self.baseline.state_dict(), "nvil": self.nvil.state(), "local_var": self.local_var}
 
     def load_state(self, state: dict) -> None:
         if "baseline" in state:
             self.baseline.load_state_dict(state["baseline"])
+        if "nvil" in state:
+            self.nvil.load_state(state["nvil"])
+        self.local_var = float(state.get("local_var", self.local_var))
+
+    def edge_blur(self, it: int) -> float:
+        """The soft renderer's edge blur at step ``it``, px: ``elbo_blur_px``, annealed linearly to
+        ``elbo_blur_end_px`` (when that is >= 0) over ``elbo_blur_anneal_iters``."""
+        cfg = self.cfg
+        if cfg.elbo_blur_end_px < 0:
+            return cfg.elbo_blur_px
+        done = min(1.0, it / max(1, cfg.elbo_blur_anneal_iters))
+        return cfg.elbo_blur_px + done * (cfg.elbo_blur_end_px - cfg.elbo_blur_px)
 
     def loss(self, images: torch.Tensor, scene, index, it: int) -> tuple[torch.Tensor, dict[str, float]]:
         """The surrogate loss of one step on unlabelled ``images`` (``scene`` is not read)."""
@@ -344,7 +364,7 @@ class ELBO(Objective):
         sample = sample_q(self.model, images, self.world, anneal, cfg.pres_prior_start, force_present=warm,
                           relax_color=it < cfg.elbo_relax_color_iters, end=cfg.pres_prior_end)
         image_blur = cfg.elbo_image_blur_px * max(0.0, 1 - it / max(1, cfg.elbo_image_blur_iters))
-        log_lik = log_likelihood(sample.objects, images, self.world, cfg.likelihood_scale, cfg.elbo_blur_px,
+        log_lik = log_likelihood(sample.objects, images, self.world, cfg.likelihood_scale, self.edge_blur(it),
                                  image_blur, sample.albedo)
         elbo = log_lik + sample.log_prior - sample.log_q_discrete - sample.log_q_continuous
         detached = elbo.detach()
@@ -371,13 +391,16 @@ class ELBO(Objective):
         cfg, n = self.cfg, self.model.config.max_steps
         steps = sample_steps(self.model, images, self.world, relax_color=it < cfg.elbo_relax_color_iters)
         image_blur = cfg.elbo_image_blur_px * max(0.0, 1 - it / max(1, cfg.elbo_image_blur_iters))
+        edge_blur = self.edge_blur(it)
 
         def likelihood(objects: Latents, x: torch.Tensor, albedo: torch.Tensor | None) -> torch.Tensor:
-            return log_likelihood(objects, x, self.world, cfg.likelihood_scale, cfg.elbo_blur_px, image_blur, albedo)
+            return log_likelihood(objects, x, self.world, cfg.likelihood_scale, edge_blur, image_blur, albedo)
 
         rho = [pres_prior(n, t, anneal, cfg.pres_prior_start, cfg.pres_prior_end) for t in range(n)]
         mode = ("first" if cfg.pres_warmup_first else "all") if warm else ""
-        objective, elbo, diag = enumerated_elbo(steps, images, self.world, rho, likelihood, mode)
+        objective, elbo, diag = enumerated_elbo(steps, images, rho, likelihood, mode,
+                                                local_scale=max(1.0, math.sqrt(self.local_var)))
+        self.local_var = 0.9 * self.local_var + 0.1 * float(diag["local_spread"]) ** 2
         stats = {"loss": float(-elbo.mean()) / images[0].numel(), "elbo": float(elbo.mean()),
                  **{k: float(v.mean()) for k, v in diag.items()}}
         return -objective.mean(), stats
