@@ -35,6 +35,8 @@ class ResearchConfig(TrainConfig):
     elbo_samples: int = setting(1, "ELBO: samples of q per image")
     elbo_enumerate: bool = setting(False, "ELBO: sum the count out exactly and take local expectations for shape "
                                           "and colour (training.elbo.enumerated_elbo) instead of NVIL")
+    elbo_draw_at_least_one: bool = setting(False, "ELBO with elbo_enumerate: the pathwise and local gradients are taken "
+                                                   "at a count drawn from q(c | c >= 1) (against z_pres collapse)")
     pres_warmup_first: bool = setting(False, "ELBO with elbo_enumerate: the warm-up forces only the first step "
                                              "present (n >= 1); later steps' presence is trained from the start")
     # --- the anchored network (experiments/anchored.py) ---

@@ -308,12 +308,12 @@ def _one_object_steps(shape: int, pres_logit: float, shape_logits: torch.Tensor)
                  [Categorical(logits=shape_logits)], [Categorical(logits=torch.zeros(1, colours))])
 
 
-def _gradients(steps: Steps, images: torch.Tensor, warm: str = "") -> torch.Tensor:
+def _gradients(steps: Steps, images: torch.Tensor, warm: str = "", at_least_one: bool = False) -> torch.Tensor:
     def likelihood(objects, x, albedo):
         return log_likelihood(objects, x, SMALL, 0.1, 0.5, 0.0, albedo)
 
     torch.manual_seed(0)
-    objective, value, _ = enumerated_elbo(steps, images, [0.5], likelihood, warm)
+    objective, value, _ = enumerated_elbo(steps, images, [0.5], likelihood, warm, draw_at_least_one=at_least_one)
     assert torch.isfinite(objective).all() and torch.isfinite(value).all()
     objective.sum().backward()
     return steps.pres_logit.grad
@@ -339,6 +339,11 @@ def test_local_expectation_moves_q_towards_the_true_shape_whatever_was_drawn():
     # the drawn shape is a sphere; n >= 1 is forced, so the object is present at c*
     _gradients(_one_object_steps(sphere, 0.0, logits), one, warm="first")
     assert int(logits.grad.argmax()) == cube and logits.grad[0, cube] > 0 and logits.grad[0, sphere] < 0
+    # q all but sure the table is empty: the likelihood's shape signal is gone, unless c* >= 1
+    for at_least_one, teaches in ((False, False), (True, True)):
+        logits = torch.zeros(1, SMALL_SHAPES, requires_grad=True)
+        _gradients(_one_object_steps(sphere, -30.0, logits), one, at_least_one=at_least_one)
+        assert (int(logits.grad.argmax()) == cube and logits.grad[0, cube] > 1e-3) == teaches
 
 
 def test_edge_blur_anneals_only_when_an_end_is_set():

@@ -220,7 +220,7 @@ def _expected_log_ratio(q: Categorical) -> torch.Tensor:
 
 
 def enumerated_elbo(steps: Steps, images: torch.Tensor, rho: list[float], likelihood,
-                    warm: str = "", local_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+                    warm: str = "", local_scale: float = 1.0, draw_at_least_one: bool = False) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """The ELBO with the count summed out exactly and local expectations for shape and colour.
 
     ``likelihood(objects, images, albedo)`` -> (B,) is log p(x | z). Returns (objective (B,) to
@@ -245,6 +245,11 @@ def enumerated_elbo(steps: Steps, images: torch.Tensor, rho: list[float], likeli
       ``diag["local_spread"]`` is their root mean square, for the caller's running scale.
     - ``warm``: "all" every step forced present (n = N, presence untrained); "first": n >= 1
       (q(c) renormalised over c >= 1); "": none.
+    - ``draw_at_least_one``: c* is drawn from q(c | c >= 1), so the first step's pose, shape and
+      colour keep their gradients when q says the table is empty. The count's sum stays exact;
+      the pose and what gradients are then those of "if the first object were there", a
+      departure from the ELBO's gradient that keeps q from the z_pres collapse (a proposal a few
+      centimetres off costs more than an empty table once the edges are sharp: model card).
     """
     b, n = steps.pres_logit.shape
     order = torch.arange(n, device=images.device)
@@ -268,7 +273,10 @@ def enumerated_elbo(steps: Steps, images: torch.Tensor, rho: list[float], likeli
 
     fields = [("shape", steps.q_shape)] + ([("color", steps.q_color)] if steps.albedo is None else [])
     with torch.no_grad():  # every count, and the local variants at c* ~ q(c), in one render
-        c_star = torch.multinomial(weight.detach(), 1)[:, 0]
+        drawn_from = weight.detach()
+        if draw_at_least_one:
+            drawn_from = torch.cat([torch.zeros_like(drawn_from[:, :1]), drawn_from[:, 1:] + 1e-12], 1)
+        c_star = torch.multinomial(drawn_from, 1)[:, 0]
         at = with_count(c_star)
         scenes = [with_count(c) for c in range(n + 1)]
         pixels = [images] * (n + 1)
@@ -399,7 +407,8 @@ class ELBO(Objective):
         rho = [pres_prior(n, t, anneal, cfg.pres_prior_start, cfg.pres_prior_end) for t in range(n)]
         mode = ("first" if cfg.pres_warmup_first else "all") if warm else ""
         objective, elbo, diag = enumerated_elbo(steps, images, rho, likelihood, mode,
-                                                local_scale=max(1.0, math.sqrt(self.local_var)))
+                                                local_scale=max(1.0, math.sqrt(self.local_var)),
+                                                draw_at_least_one=cfg.elbo_draw_at_least_one)
         self.local_var = 0.9 * self.local_var + 0.1 * float(diag["local_spread"]) ** 2
         stats = {"loss": float(-elbo.mean()) / images[0].numel(), "elbo": float(elbo.mean()),
                  **{k: float(v.mean()) for k, v in diag.items()}}

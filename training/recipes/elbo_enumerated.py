@@ -13,3 +13,6 @@ export = "weights/reduced/elbo-enumerated.safetensors"  # best.pt; bench.elbo_se
 pres_warmup_first = True
 elbo_blur_end_px = 0.25
 elbo_blur_anneal_iters = 1500
+# the run with the sharp edges above collapsed to "empty" at iteration 1000 (a proposal 4 cm off
+# cost more than an empty table): the first step's pose keeps learning at c* >= 1
+elbo_draw_at_least_one = True
