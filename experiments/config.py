@@ -37,6 +37,8 @@ class ResearchConfig(TrainConfig):
                                           "and colour (training.elbo.enumerated_elbo) instead of NVIL")
     elbo_draw_at_least_one: bool = setting(False, "ELBO with elbo_enumerate: the pathwise and local gradients are taken "
                                                    "at a count drawn from q(c | c >= 1) (against z_pres collapse)")
+    elbo_explore: float = setting(0.0, "ELBO with elbo_draw_at_least_one: share of the draws of c* made uniformly over "
+                                       "1..N, so that every step keeps learning")
     pres_warmup_first: bool = setting(False, "ELBO with elbo_enumerate: the warm-up forces only the first step "
                                              "present (n >= 1); later steps' presence is trained from the start")
     # --- the anchored network (experiments/anchored.py) ---

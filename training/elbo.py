@@ -220,7 +220,8 @@ def _expected_log_ratio(q: Categorical) -> torch.Tensor:
 
 
 def enumerated_elbo(steps: Steps, images: torch.Tensor, rho: list[float], likelihood,
-                    warm: str = "", local_scale: float = 1.0, draw_at_least_one: bool = False) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+                    warm: str = "", local_scale: float = 1.0, draw_at_least_one: bool = False,
+                    explore: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """The ELBO with the count summed out exactly and local expectations for shape and colour.
 
     ``likelihood(objects, images, albedo)`` -> (B,) is log p(x | z). Returns (objective (B,) to
@@ -250,6 +251,9 @@ def enumerated_elbo(steps: Steps, images: torch.Tensor, rho: list[float], likeli
       the pose and what gradients are then those of "if the first object were there", a
       departure from the ELBO's gradient that keeps q from the z_pres collapse (a proposal a few
       centimetres off costs more than an empty table once the edges are sharp: model card).
+      ``explore`` > 0: c* is drawn from (1 - explore) q(c | c >= 1) + explore Uniform{1..N}, so
+      the later steps learn too when q has switched them off (with c* from q alone, the second
+      step of two-object scenes stopped learning and the count never reached two).
     """
     b, n = steps.pres_logit.shape
     order = torch.arange(n, device=images.device)
@@ -276,6 +280,9 @@ def enumerated_elbo(steps: Steps, images: torch.Tensor, rho: list[float], likeli
         drawn_from = weight.detach()
         if draw_at_least_one:
             drawn_from = torch.cat([torch.zeros_like(drawn_from[:, :1]), drawn_from[:, 1:] + 1e-12], 1)
+            drawn_from = drawn_from / drawn_from.sum(1, keepdim=True)
+            uniform = torch.cat([torch.zeros_like(drawn_from[:, :1]), torch.full_like(drawn_from[:, 1:], 1 / n)], 1)
+            drawn_from = (1 - explore) * drawn_from + explore * uniform
         c_star = torch.multinomial(drawn_from, 1)[:, 0]
         at = with_count(c_star)
         scenes = [with_count(c) for c in range(n + 1)]
@@ -408,7 +415,7 @@ class ELBO(Objective):
         mode = ("first" if cfg.pres_warmup_first else "all") if warm else ""
         objective, elbo, diag = enumerated_elbo(steps, images, rho, likelihood, mode,
                                                 local_scale=max(1.0, math.sqrt(self.local_var)),
-                                                draw_at_least_one=cfg.elbo_draw_at_least_one)
+                                                draw_at_least_one=cfg.elbo_draw_at_least_one, explore=cfg.elbo_explore)
         self.local_var = 0.9 * self.local_var + 0.1 * float(diag["local_spread"]) ** 2
         stats = {"loss": float(-elbo.mean()) / images[0].numel(), "elbo": float(elbo.mean()),
                  **{k: float(v.mean()) for k, v in diag.items()}}

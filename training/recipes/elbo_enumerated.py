@@ -16,3 +16,11 @@ elbo_blur_anneal_iters = 1500
 # the run with the sharp edges above collapsed to "empty" at iteration 1000 (a proposal 4 cm off
 # cost more than an empty table): the first step's pose keeps learning at c* >= 1
 elbo_draw_at_least_one = True
+# ... and it still collapsed at iteration 825-900, within 50 steps of the colours turning from
+# relaxed (q-mean) to drawn: a drawn wrong colour makes an object cost more than an empty
+# table. Colours stay relaxed for the whole run (a relaxation that vanishes as q(colour)
+# becomes sure; the model card says so), the local expectations are for shape alone.
+elbo_relax_color_iters = 3000
+# with c* from q(c | c >= 1) the count never reached two (the second step stopped learning once
+# q switched it off): a quarter of the draws explore every count
+elbo_explore = 0.25
