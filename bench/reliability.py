@@ -7,7 +7,9 @@ storm: ``--storm`` parallel ``refine=50`` requests (each one image) and ``--plai
     looping on plain ``/infer`` while they last, a ``/healthz`` probe every 50 ms. Reports the
     refinement answers by status (200 or 503 with Retry-After), client timeouts (60 s), plain
     ``/infer`` p50/p99, the slowest ``/healthz``, how long after the storm plain requests are back
-    to their pre-storm p50 (within 2x), and the server's peak resident memory.
+    to their pre-storm p50 (within 2x), and the server's peak resident memory. Beside them, the
+    baseline: the same plain clients for 5 s with no storm (p50/p99): on a 2-core machine that
+    also runs this client, 16 clients alone already queue (model card).
 stall: 8 keep-alive clients loop on plain ``/infer``; the server is stopped (SIGSTOP) for
     ``--stall`` seconds and continued; reports requests that failed (none may be dropped).
 
@@ -31,6 +33,7 @@ from bench.fuzz import ROOT, start_server
 
 SAMPLE = (ROOT / "app" / "static" / "samples" / "sample-0.png").read_bytes()
 PNG = {"content-type": "image/png"}
+CALM_S = 5.0  # seconds of the plain clients alone, before the storm: the baseline
 
 
 def rss_mb(pid: int) -> float:
@@ -97,6 +100,18 @@ async def storm(url: str, n: int, clients: int) -> dict:
                 health_ms.append((time.perf_counter() - t0) * 1000)
                 await asyncio.sleep(0.05)
 
+        # the baseline: the same plain clients for a few seconds with no storm
+        calm_ms: list[float] = []
+
+        async def calm_loop(until: float) -> None:
+            for _ in range(10_000):
+                if time.perf_counter() > until:
+                    return
+                calm_ms.append(await plain(c))
+
+        until = time.perf_counter() + CALM_S
+        await asyncio.gather(*(calm_loop(until) for _ in range(clients)))
+
         background = [asyncio.create_task(plain_loop()) for _ in range(clients)] + [asyncio.create_task(health())]
         t0 = time.perf_counter()
         await asyncio.gather(*(refine() for _ in range(n)))
@@ -109,7 +124,9 @@ async def storm(url: str, n: int, clients: int) -> dict:
                 recovered = time.perf_counter() - t1
                 break
     return {"refine answers": statuses, "storm s": round(storm_s, 1),
-            "plain before p50 ms": round(pct(before, 0.5), 1), "plain during p50 ms": round(pct(plain_ms, 0.5), 1),
+            "plain before p50 ms": round(pct(before, 0.5), 1),
+            f"plain, {clients} clients, no storm: p50 / p99 ms": (round(pct(calm_ms, 0.5), 1), round(pct(calm_ms, 0.99), 1)),
+            "plain during p50 ms": round(pct(plain_ms, 0.5), 1),
             "plain during p99 ms": round(pct(plain_ms, 0.99), 1), "plain requests during": len(plain_ms),
             "healthz max ms": round(max(health_ms, default=float("nan")), 1),
             "back to normal s": None if recovered is None else round(recovered, 2)}
