@@ -24,3 +24,6 @@ elbo_relax_color_iters = 3000
 # with c* from q(c | c >= 1) the count never reached two (the second step stopped learning once
 # q switched it off): a quarter of the draws explore every count
 elbo_explore = 0.25
+# ... and the second step still proposed on the first step's object (2.5 cm from it, 31 cm from
+# the other): each step reads the image minus a rendering of the objects so far (DAIR)
+dair = True
