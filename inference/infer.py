@@ -12,7 +12,7 @@ from typing import NamedTuple
 import torch
 
 from inference.distributions import Latents
-from inference.network import AIR
+from inference.network import AIR, Context
 from inference.views import ViewInput, to_table
 from renderer.render import render
 from renderer.scene import SceneBatch
@@ -79,8 +79,7 @@ def infer(model: AIR, images: torch.Tensor, world: World | None = None, view: Vi
         ctx = model.context(features, images, camera=view.features)
     elif model.config.dair:
         features = model.encode(images)
-        residual = images - table_image(world, b, images)
-        ctx = model.context(features, residual, model.residual_encoder(residual))
+        ctx = dair_context(model, features, images, world)
     else:
         features = model.encode(images)
         ctx = model.context(features, images)
@@ -103,9 +102,7 @@ def infer(model: AIR, images: torch.Tensor, world: World | None = None, view: Vi
         alive = alive & (lat.pres[:, 0] > 0.5)
         state = state._replace(prev=model.embed(lat, 0))
         if model.config.dair and t + 1 < t_max:
-            so_far = Latents(*(torch.cat(x, 1) for x in zip(*found)))
-            recon = render(to_scene(pad_slots(so_far, t_max), world), world).permute(0, 3, 1, 2)
-            ctx = model.context(features, images - recon, model.residual_encoder(images - recon))
+            ctx = dair_context(model, features, images, world, found)
     objects = pad_slots(Latents(*(torch.cat(x, 1) for x in zip(*found))), t_max)
     if model.config.view_inputs:  # view coordinates -> the table
         position, yaw = to_table(objects.position, objects.yaw, objects.shape, view.view, world)
@@ -132,6 +129,21 @@ def pad_slots(lat: Latents, t_max: int) -> Latents:
         torch.nn.functional.pad(lat.position, (0, 0, 0, extra)),
         torch.nn.functional.pad(lat.yaw, (0, extra)),
     )
+
+
+def dair_context(model: AIR, features: torch.Tensor, images: torch.Tensor, world: World,
+                 found: list[Latents] | None = None) -> Context:
+    """A DAIR network's context for its next step: the image features beside those of the
+    residual, the image minus a hard rendering of the steps' latents ``found`` so far (each
+    (B, 1)); before any step, minus the empty table. No gradients flow through the rendering."""
+    with torch.no_grad():
+        if found:
+            so_far = pad_slots(Latents(*(torch.cat(x, 1) for x in zip(*found))), model.config.max_steps)
+            background = render(to_scene(so_far, world), world).permute(0, 3, 1, 2)
+        else:
+            background = table_image(world, images.shape[0], images)
+    residual = images - background
+    return model.context(features, residual, model.residual_encoder(residual))
 
 
 def table_image(world: World | None, b: int, like: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ These are the definitions of PyTorch3D's own reference implementation
 (``rasterize_meshes_python``), so the gradients are those of the same functions; the forward pass
 is PyTorch3D's own C++ call, unchanged (renders are bit for bit the same). ``install()`` puts the
 class in place of PyTorch3D's autograd function for CPU tensors; CUDA tensors keep PyTorch3D's
-own (its CUDA backward is fast). ``tests/test_renderer.py`` checks the gradients against
+own (its CUDA backward is fast). ``tests/test_fastraster.py`` checks the gradients against
 PyTorch3D's on the project's scenes.
 """
 

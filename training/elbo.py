@@ -45,7 +45,7 @@ from torch.distributions import Bernoulli, Categorical, Normal
 
 from inference.distributions import Latents
 from inference.elbo import NVIL, Baseline, draw_object
-from inference.infer import pad_slots, table_image, to_scene
+from inference.infer import dair_context, pad_slots, to_scene
 from inference.network import AIR
 from renderer.prior import object_log_density
 from renderer.render import palette_rgb, render
@@ -76,31 +76,25 @@ def pres_prior(n: int, t: int, anneal: float, start: float, end: float = 0.0) ->
 
 
 def _walk(model: AIR, images: torch.Tensor, presence, world: World | None = None):
-    """Run q's steps on ``images``, yielding (t, step output, presence, object draw) per step;
+    """Run q's steps on ``images``, yielding (t, step output, object draw, its latents) per step;
     ``presence(t, out)`` (B,) decides each step's z_pres before its object is drawn. The next
     step is conditioned on what the caller gets: this step's latents with that presence. A DAIR
     network (``world`` needed) also reads the image minus a rendering of the objects so far."""
     n = model.config.max_steps
     features = model.encode(images)
-    if model.config.dair:
-        residual = images - table_image(world, images.shape[0], images)
-        ctx = model.context(features, residual, model.residual_encoder(residual))
-    else:
-        ctx = model.context(features, images)
+    ctx = dair_context(model, features, images, world) if model.config.dair else model.context(features, images)
     state = model.initial_state(ctx)
     found: list[Latents] = []
     for t in range(n):
         state, out = model.step(t, state, ctx)
         pres = presence(t, out)
         d = draw_object(model, out)
-        yield t, out, pres, d
         lat = Latents(pres[:, None], d.shape[:, None], d.color[:, None], d.xy[:, None], d.yaw[:, None])
+        yield t, out, d, lat
         state = state._replace(prev=model.embed(lat, 0))
         found.append(lat)
         if model.config.dair and t + 1 < n:
-            with torch.no_grad():
-                recon = render(to_scene(_stack(found, n), world), world).permute(0, 3, 1, 2)
-            ctx = model.context(features, images - recon, model.residual_encoder(images - recon))
+            ctx = dair_context(model, features, images, world, found)
 
 
 def _stack(steps: list[Latents], n: int) -> Latents:
@@ -128,7 +122,8 @@ def sample_q(model: AIR, images: torch.Tensor, world: World, anneal: float, star
     def presence(t: int, out) -> torch.Tensor:
         return torch.ones_like(alive) if force_present else Bernoulli(logits=out.pres_logit).sample() * alive
 
-    for t, out, pres, d in _walk(model, images, presence, world):
+    for t, out, d, lat in _walk(model, images, presence, world):
+        pres = lat.pres[:, 0]
         if not force_present:
             lq_d = lq_d + alive * Bernoulli(logits=out.pres_logit).log_prob(pres)
         lq_d = lq_d + pres * d.q_shape.log_prob(d.shape)
@@ -143,7 +138,7 @@ def sample_q(model: AIR, images: torch.Tensor, world: World, anneal: float, star
         if not force_present:
             lp = lp + alive * (pres * math.log(rho) + (1 - pres) * math.log1p(-rho))
         lp = lp + pres * object_log_density(d.xy, d.has_yaw, world)
-        steps.append(Latents(pres[:, None], d.shape[:, None], d.color[:, None], d.xy[:, None], d.yaw[:, None]))
+        steps.append(lat)
         alive = alive * pres
     albedo = torch.stack(albedos, 1) if relax_color else None
     return Sample(_stack(steps, n), lq_d, lq_c, lp, albedo)
@@ -174,8 +169,8 @@ def sample_steps(model: AIR, images: torch.Tensor, world: World, relax_color: bo
     palette = palette_rgb(world, images.device, images.dtype)
     steps, logits, lq, lp, q_shape, q_color = [], [], [], [], [], []
     ones = images.new_ones(images.shape[0])
-    for _t, out, pres, d in _walk(model, images, lambda t, out: ones, world):
-        steps.append(Latents(pres[:, None], d.shape[:, None], d.color[:, None], d.xy[:, None], d.yaw[:, None]))
+    for _t, out, d, lat in _walk(model, images, lambda t, out: ones, world):
+        steps.append(lat)
         logits.append(out.pres_logit)
         lq.append(d.log_q_pose)
         lp.append(object_log_density(d.xy, d.has_yaw, world))
