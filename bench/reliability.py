@@ -4,7 +4,8 @@ not part of ``make test``; ``make reliability``).
     python -m bench.reliability [--weights W] [--storm 200] [--plain 16] [--stall 5]
 
 storm: ``--storm`` parallel ``refine=50`` requests (each one image) and ``--plain`` clients
-    looping on plain ``/infer`` while they last, a ``/healthz`` probe every 50 ms. Reports the
+    looping on plain ``/infer`` while they last, a ``/healthz`` probe every 50 ms (in this client's
+    event loop, and from a process of its own, which the target reads). Reports the
     refinement answers by status (200 or 503 with Retry-After), client timeouts (60 s), plain
     ``/infer`` p50/p99, the slowest ``/healthz``, how long after the storm plain requests are back
     to their pre-storm p50 (within 2x), and the server's peak resident memory. Beside them, the
@@ -23,6 +24,8 @@ import argparse
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -31,6 +34,21 @@ import httpx
 
 from bench.fuzz import ROOT, start_server
 
+# a /healthz probe every 50 ms until a line arrives on stdin; prints the times in ms
+PROBE = """
+import sys, threading, time, urllib.request
+stop = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
+times = []
+for _ in range(100_000):
+    if stop.is_set():
+        break
+    t0 = time.perf_counter()
+    urllib.request.urlopen(sys.argv[1] + "/healthz", timeout=60).read()
+    times.append((time.perf_counter() - t0) * 1000)
+    time.sleep(0.05)
+print(" ".join(f"{t:.2f}" for t in times))
+"""
 SAMPLE = (ROOT / "app" / "static" / "samples" / "sample-0.png").read_bytes()
 PNG = {"content-type": "image/png"}
 CALM_S = 5.0  # seconds of the plain clients alone, before the storm: the baseline
@@ -100,6 +118,10 @@ async def storm(url: str, n: int, clients: int) -> dict:
                 health_ms.append((time.perf_counter() - t0) * 1000)
                 await asyncio.sleep(0.05)
 
+        # the same probe from a process of its own: this client's event loop, busy with 200 + 16
+        # connections, delays the in-process probe's own reading of the answer
+        probe = subprocess.Popen([sys.executable, "-c", PROBE, url], stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True)
+
         # the baseline: the same plain clients for a few seconds with no storm
         calm_ms: list[float] = []
 
@@ -118,6 +140,7 @@ async def storm(url: str, n: int, clients: int) -> dict:
         storm_s = time.perf_counter() - t0
         done.set()
         await asyncio.gather(*background)
+        probe_ms = [float(x) for x in probe.communicate("stop\n", timeout=30)[0].split()]
         t1, recovered = time.perf_counter(), None
         for _ in range(200):  # after the storm: until a plain request is as fast as before (within 2x)
             if await plain(c) <= 2 * pct(before, 0.5):
@@ -129,6 +152,8 @@ async def storm(url: str, n: int, clients: int) -> dict:
             "plain during p50 ms": round(pct(plain_ms, 0.5), 1),
             "plain during p99 ms": round(pct(plain_ms, 0.99), 1), "plain requests during": len(plain_ms),
             "healthz max ms": round(max(health_ms, default=float("nan")), 1),
+            "healthz from its own process: p50 / p99 / max ms": (
+                round(pct(probe_ms, 0.5), 1), round(pct(probe_ms, 0.99), 1), round(max(probe_ms, default=float("nan")), 1)),
             "back to normal s": None if recovered is None else round(recovered, 2)}
 
 
@@ -183,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         ("a client timed out", "client timeout" not in s["refine answers"]),
         ("plain /infer p99 >= 250 ms", s["plain during p99 ms"] < 250),
         ("not back to normal within 5 s", s["back to normal s"] is not None and s["back to normal s"] <= 5),
-        ("/healthz slower than 100 ms", s["healthz max ms"] <= 100),
+        ("/healthz slower than 100 ms", s["healthz from its own process: p50 / p99 / max ms"][2] <= 100),
         ("resident memory >= 1.5 GB", peak.peak < 1536),
         ("a request was dropped after the stall", st["failed"] == 0)) if not ok]
     print("targets: " + ("all met" if not missed else "missed: " + "; ".join(missed)))

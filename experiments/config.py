@@ -39,6 +39,8 @@ class ResearchConfig(TrainConfig):
                                                    "at a count drawn from q(c | c >= 1) (against z_pres collapse)")
     elbo_explore: float = setting(0.0, "ELBO with elbo_draw_at_least_one: share of the draws of c* made uniformly over "
                                        "1..N, so that every step keeps learning")
+    elbo_local_rms: bool = setting(True, "ELBO with elbo_enumerate: divide the local expectations' signal by its "
+                                          "running RMS (False: the ELBO's own gradient, in nats like the poses')")
     pres_warmup_first: bool = setting(False, "ELBO with elbo_enumerate: the warm-up forces only the first step "
                                              "present (n >= 1); later steps' presence is trained from the start")
     # --- the anchored network (experiments/anchored.py) ---

@@ -308,12 +308,14 @@ def _one_object_steps(shape: int, pres_logit: float, shape_logits: torch.Tensor)
                  [Categorical(logits=shape_logits)], [Categorical(logits=torch.zeros(1, colours))])
 
 
-def _gradients(steps: Steps, images: torch.Tensor, warm: str = "", at_least_one: bool = False) -> torch.Tensor:
+def _gradients(steps: Steps, images: torch.Tensor, warm: str = "", at_least_one: bool = False,
+               local_scale: float = 1.0) -> torch.Tensor:
     def likelihood(objects, x, albedo):
         return log_likelihood(objects, x, SMALL, 0.1, 0.5, 0.0, albedo)
 
     torch.manual_seed(0)
-    objective, value, _ = enumerated_elbo(steps, images, [0.5], likelihood, warm, draw_at_least_one=at_least_one)
+    objective, value, _ = enumerated_elbo(steps, images, [0.5], likelihood, warm, draw_at_least_one=at_least_one,
+                                          local_scale=local_scale)
     assert torch.isfinite(objective).all() and torch.isfinite(value).all()
     objective.sum().backward()
     return steps.pres_logit.grad
@@ -344,6 +346,21 @@ def test_local_expectation_moves_q_towards_the_true_shape_whatever_was_drawn():
         logits = torch.zeros(1, SMALL_SHAPES, requires_grad=True)
         _gradients(_one_object_steps(sphere, -30.0, logits), one, at_least_one=at_least_one)
         assert (int(logits.grad.argmax()) == cube and logits.grad[0, cube] > 1e-3) == teaches
+
+
+def test_local_scale_rescales_the_whole_shape_gradient_not_only_the_likelihood_part():
+    """Dividing the likelihood's shape signal by a scale and not the KL term's would make the
+    entropy bonus a temperature on q(shape): the gradient must be the unscaled one over the scale."""
+    cube = SMALL.shape_names.index("cube")
+    one = _images(SceneBatch(torch.ones(1, 1, dtype=torch.bool), torch.tensor([[cube]]), torch.tensor([[0]]),
+                             torch.tensor([[[0.05, -0.05, SMALL.shapes[cube].resting_z]]]), torch.zeros(1, 1)), SMALL)
+    grads = []
+    for scale in (1.0, 50.0):
+        logits = torch.linspace(-1.0, 1.0, SMALL_SHAPES)[None].clone().requires_grad_(True)
+        _gradients(_one_object_steps(cube, 0.0, logits), one, warm="first", local_scale=scale)
+        grads.append(logits.grad.clone())
+    assert grads[0].abs().max() > 1e-3
+    assert torch.allclose(grads[1], grads[0] / 50.0, rtol=1e-4, atol=1e-7)
 
 
 def test_edge_blur_anneals_only_when_an_end_is_set():
