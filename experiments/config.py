@@ -41,6 +41,11 @@ class ResearchConfig(TrainConfig):
                                        "1..N, so that every step keeps learning")
     elbo_local_rms: bool = setting(True, "ELBO with elbo_enumerate: divide the local expectations' signal by its "
                                           "running RMS (False: the ELBO's own gradient, in nats like the poses')")
+    elbo_local_rms_iters: int = setting(-1, "ELBO with elbo_local_rms: >= 0: from this step the RMS scale anneals "
+                                            "geometrically to 1 (the ELBO's own gradient)")
+    elbo_local_anneal_iters: int = setting(500, "ELBO: steps of that anneal")
+    shape_positions: bool = setting(False, "each shape its own mean position (AIRConfig.shape_positions): the "
+                                           "ELBO compares shapes each at its own place")
     pres_warmup_first: bool = setting(False, "ELBO with elbo_enumerate: the warm-up forces only the first step "
                                              "present (n >= 1); later steps' presence is trained from the start")
     # --- the anchored network (experiments/anchored.py) ---

@@ -99,6 +99,15 @@ def _pick_log_softmax(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor
     return F.log_softmax(logits, dim=-1).gather(-1, index[..., None])[..., 0]
 
 
+def where_mean_for(params, shape: torch.Tensor) -> torch.Tensor:
+    """The mean position (..., 2) of an object of ``shape`` (...): ``where_mean``, shifted by
+    that shape's ``where_shift`` where the network has one (``AIRConfig.shape_positions``)."""
+    shift = getattr(params, "where_shift", None)
+    if shift is None:
+        return params.where_mean
+    return params.where_mean + shift.gather(-2, shape[..., None, None].expand(*shape.shape, 1, 2))[..., 0, :]
+
+
 def log_prob(params, target: Latents, yaw: YawTable) -> dict[str, torch.Tensor]:
     """Per-term log q of ``target`` under ``params`` (a ``StepOutput`` / ``SlotOutput``, or any
     object with its fields, broadcast to the target's leading shape (...)). Returns "pres",
@@ -108,7 +117,8 @@ def log_prob(params, target: Latents, yaw: YawTable) -> dict[str, torch.Tensor]:
     k = yaw.order[shape]
     yaw_lp = von_mises_log_prob(k.float() * target.yaw, yaw.pick(params.yaw_mu, shape),
                                 yaw.pick(params.yaw_log_kappa, shape)) * (k > 0).float()
-    xy = torch.distributions.Normal(params.where_mean, params.where_log_std.exp()).log_prob(target.position).sum(-1)
+    xy = torch.distributions.Normal(where_mean_for(params, shape), params.where_log_std.exp()).log_prob(
+        target.position).sum(-1)
     return {
         "pres": -F.binary_cross_entropy_with_logits(params.pres_logit, pres, reduction="none"),
         "shape": _pick_log_softmax(params.shape_logits, shape) * pres,
@@ -120,6 +130,7 @@ def log_prob(params, target: Latents, yaw: YawTable) -> dict[str, torch.Tensor]:
 
 def greedy(params, yaw: YawTable, pres: torch.Tensor) -> Latents:
     """The mode of each latent given presence ``pres`` (...) float 0/1: shape and colour argmax,
-    the mean position, the point yaw (``YawTable.point``). Leading shape (...) as ``params``."""
+    the mean position (that shape's), the point yaw (``YawTable.point``). Leading shape (...) as ``params``."""
     shape = params.shape_logits.argmax(-1)
-    return Latents(pres, shape, params.color_logits.argmax(-1), params.where_mean, yaw.point(params.yaw_mu, shape))
+    return Latents(pres, shape, params.color_logits.argmax(-1), where_mean_for(params, shape),
+                   yaw.point(params.yaw_mu, shape))

@@ -34,7 +34,7 @@ from torch import nn
 from torch.distributions import Bernoulli, Categorical, Normal
 from torch.nn import functional as F
 
-from inference.distributions import Latents
+from inference.distributions import Latents, where_mean_for
 from inference.infer import pad_slots, to_scene
 from inference.network import AIR
 from inference.views import ViewInput, to_table
@@ -118,7 +118,7 @@ def draw_object(model: AIR, out) -> ObjectDraw:
     of the network's von Mises, so that it can be reparameterised."""
     q_shape, q_color = Categorical(logits=out.shape_logits), Categorical(logits=out.color_logits)
     shape, color = q_shape.sample(), q_color.sample()
-    q_xy = Normal(out.where_mean, out.where_log_std.exp())
+    q_xy = Normal(where_mean_for(out, shape), out.where_log_std.exp())
     xy = q_xy.rsample()
     k = model.yaw.order[shape]
     has_yaw = (k > 0).float()

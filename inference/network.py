@@ -85,6 +85,10 @@ class AIRConfig(JsonConfig):
     position_scale: metres per unit of the network's position output.
     glimpse_fraction: side of the image window each step cuts out, as a fraction of the image.
     dair: whether each step also sees the residual image (difference AIR).
+    shape_positions: the position head also says, for each shape, how far that shape's mean
+        position lies from the common one (``StepOutput.where_shift``): a sphere fitted to a
+        cone's image sits centimetres from where the cone does, and the ELBO's comparison of
+        shapes must put each at its own place (research; the product's network is without).
     view_inputs: the network reads an image through its canonical view (``inference.views``):
         the encoder also gets the view's coverage mask and the camera features as input planes,
         the recurrent core gets the camera features, and a step's position is in normalised
@@ -104,6 +108,7 @@ class AIRConfig(JsonConfig):
     glimpse_fraction: float = 0.375
     dair: bool = False
     view_inputs: bool = False
+    shape_positions: bool = False
 
     def __post_init__(self) -> None:
         if self.image_size % FEATURE_STRIDE:
@@ -164,7 +169,8 @@ class StepOutput(NamedTuple):
 
     pres_logit (B,), shape_logits (B, S), color_logits (B, K), where_mean (B, 2) metres,
     where_log_std (B, 2), yaw_mu (B, 3) mean of k*yaw for k in (1, 2, 4), yaw_log_kappa (B, 3),
-    attention (B, L).
+    attention (B, L). where_shift: None, or (B, S, 2) the mean position's shift for each shape
+    (``AIRConfig.shape_positions``; ``distributions.where_mean_for`` applies it).
     """
 
     pres_logit: torch.Tensor
@@ -175,6 +181,7 @@ class StepOutput(NamedTuple):
     yaw_mu: torch.Tensor
     yaw_log_kappa: torch.Tensor
     attention: torch.Tensor
+    where_shift: torch.Tensor | None = None
 
 
 def _coords(size: int, device: torch.device) -> torch.Tensor:
@@ -271,7 +278,7 @@ class AIR(nn.Module):
         self.head = nn.Sequential(nn.Linear(head_in, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU())
         self.out_pres = nn.Linear(256, 1)
         self.out_what = nn.Linear(256, config.num_shapes + config.num_colors)
-        self.out_where = nn.Linear(256, 4)
+        self.out_where = nn.Linear(256, 4 + (2 * config.num_shapes if config.shape_positions else 0))
         self.out_yaw = nn.Linear(256, 3 * len(YAW_ORDERS))  # cos, sin, log kappa per order
         self.yaw = YawTable(config.yaw_orders)
 
@@ -347,9 +354,10 @@ class AIR(nn.Module):
         what = self.out_what(z)
         where = self.out_where(z)
         s = self.config.num_shapes
-        params = object_params(self.out_pres(z), what[:, :s], what[:, s:], where, self.out_yaw(z),
+        params = object_params(self.out_pres(z), what[:, :s], what[:, s:], where[:, :4], self.out_yaw(z),
                                self.config.position_scale, self.position_mean(where, centre.view(b, 2)))
-        out = StepOutput(**params, attention=attention)
+        shift = where[:, 4:].view(b, s, 2) * self.config.position_scale if self.config.shape_positions else None
+        out = StepOutput(**params, attention=attention, where_shift=shift)
         return StepState(h, c, prev.coverage + attention, prev.prev), out
 
     def position_mean(self, where: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:

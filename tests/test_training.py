@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -348,19 +349,48 @@ def test_local_expectation_moves_q_towards_the_true_shape_whatever_was_drawn():
         assert (int(logits.grad.argmax()) == cube and logits.grad[0, cube] > 1e-3) == teaches
 
 
-def test_local_scale_rescales_the_whole_shape_gradient_not_only_the_likelihood_part():
-    """Dividing the likelihood's shape signal by a scale and not the KL term's would make the
-    entropy bonus a temperature on q(shape): the gradient must be the unscaled one over the scale."""
-    cube = SMALL.shape_names.index("cube")
+def test_local_scale_anneals_from_the_running_rms_to_one():
+    model = AIR(AIRConfig.for_world(SMALL, channels=16, hidden=32))
+    always = ELBO(model, SMALL, ResearchConfig())
+    always.local_var = 2500.0
+    assert always.local_scale(0) == always.local_scale(10_000) == pytest.approx(50.0)
+    annealed = ELBO(model, SMALL, ResearchConfig(elbo_local_rms_iters=100, elbo_local_anneal_iters=100))
+    annealed.local_var = 2500.0
+    assert annealed.local_scale(99) == pytest.approx(50.0)
+    assert annealed.local_scale(150) == pytest.approx(50.0 ** 0.5)
+    assert annealed.local_scale(200) == annealed.local_scale(5000) == pytest.approx(1.0)
+    assert ELBO(model, SMALL, ResearchConfig(elbo_local_rms=False)).local_scale(0) == 1.0
+
+
+def test_shape_positions_put_each_shape_at_its_own_place():
+    """A network with shape_positions: greedy answers and draws use the chosen shape's shifted
+    mean, and the enumerated estimator renders each shape variant at its own place."""
+    from inference.distributions import greedy, where_mean_for
+
+    model = AIR(AIRConfig.for_world(SMALL, channels=16, hidden=32, shape_positions=True))
+    images = _images(sample_scenes(SMALL, 3, seed=4, counts=1), SMALL)
+    ctx = model.context(model.encode(images), images)
+    _, out = model.step(0, model.initial_state(ctx), ctx)
+    assert out.where_shift.shape == (3, SMALL_SHAPES, 2) and out.where_log_std.shape == (3, 2)
+    shape = out.shape_logits.argmax(-1)
+    expected = out.where_mean + out.where_shift[torch.arange(3), shape]
+    assert torch.allclose(greedy(out, model.yaw, torch.ones(3)).position, expected)
+    assert not torch.allclose(where_mean_for(out, (shape + 1) % SMALL_SHAPES), expected)
+
+    # a cube at (0.05, -0.05); q drew a sphere, whose place is 6 cm further along x
+    cube, sphere = SMALL.shape_names.index("cube"), SMALL.shape_names.index("sphere")
     one = _images(SceneBatch(torch.ones(1, 1, dtype=torch.bool), torch.tensor([[cube]]), torch.tensor([[0]]),
                              torch.tensor([[[0.05, -0.05, SMALL.shapes[cube].resting_z]]]), torch.zeros(1, 1)), SMALL)
-    grads = []
-    for scale in (1.0, 50.0):
-        logits = torch.linspace(-1.0, 1.0, SMALL_SHAPES)[None].clone().requires_grad_(True)
-        _gradients(_one_object_steps(cube, 0.0, logits), one, warm="first", local_scale=scale)
-        grads.append(logits.grad.clone())
-    assert grads[0].abs().max() > 1e-3
-    assert torch.allclose(grads[1], grads[0] / 50.0, rtol=1e-4, atol=1e-7)
+    shift = torch.zeros(1, 1, SMALL_SHAPES, 2)
+    shift[0, 0, sphere, 0] = 0.06
+    advantage = []
+    for where_shift in (None, shift):
+        logits = torch.zeros(1, SMALL_SHAPES, requires_grad=True)
+        steps = _one_object_steps(sphere, 0.0, logits)
+        objects = steps.objects._replace(position=torch.tensor([[[0.11, -0.05]]]))
+        _gradients(replace(steps, objects=objects, where_shift=where_shift), one, warm="first")
+        advantage.append(float(logits.grad[0, cube] - logits.grad[0, sphere]))
+    assert advantage[1] > 0 and advantage[1] > advantage[0] + 1e-3
 
 
 def test_edge_blur_anneals_only_when_an_end_is_set():

@@ -152,7 +152,8 @@ class Steps:
 
     objects: Latents (B, N), pres all ones. pres_logit, log_q_pose, log_prior_pose: (B, N).
     q_shape, q_color: per step, Categorical over (B,). albedo: (B, N, 3) q-mean colours, or None
-    when colours are drawn."""
+    when colours are drawn. where_shift: (B, N, S, 2) each shape's mean-position shift, detached
+    (``AIRConfig.shape_positions``), or None."""
 
     objects: Latents
     pres_logit: torch.Tensor
@@ -161,24 +162,27 @@ class Steps:
     q_shape: list
     q_color: list
     albedo: torch.Tensor | None = None
+    where_shift: torch.Tensor | None = None
 
 
 def sample_steps(model: AIR, images: torch.Tensor, world: World, relax_color: bool = False) -> Steps:
     """Draw all N steps of q as if present (``Steps``)."""
     n = model.config.max_steps
     palette = palette_rgb(world, images.device, images.dtype)
-    steps, logits, lq, lp, q_shape, q_color = [], [], [], [], [], []
+    steps, logits, lq, lp, q_shape, q_color, shifts = [], [], [], [], [], [], []
     ones = images.new_ones(images.shape[0])
     for _t, out, d, lat in _walk(model, images, lambda t, out: ones, world):
         steps.append(lat)
+        shifts.append(out.where_shift)
         logits.append(out.pres_logit)
         lq.append(d.log_q_pose)
         lp.append(object_log_density(d.xy, d.has_yaw, world))
         q_shape.append(d.q_shape)
         q_color.append(d.q_color)
     albedo = torch.stack([q.probs @ palette for q in q_color], 1) if relax_color else None
+    shift = None if not model.config.shape_positions else torch.stack(shifts, 1).detach()
     return Steps(_stack(steps, n), torch.stack(logits, 1), torch.stack(lq, 1), torch.stack(lp, 1),
-                 q_shape, q_color, albedo)
+                 q_shape, q_color, albedo, shift)
 
 
 def count_log_probs(pres_logit: torch.Tensor, rho: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -245,16 +249,20 @@ def enumerated_elbo(steps: Steps, images: torch.Tensor, rho: list[float], likeli
     - Shape and colour (drawn, uniform priors): their KL terms in expectation under q, and the
       likelihood's dependence by local expectation (Titsias and Lazaro-Gredilla, 2015): at c*,
       for each present step t and each value k the image is rendered with only that object's
-      shape (colour) changed, and sum_k q_t(k) log p(x | z, k) is differentiated in q_t. It leaves out how step t's value steers the later steps (through
-      their conditioning), a small bias the score function would remove at a large cost in
-      variance. Colours rendered as q-means (``steps.albedo``) take the pathwise gradient instead.
-      The centred likelihoods are divided by ``local_scale`` (as NVIL scales its signal): a
-      wrong shape costs hundreds of nats, and unscaled, that gradient fills the clipped gradient
-      norm and starves the poses' (measured: the negative ELBO of a handful of images rose).
-      The same values' KL terms get their gradient on that scale too (their value is unchanged):
-      left at full weight, the entropy bonus acted as a temperature of ``local_scale`` (about 55)
-      on q(shape), which stayed near uniform on spheres and cones while the likelihood at q's own
-      draws named the right shape 77% of the time (model card).
+      shape (colour) changed, and sum_k q_t(k) log p(x | z, k) is differentiated in q_t. It
+      leaves out how step t's value steers the later steps (through their conditioning), a small
+      bias the score function would remove at a large cost in variance. Colours rendered as
+      q-means (``steps.albedo``) take the pathwise gradient instead. With ``steps.where_shift``
+      (a network whose position depends on the shape) each shape is rendered at its own place.
+    - ``local_scale`` > 1 divides the centred likelihoods (not the KL terms), a departure from
+      the ELBO's gradient with two effects, both measured (model card): the shape's signal in
+      the shared layers shrinks (at scale 55, 0.5% of the poses'; unscaled 25-35%), and the KL's
+      entropy bonus acts as a temperature ``local_scale`` on q(shape), which stays soft. Early
+      in training both help: unscaled, a wrong shape's hundreds of nats fill the clipped
+      gradient and the poses never learn (a from-scratch run found nothing in 1400 iterations),
+      and q commits to one shape. Once the poses are learned both hurt: q(shape) stayed near
+      uniform on spheres and cones while the likelihood at q's own draws named the right shape
+      77% of the time. The caller anneals the scale to 1 (``ELBO.local_scale``).
       ``diag["local_spread"]`` is their root mean square, for the caller's running scale.
     - ``warm``: "all" every step forced present (n = N, presence untrained); "first": n >= 1
       (q(c) renormalised over c >= 1); "": none.
@@ -274,11 +282,7 @@ def enumerated_elbo(steps: Steps, images: torch.Tensor, rho: list[float], likeli
         return steps.objects._replace(pres=(order < torch.as_tensor(c, device=images.device)[..., None])
                                       .to(images.dtype).expand(b, n))
 
-    def local(kl: torch.Tensor) -> torch.Tensor:  # its value, its gradient on the local signal's scale
-        return kl.detach() + (kl - kl.detach()) / local_scale
-
-    colour_kl = _expected_log_ratio if steps.albedo is not None else lambda q: local(_expected_log_ratio(q))
-    discrete = [local(_expected_log_ratio(a)) + colour_kl(c) for a, c in zip(steps.q_shape, steps.q_color)]
+    discrete = [_expected_log_ratio(a) + _expected_log_ratio(c) for a, c in zip(steps.q_shape, steps.q_color)]
     obj = steps.log_prior_pose - steps.log_q_pose + torch.stack(discrete, 1)
     cum_obj = F.pad(torch.cumsum(obj, 1), (1, 0))  # (B, N + 1): the first c objects' terms
     lq, lp = count_log_probs(steps.pres_logit, rho)
@@ -314,7 +318,14 @@ def enumerated_elbo(steps: Steps, images: torch.Tensor, rho: list[float], likeli
                 for j in range(1, q.logits.shape[-1]):  # every value but the drawn one
                     value = getattr(at, name)[sel].clone()
                     value[:, t] = (drawn + j) % q.logits.shape[-1]
-                    scenes.append(Latents(*(x[sel] for x in at))._replace(**{name: value}))
+                    variant = Latents(*(x[sel] for x in at))._replace(**{name: value})
+                    if name == "shape" and steps.where_shift is not None:  # each shape at its own place
+                        shift = steps.where_shift[sel, t]  # (|sel|, S, 2)
+                        rows = torch.arange(len(sel), device=images.device)
+                        position = variant.position.clone()
+                        position[:, t] += shift[rows, value[:, t]] - shift[rows, drawn]
+                        variant = variant._replace(position=position)
+                    scenes.append(variant)
                     pixels.append(images[sel])
                     albedos.append(None if steps.albedo is None else steps.albedo[sel])
                     variants.append((name, t, sel, drawn, j))
@@ -374,6 +385,19 @@ class ELBO(Objective):
             self.nvil.load_state(state["nvil"])
         self.local_var = float(state.get("local_var", self.local_var))
 
+    def local_scale(self, it: int) -> float:
+        """What ``enumerated_elbo`` divides the local signal by at step ``it``: its running RMS
+        (``elbo_local_rms``) until ``elbo_local_rms_iters``, then geometrically down to 1 over
+        ``elbo_local_anneal_iters``; 1 without ``elbo_local_rms``."""
+        cfg = self.cfg
+        if not cfg.elbo_local_rms:
+            return 1.0
+        rms = max(1.0, math.sqrt(self.local_var))
+        if cfg.elbo_local_rms_iters < 0 or it < cfg.elbo_local_rms_iters:
+            return rms
+        done = min(1.0, (it - cfg.elbo_local_rms_iters) / max(1, cfg.elbo_local_anneal_iters))
+        return rms ** (1.0 - done)
+
     def edge_blur(self, it: int) -> float:
         """The soft renderer's edge blur at step ``it``, px: ``elbo_blur_px``, annealed linearly to
         ``elbo_blur_end_px`` (when that is >= 0) over ``elbo_blur_anneal_iters``."""
@@ -430,7 +454,7 @@ class ELBO(Objective):
         rho = [pres_prior(n, t, anneal, cfg.pres_prior_start, cfg.pres_prior_end) for t in range(n)]
         mode = ("first" if cfg.pres_warmup_first else "all") if warm else ""
         objective, elbo, diag = enumerated_elbo(steps, images, rho, likelihood, mode,
-                                                local_scale=max(1.0, math.sqrt(self.local_var)) if cfg.elbo_local_rms else 1.0,
+                                                local_scale=self.local_scale(it),
                                                 draw_at_least_one=cfg.elbo_draw_at_least_one, explore=cfg.elbo_explore)
         self.local_var = 0.9 * self.local_var + 0.1 * float(diag["local_spread"]) ** 2
         stats = {"loss": float(-elbo.mean()) / images[0].numel(), "elbo": float(elbo.mean()),

@@ -200,8 +200,9 @@ def model_config(cfg: ResearchConfig, world: World, views: bool = False) -> AIRC
     if cfg.anchor_where or cfg.bound_position:
         anchored = dict(anchor=table_anchor(world), position_scale=0.05) if cfg.anchor_where else {}
         bound = world.placement_half_extent if cfg.bound_position else 0.0
-        return AnchoredAIRConfig.for_world(world, dair=cfg.dair, position_bound=bound, **anchored, **size)
-    return AIRConfig.for_world(world, dair=cfg.dair, view_inputs=views, **size)
+        return AnchoredAIRConfig.for_world(world, dair=cfg.dair, position_bound=bound, shape_positions=cfg.shape_positions,
+                                           **anchored, **size)
+    return AIRConfig.for_world(world, dair=cfg.dair, view_inputs=views, shape_positions=cfg.shape_positions, **size)
 
 
 def make_objective(cfg: ResearchConfig, model: torch.nn.Module, world: World, train: SceneDataset) -> Objective:
