@@ -86,7 +86,8 @@ class AIRConfig(JsonConfig):
     glimpse_fraction: side of the image window each step cuts out, as a fraction of the image.
     dair: whether each step also sees the residual image (difference AIR).
     shape_positions: the position head also says, for each shape, how far that shape's mean
-        position lies from the common one (``StepOutput.where_shift``): a sphere fitted to a
+        position lies from the common one, at most position_scale per axis
+        (``StepOutput.where_shift``): a sphere fitted to a
         cone's image sits centimetres from where the cone does, and the ELBO's comparison of
         shapes must put each at its own place (research; the product's network is without).
     view_inputs: the network reads an image through its canonical view (``inference.views``):
@@ -279,6 +280,9 @@ class AIR(nn.Module):
         self.out_pres = nn.Linear(256, 1)
         self.out_what = nn.Linear(256, config.num_shapes + config.num_colors)
         self.out_where = nn.Linear(256, 4 + (2 * config.num_shapes if config.shape_positions else 0))
+        if config.shape_positions:  # the shifts start at zero: every shape at the common place
+            nn.init.zeros_(self.out_where.weight[4:].data)
+            nn.init.zeros_(self.out_where.bias[4:].data)
         self.out_yaw = nn.Linear(256, 3 * len(YAW_ORDERS))  # cos, sin, log kappa per order
         self.yaw = YawTable(config.yaw_orders)
 
@@ -356,7 +360,8 @@ class AIR(nn.Module):
         s = self.config.num_shapes
         params = object_params(self.out_pres(z), what[:, :s], what[:, s:], where[:, :4], self.out_yaw(z),
                                self.config.position_scale, self.position_mean(where, centre.view(b, 2)))
-        shift = where[:, 4:].view(b, s, 2) * self.config.position_scale if self.config.shape_positions else None
+        # at most position_scale per axis: unbounded, the shifts carried proposals off the table
+        shift = torch.tanh(where[:, 4:]).view(b, s, 2) * self.config.position_scale if self.config.shape_positions else None
         out = StepOutput(**params, attention=attention, where_shift=shift)
         return StepState(h, c, prev.coverage + attention, prev.prev), out
 

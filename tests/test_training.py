@@ -372,6 +372,11 @@ def test_shape_positions_put_each_shape_at_its_own_place():
     ctx = model.context(model.encode(images), images)
     _, out = model.step(0, model.initial_state(ctx), ctx)
     assert out.where_shift.shape == (3, SMALL_SHAPES, 2) and out.where_log_std.shape == (3, 2)
+    assert out.where_shift.abs().max() == 0  # a fresh network: every shape at the common place
+    with torch.no_grad():
+        model.out_where.weight[4:].normal_()
+    _, out = model.step(0, model.initial_state(ctx), ctx)
+    assert 0 < out.where_shift.abs().max() <= model.config.position_scale
     shape = out.shape_logits.argmax(-1)
     expected = out.where_mean + out.where_shift[torch.arange(3), shape]
     assert torch.allclose(greedy(out, model.yaw, torch.ones(3)).position, expected)
