@@ -44,6 +44,8 @@ class ResearchConfig(TrainConfig):
     elbo_local_rms_iters: int = setting(-1, "ELBO with elbo_local_rms: >= 0: from this step the RMS scale anneals "
                                             "geometrically to 1 (the ELBO's own gradient)")
     elbo_local_anneal_iters: int = setting(500, "ELBO: steps of that anneal")
+    elbo_fit_places: bool = setting(False, "ELBO with shape_positions: every shape's place learns where that shape "
+                                           "would best explain the image, drawn or not (a profile likelihood)")
     shape_positions: bool = setting(False, "each shape its own mean position (AIRConfig.shape_positions): the "
                                            "ELBO compares shapes each at its own place")
     pres_warmup_first: bool = setting(False, "ELBO with elbo_enumerate: the warm-up forces only the first step "

@@ -398,6 +398,28 @@ def test_shape_positions_put_each_shape_at_its_own_place():
     assert advantage[1] > 0 and advantage[1] > advantage[0] + 1e-3
 
 
+def test_fit_places_teaches_an_undrawn_shape_where_it_would_fit():
+    """q drew a sphere; the cube (the truth) was not drawn, and its place is 3 cm right of the
+    object: with fit_places the cube's shift is pulled left, towards the object; without, untouched."""
+    def likelihood(objects, x, albedo):
+        return log_likelihood(objects, x, SMALL, 0.1, 0.5, 0.0, albedo)
+
+    cube, sphere = SMALL.shape_names.index("cube"), SMALL.shape_names.index("sphere")
+    one = _images(SceneBatch(torch.ones(1, 1, dtype=torch.bool), torch.tensor([[cube]]), torch.tensor([[0]]),
+                             torch.tensor([[[0.05, -0.05, SMALL.shapes[cube].resting_z]]]), torch.zeros(1, 1)), SMALL)
+    for fit, pulled in ((False, False), (True, True)):
+        shift = torch.zeros(1, 1, SMALL_SHAPES, 2)
+        shift[0, 0, cube, 0] = 0.03
+        shift.requires_grad_(True)
+        steps = replace(_one_object_steps(sphere, 0.0, torch.zeros(1, SMALL_SHAPES)), where_shift=shift)
+        torch.manual_seed(0)
+        objective, _, _ = enumerated_elbo(steps, one, [0.5], likelihood, "first", fit_places=fit)
+        objective.sum().backward()
+        grad = torch.zeros_like(shift) if shift.grad is None else shift.grad
+        assert (float(grad[0, 0, cube, 0]) < -1e-3) == pulled
+        assert float(grad[0, 0, sphere].abs().sum()) == 0.0  # the drawn shape's place: the pathwise term's
+
+
 def test_edge_blur_anneals_only_when_an_end_is_set():
     model = AIR(AIRConfig.for_world(SMALL, channels=16, hidden=32))
     fixed = ELBO(model, SMALL, ResearchConfig(elbo_blur_px=1.0))

@@ -152,7 +152,7 @@ class Steps:
 
     objects: Latents (B, N), pres all ones. pres_logit, log_q_pose, log_prior_pose: (B, N).
     q_shape, q_color: per step, Categorical over (B,). albedo: (B, N, 3) q-mean colours, or None
-    when colours are drawn. where_shift: (B, N, S, 2) each shape's mean-position shift, detached
+    when colours are drawn. where_shift: (B, N, S, 2) each shape's mean-position shift
     (``AIRConfig.shape_positions``), or None."""
 
     objects: Latents
@@ -180,7 +180,7 @@ def sample_steps(model: AIR, images: torch.Tensor, world: World, relax_color: bo
         q_shape.append(d.q_shape)
         q_color.append(d.q_color)
     albedo = torch.stack([q.probs @ palette for q in q_color], 1) if relax_color else None
-    shift = None if not model.config.shape_positions else torch.stack(shifts, 1).detach()
+    shift = None if not model.config.shape_positions else torch.stack(shifts, 1)
     return Steps(_stack(steps, n), torch.stack(logits, 1), torch.stack(lq, 1), torch.stack(lp, 1),
                  q_shape, q_color, albedo, shift)
 
@@ -233,7 +233,8 @@ def _expected_log_ratio(q: Categorical) -> torch.Tensor:
 
 def enumerated_elbo(steps: Steps, images: torch.Tensor, rho: list[float], likelihood,
                     warm: str = "", local_scale: float = 1.0, draw_at_least_one: bool = False,
-                    explore: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+                    explore: float = 0.0, fit_places: bool = False,
+                    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """The ELBO with the count summed out exactly and local expectations for shape and colour.
 
     ``likelihood(objects, images, albedo)`` -> (B,) is log p(x | z). Returns (objective (B,) to
@@ -254,6 +255,11 @@ def enumerated_elbo(steps: Steps, images: torch.Tensor, rho: list[float], likeli
       bias the score function would remove at a large cost in variance. Colours rendered as
       q-means (``steps.albedo``) take the pathwise gradient instead. With ``steps.where_shift``
       (a network whose position depends on the shape) each shape is rendered at its own place.
+      ``fit_places``: and every shape's place learns where that shape would best explain the
+      image, drawn or not (the shape variants' likelihoods, rendered again with gradients into
+      their own shifts only: a profile likelihood beside the ELBO, which alone trains a place
+      only when q draws its shape; measured: once q(sphere) fell to zero, the sphere's place
+      was never learned, and spheres stayed cones placed 3 cm off).
     - ``local_scale`` > 1 divides the centred likelihoods (not the KL terms), a departure from
       the ELBO's gradient with two effects, both measured (model card): the shape's signal in
       the shared layers shrinks (at scale 55, 0.5% of the poses'; unscaled 25-35%), and the KL's
@@ -309,6 +315,7 @@ def enumerated_elbo(steps: Steps, images: torch.Tensor, rho: list[float], likeli
         pixels = [images] * (n + 1)
         albedos = [steps.albedo] * (n + 1)
         variants = []  # (field, step, images whose step t is present at c*, values drawn, offset)
+        placed = []  # fit_places: (shape variant, its step, its images, its shape)
         for name, qs in fields:
             for t, q in enumerate(qs):
                 sel = (t < c_star).nonzero()[:, 0]
@@ -320,11 +327,13 @@ def enumerated_elbo(steps: Steps, images: torch.Tensor, rho: list[float], likeli
                     value[:, t] = (drawn + j) % q.logits.shape[-1]
                     variant = Latents(*(x[sel] for x in at))._replace(**{name: value})
                     if name == "shape" and steps.where_shift is not None:  # each shape at its own place
-                        shift = steps.where_shift[sel, t]  # (|sel|, S, 2)
+                        shift = steps.where_shift[sel, t].detach()  # (|sel|, S, 2)
                         rows = torch.arange(len(sel), device=images.device)
                         position = variant.position.clone()
                         position[:, t] += shift[rows, value[:, t]] - shift[rows, drawn]
                         variant = variant._replace(position=position)
+                        if fit_places:
+                            placed.append((variant, t, sel, value[:, t]))
                     scenes.append(variant)
                     pixels.append(images[sel])
                     albedos.append(None if steps.albedo is None else steps.albedo[sel])
@@ -337,6 +346,20 @@ def enumerated_elbo(steps: Steps, images: torch.Tensor, rho: list[float], likeli
     # pathwise: the poses' gradient through the rendering at c* (an unbiased draw of the sum over c)
     ll_star = likelihood(at, images, steps.albedo)
     objective = (weight * per_count).sum(1) + ll_star - ll_star.detach()
+
+    if placed:  # each variant again, its own shift with gradients (the rest detached)
+        scenes, rows_all = [], []
+        for variant, t, sel, k in placed:
+            own = steps.where_shift[sel, t][torch.arange(len(sel), device=images.device), k]  # (|sel|, 2)
+            position = variant.position.clone()
+            position[:, t] = position[:, t] - own.detach() + own
+            scenes.append(variant._replace(position=position))
+            rows_all.append(sel)
+        rows_all = torch.cat(rows_all)
+        big = Latents(*(torch.cat(x, 0) for x in zip(*scenes)))
+        albedo = None if steps.albedo is None else steps.albedo.detach()[rows_all]
+        ll_placed = likelihood(big, images[rows_all], albedo)
+        objective = objective.index_add(0, rows_all, ll_placed - ll_placed.detach())
 
     ll_at = ll.gather(1, c_star[:, None])[:, 0]  # log p(x | z) at c*, the drawn values
     tables: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
@@ -455,7 +478,8 @@ class ELBO(Objective):
         mode = ("first" if cfg.pres_warmup_first else "all") if warm else ""
         objective, elbo, diag = enumerated_elbo(steps, images, rho, likelihood, mode,
                                                 local_scale=self.local_scale(it),
-                                                draw_at_least_one=cfg.elbo_draw_at_least_one, explore=cfg.elbo_explore)
+                                                draw_at_least_one=cfg.elbo_draw_at_least_one, explore=cfg.elbo_explore,
+                                                fit_places=cfg.elbo_fit_places)
         self.local_var = 0.9 * self.local_var + 0.1 * float(diag["local_spread"]) ** 2
         stats = {"loss": float(-elbo.mean()) / images[0].numel(), "elbo": float(elbo.mean()),
                  **{k: float(v.mean()) for k, v in diag.items()}}
