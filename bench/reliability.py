@@ -3,7 +3,7 @@ not part of ``make test``; ``make reliability``).
 
     python -m bench.reliability [--weights W] [--storm 200] [--plain 16] [--stall 5]
 
-storm: ``--storm`` parallel ``refine=50`` requests (each one image) and ``--plain`` clients
+storm: ``--storm`` parallel ``refine=50`` requests (each one image, sent from a process of their own) and ``--plain`` clients
     looping on plain ``/infer`` while they last, a ``/healthz`` probe every 50 ms (in this client's
     event loop, and from a process of its own, which the target reads). Reports the
     refinement answers by status (200 or 503 with Retry-After), client timeouts (60 s), plain
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -49,7 +50,28 @@ for _ in range(100_000):
     time.sleep(0.05)
 print(" ".join(f"{t:.2f}" for t in times))
 """
-SAMPLE = (ROOT / "app" / "static" / "samples" / "sample-0.png").read_bytes()
+# n parallel refine=50 requests; prints their answers by status as JSON
+STORM = """
+import asyncio, json, sys
+import httpx
+url, n, sample = sys.argv[1], int(sys.argv[2]), open(sys.argv[3], "rb").read()
+statuses = {}
+async def refine(c):
+    try:
+        r = await c.post("/infer", params={"refine": 50}, content=sample, headers={"content-type": "image/png"})
+        key = f"{r.status_code}" + (" with Retry-After" if "retry-after" in r.headers else "")
+    except httpx.TimeoutException:
+        key = "client timeout"
+    statuses[key] = statuses.get(key, 0) + 1
+async def main():
+    limits = httpx.Limits(max_connections=n + 8, max_keepalive_connections=n + 8)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as c:
+        await asyncio.gather(*(refine(c) for _ in range(n)))
+asyncio.run(main())
+print(json.dumps(statuses))
+"""
+SAMPLE_PATH = ROOT / "app" / "static" / "samples" / "sample-0.png"
+SAMPLE = SAMPLE_PATH.read_bytes()
 PNG = {"content-type": "image/png"}
 CALM_S = 5.0  # seconds of the plain clients alone, before the storm: the baseline
 
@@ -87,21 +109,13 @@ async def plain(c: httpx.AsyncClient) -> float:
 
 
 async def storm(url: str, n: int, clients: int) -> dict:
-    limits = httpx.Limits(max_connections=n + clients + 8, max_keepalive_connections=n + clients + 8)
+    limits = httpx.Limits(max_connections=clients + 8, max_keepalive_connections=clients + 8)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as c:
         before = [await plain(c) for _ in range(20)]
         done = asyncio.Event()
         statuses: dict[str, int] = {}
         plain_ms: list[float] = []
         health_ms: list[float] = []
-
-        async def refine() -> None:
-            try:
-                r = await c.post("/infer", params={"refine": 50}, content=SAMPLE, headers=PNG)
-                key = f"{r.status_code}" + (" with Retry-After" if "retry-after" in r.headers else "")
-            except httpx.TimeoutException:
-                key = "client timeout"
-            statuses[key] = statuses.get(key, 0) + 1
 
         async def plain_loop() -> None:
             for _ in range(10_000):  # bounded; ends with the storm
@@ -136,7 +150,11 @@ async def storm(url: str, n: int, clients: int) -> dict:
 
         background = [asyncio.create_task(plain_loop()) for _ in range(clients)] + [asyncio.create_task(health())]
         t0 = time.perf_counter()
-        await asyncio.gather(*(refine() for _ in range(n)))
+        # the storm from a process of its own, so that its 200 connections do not slow this
+        # process's reading of the plain clients' answers
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", STORM, url, str(n), str(SAMPLE_PATH),
+                                                    stdout=asyncio.subprocess.PIPE)
+        statuses.update(json.loads((await proc.communicate())[0]))
         storm_s = time.perf_counter() - t0
         done.set()
         await asyncio.gather(*background)
