@@ -47,7 +47,8 @@ def score_run(run: Path, scenes: int, seed: int) -> dict:
     model, world, it = load_last(run)
     images, truth = held_out_set(world, scenes, seed)
     summary, _ = evaluate(air_predict(model, world), images, truth, world)
-    return {"run": str(run), "iter": it, **{k: summary[k] for k in (*TARGETS, "position_median_cm")}}
+    return {"run": str(run), "iter": it, **{k: summary[k] for k in TARGETS},
+            "position_median_cm": summary["position_error_cm"]["median"]}
 
 
 def curves(run: Path) -> dict[str, list[tuple[int, float]]]:

@@ -286,3 +286,20 @@ def test_the_product_loader_refuses_anchored_weights_and_the_anchored_loader_rea
         load_weights(path)
     model, _, _ = load_anchored(path)
     assert isinstance(model, AnchoredAIR) and model.config == cfg
+
+
+def test_elbo_seeds_scores_a_runs_last_iterate_against_the_targets(tmp_path):
+    """experiments.elbo_seeds on a run folder holding an untrained anchored network's ckpt.pt:
+    every metric comes back, and an untrained network meets no target."""
+    from experiments.elbo_seeds import meets_targets, score_run
+
+    world = World(image_size=32, max_objects=2, shapes=World().shapes[:3], colors=World().colors[:3])
+    cfg = AnchoredAIRConfig.for_world(world, channels=16, hidden=32, anchor=table_anchor(world), position_scale=0.05)
+    model = AnchoredAIR(cfg)
+    torch.save({"model_args": cfg.to_dict(), "model": model.state_dict(), "world": world.to_dict(), "iter_num": 7},
+               tmp_path / "ckpt.pt")
+    row = score_run(tmp_path, scenes=8, seed=1)
+    assert row["iter"] == 7
+    for key in ("count_accuracy", "shape_accuracy", "color_accuracy", "position_median_cm"):
+        assert key in row and (math.isnan(row[key]) or row[key] >= 0)
+    assert not meets_targets(row)
