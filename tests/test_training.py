@@ -309,14 +309,21 @@ def _one_object_steps(shape: int, pres_logit: float, shape_logits: torch.Tensor)
                  [Categorical(logits=shape_logits)], [Categorical(logits=torch.zeros(1, colours))])
 
 
-def _gradients(steps: Steps, images: torch.Tensor, warm: str = "", at_least_one: bool = False,
-               local_scale: float = 1.0) -> torch.Tensor:
-    def likelihood(objects, x, albedo):
-        return log_likelihood(objects, x, SMALL, 0.1, 0.5, 0.0, albedo)
+def _likelihood(objects, x, albedo):
+    """log p(x | z) in SMALL at a 0.5 px edge blur, as ``enumerated_elbo`` takes it."""
+    return log_likelihood(objects, x, SMALL, 0.1, 0.5, 0.0, albedo)
 
+
+def _cube_image() -> torch.Tensor:
+    """SMALL's image of one red cube at (0.05, -0.05), the truth of the estimator's tests."""
+    cube = SMALL.shape_names.index("cube")
+    return _images(SceneBatch(torch.ones(1, 1, dtype=torch.bool), torch.tensor([[cube]]), torch.tensor([[0]]),
+                              torch.tensor([[[0.05, -0.05, SMALL.shapes[cube].resting_z]]]), torch.zeros(1, 1)), SMALL)
+
+
+def _gradients(steps: Steps, images: torch.Tensor, warm: str = "", at_least_one: bool = False) -> torch.Tensor:
     torch.manual_seed(0)
-    objective, value, _ = enumerated_elbo(steps, images, [0.5], likelihood, warm, draw_at_least_one=at_least_one,
-                                          local_scale=local_scale)
+    objective, value, _ = enumerated_elbo(steps, images, [0.5], _likelihood, warm, draw_at_least_one=at_least_one)
     assert torch.isfinite(objective).all() and torch.isfinite(value).all()
     objective.sum().backward()
     return steps.pres_logit.grad
@@ -326,8 +333,7 @@ def test_enumerated_elbo_drops_an_object_from_an_empty_table_and_keeps_a_real_on
     empty = _images(SceneBatch(torch.zeros(1, 1, dtype=torch.bool), torch.zeros(1, 1, dtype=torch.long),
                                torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, 1, 3), torch.zeros(1, 1)), SMALL)
     cube = SMALL.shape_names.index("cube")
-    one = _images(SceneBatch(torch.ones(1, 1, dtype=torch.bool), torch.tensor([[cube]]), torch.tensor([[0]]),
-                             torch.tensor([[[0.05, -0.05, SMALL.shapes[cube].resting_z]]]), torch.zeros(1, 1)), SMALL)
+    one = _cube_image()
     flat = torch.zeros(1, SMALL_SHAPES)
     assert _gradients(_one_object_steps(cube, 0.0, flat), empty)[0, 0] < 0  # presence pushed down
     assert _gradients(_one_object_steps(cube, 0.0, flat), one)[0, 0] > 0  # presence pushed up
@@ -335,8 +341,7 @@ def test_enumerated_elbo_drops_an_object_from_an_empty_table_and_keeps_a_real_on
 
 def test_local_expectation_moves_q_towards_the_true_shape_whatever_was_drawn():
     cube = SMALL.shape_names.index("cube")
-    one = _images(SceneBatch(torch.ones(1, 1, dtype=torch.bool), torch.tensor([[cube]]), torch.tensor([[0]]),
-                             torch.tensor([[[0.05, -0.05, SMALL.shapes[cube].resting_z]]]), torch.zeros(1, 1)), SMALL)
+    one = _cube_image()
     sphere = SMALL.shape_names.index("sphere")
     logits = torch.zeros(1, SMALL_SHAPES, requires_grad=True)
     # the drawn shape is a sphere; n >= 1 is forced, so the object is present at c*
@@ -384,8 +389,7 @@ def test_shape_positions_put_each_shape_at_its_own_place():
 
     # a cube at (0.05, -0.05); q drew a sphere, whose place is 6 cm further along x
     cube, sphere = SMALL.shape_names.index("cube"), SMALL.shape_names.index("sphere")
-    one = _images(SceneBatch(torch.ones(1, 1, dtype=torch.bool), torch.tensor([[cube]]), torch.tensor([[0]]),
-                             torch.tensor([[[0.05, -0.05, SMALL.shapes[cube].resting_z]]]), torch.zeros(1, 1)), SMALL)
+    one = _cube_image()
     shift = torch.zeros(1, 1, SMALL_SHAPES, 2)
     shift[0, 0, sphere, 0] = 0.06
     advantage = []
@@ -401,19 +405,15 @@ def test_shape_positions_put_each_shape_at_its_own_place():
 def test_fit_places_teaches_an_undrawn_shape_where_it_would_fit():
     """q drew a sphere; the cube (the truth) was not drawn, and its place is 3 cm right of the
     object: with fit_places the cube's shift is pulled left, towards the object; without, untouched."""
-    def likelihood(objects, x, albedo):
-        return log_likelihood(objects, x, SMALL, 0.1, 0.5, 0.0, albedo)
-
     cube, sphere = SMALL.shape_names.index("cube"), SMALL.shape_names.index("sphere")
-    one = _images(SceneBatch(torch.ones(1, 1, dtype=torch.bool), torch.tensor([[cube]]), torch.tensor([[0]]),
-                             torch.tensor([[[0.05, -0.05, SMALL.shapes[cube].resting_z]]]), torch.zeros(1, 1)), SMALL)
+    one = _cube_image()
     for fit, pulled in ((False, False), (True, True)):
         shift = torch.zeros(1, 1, SMALL_SHAPES, 2)
         shift[0, 0, cube, 0] = 0.03
         shift.requires_grad_(True)
         steps = replace(_one_object_steps(sphere, 0.0, torch.zeros(1, SMALL_SHAPES)), where_shift=shift)
         torch.manual_seed(0)
-        objective, _, _ = enumerated_elbo(steps, one, [0.5], likelihood, "first", fit_places=fit)
+        objective, _, _ = enumerated_elbo(steps, one, [0.5], _likelihood, "first", fit_places=fit)
         objective.sum().backward()
         grad = torch.zeros_like(shift) if shift.grad is None else shift.grad
         assert (float(grad[0, 0, cube, 0]) < -1e-3) == pulled
