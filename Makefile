@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test serve system-tools clean-data blender-env fuzz reliability
+.PHONY: install test serve system-tools clean-data blender-env fuzz reliability gpu-pack gpu-bench
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,15 @@ fuzz: $(STAMP)
 # against a live service on the loopback (bench/reliability.py); exit 1 when a target is missed.
 reliability: $(STAMP)
 	$(PY) -m bench.reliability
+
+# The GPU path (README, "On a GPU"): gpu-pack packs what a registry-less CUDA machine lacks into
+# .gpu-pack/ (about 55 MB); gpu-bench runs the CUDA tests, bench.serve, bench.render and training
+# iterations/s there in about ten minutes (bench/gpu/run.sh; results in $$OUT/gpu or bench/results/gpu).
+gpu-pack: $(STAMP)
+	bash bench/gpu/pack.sh
+
+gpu-bench:
+	bash bench/gpu/run.sh
 
 # The service on 127.0.0.1:8000 with the shipped weights (AIRSCENE_* variables apply).
 serve: $(STAMP)

@@ -3,6 +3,7 @@
     python -m bench.render            # full run, a few minutes on a 2-core CPU
     python -m bench.render --quick    # fewer repetitions
     python -m bench.render --threads 1  # one torch thread (steadier when other jobs share the CPU)
+    python -m bench.render --device cuda --batches 1,32,256   # on a GPU (bench/gpu/run.sh)
 
 For each mode (``hard`` forward, ``soft`` forward, ``soft`` forward+backward), image size
 (64, 256) and batch size (1, 32) it renders the same prior scenes (three objects each) twice:
@@ -69,13 +70,13 @@ class Case:
     warmup_batch: int | None = None  # scenes in the warm-up call (default: batch)
 
 
-def naive_renderer(world: World, mode: str, size: int, batch: int) -> MeshRenderer:
-    """PyTorch3D's stock parts for ``batch`` images of ``size`` x ``size``."""
-    cameras = p3d_cameras(world, batch)
+def naive_renderer(world: World, mode: str, size: int, batch: int, device: str = "cpu") -> MeshRenderer:
+    """PyTorch3D's stock parts for ``batch`` images of ``size`` x ``size`` on ``device``."""
+    cameras = p3d_cameras(world, batch, device)
     light = world.light
     lights = DirectionalLights(
         direction=(light.direction,), ambient_color=((light.ambient,) * 3,),
-        diffuse_color=((light.diffuse,) * 3,), specular_color=((0.0, 0.0, 0.0),),
+        diffuse_color=((light.diffuse,) * 3,), specular_color=((0.0, 0.0, 0.0),), device=device,
     )
     if mode == "hard":
         raster = RasterizationSettings(image_size=size, faces_per_pixel=1, bin_size=0)
@@ -118,35 +119,38 @@ def naive_meshes(scene: SceneBatch, world: World) -> Meshes:
     return join_meshes_as_batch(per_image)
 
 
-def step_fn(case: Case, world: World, naive: bool) -> Callable[[], None]:
-    """A closure doing one timed call of ``case``, batched or naive."""
-    scene = sample_scenes(world, case.batch, seed=0, counts=OBJECTS)
+def step_fn(case: Case, world: World, naive: bool, device: str = "cpu") -> Callable[[], None]:
+    """A closure doing one timed call of ``case``, batched or naive, on ``device`` (the naive
+    way builds its meshes from Python lists on the CPU and moves them, as such code does)."""
+    scene = sample_scenes(world, case.batch, seed=0, counts=OBJECTS).to(device)
     mode = "hard" if case.mode == "hard" else "soft"
     backward = case.mode == "soft+bwd"
-    renderer = naive_renderer(world, mode, case.size, case.batch) if naive else None
+    renderer = naive_renderer(world, mode, case.size, case.batch, device) if naive else None
 
     def draw(s: SceneBatch) -> torch.Tensor:
         if naive:
-            return renderer(naive_meshes(s, world))[..., :3]
+            return renderer(naive_meshes(s.to("cpu"), world).to(device))[..., :3]
         return render(s, world, mode, case.size, case.size, BLUR_SIGMA_PX, FACES_PER_PIXEL)
 
     def step() -> None:
         if not backward:
             with torch.no_grad():
                 draw(scene)
-            return
-        position = scene.position.clone().requires_grad_()
-        yaw = scene.yaw.clone().requires_grad_()
-        draw(SceneBatch(scene.present, scene.shape, scene.color, position, yaw)).mean().backward()
+        else:
+            position = scene.position.clone().requires_grad_()
+            yaw = scene.yaw.clone().requires_grad_()
+            draw(SceneBatch(scene.present, scene.shape, scene.color, position, yaw)).mean().backward()
+        if scene.position.device.type == "cuda":
+            torch.cuda.synchronize()  # the time is the work's, not the launch's
 
     return step
 
 
-def time_images_per_s(case: Case, world: World, naive: bool) -> float:
+def time_images_per_s(case: Case, world: World, naive: bool, device: str = "cpu") -> float:
     """Warm up once (caches, allocator, lazy initialisation), then the median of ``case.reps`` calls."""
     warmup = case if case.warmup_batch is None else replace(case, batch=case.warmup_batch)
-    step_fn(warmup, world, naive)()
-    step = step_fn(case, world, naive)
+    step_fn(warmup, world, naive, device)()
+    step = step_fn(case, world, naive, device)
     times = []
     for _ in range(case.reps):
         t0 = time.perf_counter()
@@ -155,14 +159,14 @@ def time_images_per_s(case: Case, world: World, naive: bool) -> float:
     return case.batch / statistics.median(times)
 
 
-def cases(quick: bool) -> list[Case]:
+def cases(quick: bool, batches: tuple[int, ...] = BATCHES) -> list[Case]:
     """All rows, with fewer repetitions for the slow ones. Soft backward at 256x256 runs at
     ~0.5 images/s on 2 cores (PyTorch3D's CPU backward is single-threaded): its batch-32 row is
     timed once, after a one-image warm-up, or it alone would take ten minutes."""
     out = []
     for mode in ("hard", "soft", "soft+bwd"):
         for size in SIZES:
-            for batch in BATCHES:
+            for batch in batches:
                 heavy = {"hard": 0, "soft": 1, "soft+bwd": 2}[mode] + (size > 64) + (batch > 1)
                 reps = {0: 20, 1: 10, 2: 5, 3: 3, 4: 1}[heavy]
                 if quick:
@@ -171,30 +175,32 @@ def cases(quick: bool) -> list[Case]:
     return out
 
 
-def machine() -> str:
+def machine(device: str = "cpu") -> str:
     model = platform.processor() or "unknown cpu"
     try:
         with open("/proc/cpuinfo") as f:
             model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
+    if device != "cpu":
+        model = f"{torch.cuda.get_device_name(device)} ({device}); host {model}"
     return (f"{model}, {os.cpu_count()} cores, torch {torch.__version__} (threads: {torch.get_num_threads()}), "
             f"pytorch3d {pytorch3d.__version__}, Python {platform.python_version()}")
 
 
-def main(quick: bool = False, threads: int | None = None) -> int:
+def main(quick: bool = False, threads: int | None = None, device: str = "cpu", batches: str = "1,32") -> int:
     if threads is not None:
         torch.set_num_threads(threads)
     world = World()
-    print(f"machine: {machine()}")
+    print(f"machine: {machine(device)}")
     print(f"scenes: prior samples with {OBJECTS} objects; soft: blur {BLUR_SIGMA_PX} px, "
           f"{FACES_PER_PIXEL} faces per pixel; median of N timed calls after one warm-up; "
           f"load average before the run: {os.getloadavg()[0]:.2f}\n")
     print("| mode | size | batch | batched img/s | naive img/s | batched / naive | N |")
     print("|---|---|---|---:|---:|---:|---:|")
-    for case in cases(quick):
-        ours = time_images_per_s(case, world, naive=False)
-        theirs = time_images_per_s(case, world, naive=True)
+    for case in cases(quick, tuple(int(b) for b in batches.split(","))):
+        ours = time_images_per_s(case, world, naive=False, device=device)
+        theirs = time_images_per_s(case, world, naive=True, device=device)
         mode = {"hard": "hard fwd", "soft": "soft fwd", "soft+bwd": "soft fwd+bwd"}[case.mode]
         print(f"| {mode} | {case.size}x{case.size} | {case.batch} | {ours:.1f} | {theirs:.1f} | "
               f"{ours / theirs:.2f}x | {case.reps} |", flush=True)
@@ -207,4 +213,6 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (a rough number, faster)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's own choice, one per core)")
+    parser.add_argument("--device", default="cpu", help="'cpu' or 'cuda' (or 'cuda:N')")
+    parser.add_argument("--batches", default="1,32", help="comma-separated batch sizes (default 1,32)")
     sys.exit(main(**vars(parser.parse_args())))

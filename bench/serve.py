@@ -2,13 +2,16 @@
 
     python -m bench.serve [--weights W] [--requests 400] [--concurrency 1,4,16]
     python -m bench.serve --frame 640x480 --jpeg        # a camera-sized JPEG, as a robot sends
+    python -m bench.serve --device cuda --concurrency 1,16,64 --images 16 --max-batch 256   # a GPU, batched
 
 Starts the service in a child process (uvicorn, as ``make serve`` does), renders one PNG of a
 prior scene at the network's size (or, with ``--frame WxH``, at that size from the world's
 camera, as a PNG or with ``--jpeg`` a quality-90 JPEG), and sends it to /infer from ``concurrency`` keep-alive connections at once
-(a minimal HTTP/1.1 client on asyncio, so the load generator costs little CPU). Then it runs the
+(a minimal HTTP/1.1 client on asyncio, so the load generator costs little CPU); with ``--images K``
+each request is a multipart form of K copies (a client batching its frames). Before that it runs the
 same pipeline in this process without HTTP: decode + preprocess + forward, batch 1 and batched.
-Prints p50/p99 latency and throughput per concurrency and the HTTP/in-process ratios.
+Prints p50/p99 latency, requests/s and images/s per concurrency and the HTTP/in-process ratios.
+``--device cuda`` runs both the service and the in-process pipeline on the GPU.
 
 Load generator and server share this machine's cores: on a small machine that is a real cost,
 and the reason the throughput ratio is below 1.
@@ -61,9 +64,23 @@ def mime(body: bytes) -> str:
     return "image/jpeg" if body.startswith(b"\xff\xd8") else "image/png"
 
 
-async def _one_connection(port: int, body: bytes, count: int, latencies: list[float]) -> None:
+BOUNDARY = "airscene-bench-boundary"
+
+
+def request_body(image: bytes, copies: int) -> tuple[str, bytes]:
+    """(content type, body) of one /infer request: the image itself, or a multipart form with
+    ``copies`` parts named ``image``."""
+    if copies == 1:
+        return mime(image), image
+    part = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"frame\"\r\n"
+            f"Content-Type: {mime(image)}\r\n\r\n").encode() + image + b"\r\n"
+    return f"multipart/form-data; boundary={BOUNDARY}", part * copies + f"--{BOUNDARY}--\r\n".encode()
+
+
+async def _one_connection(port: int, request: tuple[str, bytes], count: int, latencies: list[float]) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    head = (f"POST /infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {mime(body)}\r\n"
+    content_type, body = request
+    head = (f"POST /infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n").encode()
     try:
         for _ in range(count):
@@ -83,21 +100,24 @@ async def _one_connection(port: int, body: bytes, count: int, latencies: list[fl
         writer.close()
 
 
-async def http_load(port: int, body: bytes, concurrency: int, requests: int) -> tuple[list[float], float]:
-    """-> (latencies in seconds, wall time in seconds) for ``requests`` spread over the connections."""
+async def http_load(port: int, request: tuple[str, bytes], concurrency: int,
+                    requests: int) -> tuple[list[float], float]:
+    """-> (latencies in seconds, wall time in seconds) for ``requests`` (content type, body)
+    requests spread over the connections."""
     latencies: list[float] = []
     per = [requests // concurrency + (i < requests % concurrency) for i in range(concurrency)]
     t = time.perf_counter()
-    await asyncio.gather(*(_one_connection(port, body, n, latencies) for n in per))
+    await asyncio.gather(*(_one_connection(port, request, n, latencies) for n in per))
     return latencies, time.perf_counter() - t
 
 
-def start_server(weights: Path, threads: int, max_batch: int, max_wait_ms: float) -> tuple[subprocess.Popen, int]:
+def start_server(weights: Path, threads: int, max_batch: int, max_wait_ms: float,
+                 device: str = "cpu") -> tuple[subprocess.Popen, int]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRSCENE_")}
-    env.update(AIRSCENE_WEIGHTS=str(weights), AIRSCENE_DEVICE="cpu", AIRSCENE_THREADS=str(threads),
+    env.update(AIRSCENE_WEIGHTS=str(weights), AIRSCENE_DEVICE=device, AIRSCENE_THREADS=str(threads),
                AIRSCENE_MAX_BATCH=str(max_batch), AIRSCENE_MAX_WAIT_MS=str(max_wait_ms),
                AIRSCENE_MAX_QUEUE="1024")
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port),
@@ -132,6 +152,8 @@ def in_process(engine: Engine, body: bytes, batch: int, images: int, max_pixels:
             width, height = image.info.get("full_size", image.size)
             items.append(engine.preprocess(image, full_size=(height, width)))
         engine.infer_batch(items)
+        if engine.device.type == "cuda":
+            torch.cuda.synchronize()
         latencies.append(time.perf_counter() - t)
     return latencies, time.perf_counter() - t0
 
@@ -151,18 +173,24 @@ def main() -> None:
     parser.add_argument("--max-wait-ms", type=float, default=2.0, help="AIRSCENE_MAX_WAIT_MS")
     parser.add_argument("--frame", default="", help="WxH: send an image of this size (default: the network's size)")
     parser.add_argument("--jpeg", action="store_true", help="send it as a quality-90 JPEG instead of a PNG")
+    parser.add_argument("--images", type=int, default=1, help="images per request (> 1: a multipart form; at most "
+                                                               "the service's AIRSCENE_MAX_IMAGES, 16)")
+    parser.add_argument("--device", default="cpu", help="'cpu' or 'cuda' (or 'cuda:N'): the service's and the "
+                                                        "in-process pipeline's device")
     args = parser.parse_args()
 
     settings = Settings(_env_file=None, weights=args.weights, threads=args.threads)  # type: ignore[call-arg]
     threads = settings.torch_threads()
     torch.set_num_threads(threads)
-    engine = Engine.load(args.weights, "cpu")
+    engine = Engine.load(args.weights, args.device)
     width, height = (int(v) for v in args.frame.split("x")) if args.frame else (engine.image_size,) * 2
     body = scene_image(engine.world, height, width, args.jpeg)
+    request = request_body(body, args.images)
     levels = [int(c) for c in args.concurrency.split(",")]
+    device = str(engine.device) + (f" ({torch.cuda.get_device_name(engine.device)})" if engine.device.type == "cuda" else "")
     print(f"# bench.serve: {args.weights.name} ({engine.version}), {len(body)}-byte {width}x{height} "
-          f"{'JPEG' if args.jpeg else 'PNG'}, cpu, {threads} torch thread(s), {os.cpu_count()} cores, "
-          f"max_batch {args.max_batch}, max_wait {args.max_wait_ms} ms")
+          f"{'JPEG' if args.jpeg else 'PNG'} x {args.images} per request, {device}, {threads} torch thread(s), "
+          f"{os.cpu_count()} cores, max_batch {args.max_batch}, max_wait {args.max_wait_ms} ms")
 
     # in-process first (the server is not running yet, so nothing competes for the cores)
     engine.warmup(args.max_batch)
@@ -175,15 +203,17 @@ def main() -> None:
     print(f"in-process batch {args.max_batch}: p50 {pct(latb, 50) * 1e3:6.2f} ms/batch             "
           f"{ipsb:7.1f} images/s")
 
-    proc, port = start_server(args.weights, threads, args.max_batch, args.max_wait_ms)
+    proc, port = start_server(args.weights, threads, args.max_batch, args.max_wait_ms, args.device)
     try:
-        asyncio.run(http_load(port, body, 4, 50))  # warm connections, caches and the batcher
-        print(f"{'HTTP':>6} {'conc':>4} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'/ in-proc b1':>13} {'/ in-proc b' + str(args.max_batch):>14}")
+        asyncio.run(http_load(port, request, 4, 50))  # warm connections, caches and the batcher
+        print(f"{'HTTP':>6} {'conc':>4} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'images/s':>9} {'/ in-proc b1':>13} "
+              f"{'/ in-proc b' + str(args.max_batch):>14}")
         for c in levels:
-            lat, wall = asyncio.run(http_load(port, body, c, args.requests))
+            lat, wall = asyncio.run(http_load(port, request, c, args.requests))
             rps = len(lat) / wall
-            print(f"{'':>6} {c:>4} {statistics.median(lat) * 1e3:8.2f} {pct(lat, 99) * 1e3:8.2f} {rps:8.1f} "
-                  f"{rps / ips1:13.2f} {rps / ipsb:14.2f}")
+            ips = rps * args.images
+            print(f"{'':>6} {c:>4} {statistics.median(lat) * 1e3:8.2f} {pct(lat, 99) * 1e3:8.2f} {rps:8.1f} {ips:9.1f} "
+                  f"{ips / ips1:13.2f} {ips / ipsb:14.2f}")
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
         batches = _metric(metrics, "airscene_infer_batch_size_count")
         images = _metric(metrics, "airscene_infer_batch_size_sum")

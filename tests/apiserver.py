@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 import struct
 import threading
@@ -88,8 +89,9 @@ class LiveServer:
 
 
 def settings_for(weights: Path, **overrides: object) -> Settings:
-    """Settings that ignore the environment and any .env file (tests must not depend on them)."""
-    base = dict(weights=weights, device="cpu", threads=1, max_wait_ms=2.0)
+    """Settings that ignore the environment and any .env file (tests must not depend on them),
+    on the CPU unless AIRSCENE_TEST_DEVICE names another device (bench/gpu/run.sh: cuda)."""
+    base = dict(weights=weights, device=os.environ.get("AIRSCENE_TEST_DEVICE", "cpu"), threads=1, max_wait_ms=2.0)
     base.update(overrides)
     return Settings(_env_file=None, **base)  # type: ignore[call-arg]
 

@@ -141,6 +141,15 @@ def test_train_overrides_are_type_checked():
     assert get_lr(cfg, 0) == pytest.approx(0.01) and get_lr(cfg, 1000) == pytest.approx(0.0)
 
 
+def test_train_refuses_a_device_it_cannot_use(monkeypatch):
+    with pytest.raises(ConfigError, match="device must be 'cpu', 'cuda' or 'cuda:N', got 'tpu'"):
+        parse_config(["--device=tpu"])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="torch sees no CUDA device"):
+        parse_config(["--device=cuda:1"])
+    assert parse_config(["--device=cpu"]).device == "cpu"
+
+
 def test_a_recipe_sets_the_config_and_flags_after_it_win(tmp_path):
     recipe = tmp_path / "r.py"
     recipe.write_text('max_iters = 300\nlr = 1\nout_dir = "runs/x"\n')

@@ -49,6 +49,8 @@ class TrainConfig:
     eval_interval: int = setting(1000, "steps between validation runs (and ckpt.pt / best.pt saves)")
     eval_scenes: int = setting(1000, "validation scenes scored per run (the first of val_data)")
     threads: int = setting(2, "torch CPU threads")
+    device: str = setting("cpu", "where the network and the renderer run: 'cpu', 'cuda' or 'cuda:N' (the data "
+                                 "is read on the CPU and moved per batch)")
     train_scenes: int = setting(0, "train on the first K scenes of data only (0 = all; any objective)")
     dair: bool = setting(False, "difference AIR: each step also sees the image minus a rendering of the "
                                 "objects found so far (AIRConfig.dair)")

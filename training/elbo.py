@@ -408,6 +408,11 @@ class ELBO(Objective):
             self.nvil.load_state(state["nvil"])
         self.local_var = float(state.get("local_var", self.local_var))
 
+    def to(self, device: torch.device) -> ELBO:
+        super().to(device)
+        self.baseline.to(device)
+        return self
+
     def local_scale(self, it: int) -> float:
         """What ``enumerated_elbo`` divides the local signal by at step ``it``: its running RMS
         (``elbo_local_rms``) until ``elbo_local_rms_iters``, then geometrically down to 1 over

@@ -81,6 +81,11 @@ class Objective:
     def param_groups(self) -> list[dict]:
         return [{"params": list(self.model.parameters())}]
 
+    def to(self, device: torch.device) -> Objective:
+        """Move what the objective trains (the model; subclasses add their own modules) to ``device``."""
+        self.model.to(device)
+        return self
+
     def predict(self, images: torch.Tensor | ViewInput) -> SceneBatch:
         if isinstance(images, ViewInput):  # a photo dataset's views
             return to_scene(infer(self.model, images.pixels, self.world, images).objects, self.world)
@@ -111,7 +116,8 @@ class Amortised(Objective):
         residuals = None
         if self.model.config.dair:
             scene = nearest_first(scene)
-            residuals = (self.canvases.residuals(images, index) if self.canvases is not None
+            residuals = ([r.to(images.device) for r in self.canvases.residuals(images.cpu(), index)]
+                         if self.canvases is not None
                          else dair_residuals(images, scene, self.world))
         return amortised_loss(self.model, images, scene, self.world, residuals=residuals,
                               attention_weight=self.attention_weight)

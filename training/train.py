@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import sys
 import time
 from dataclasses import asdict, fields
@@ -115,6 +116,10 @@ def check(cfg: ResearchConfig) -> None:
         raise ConfigError("dair and anchor_where apply to AIR objectives, not objective=supervised")
     if cfg.dair_canvas and not (cfg.dair and cfg.objective == "amortised"):
         raise ConfigError("dair_canvas applies to objective=amortised with dair=True only")
+    if cfg.device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", cfg.device):
+        raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {cfg.device!r}")
+    if cfg.device != "cpu" and not torch.cuda.is_available():
+        raise ConfigError(f"device={cfg.device} but torch sees no CUDA device (use device=cpu)")
 
 
 def usage() -> str:
@@ -247,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(cfg: ResearchConfig) -> int:
     # setup
     torch.set_num_threads(cfg.threads)
+    device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     out = Path(cfg.out_dir)
@@ -259,7 +265,7 @@ def run(cfg: ResearchConfig) -> int:
     world = train.world
     pool, seen = scene_pool(train, cfg.counts, cfg.train_scenes), len(train)
     val_index = scene_pool(val, cfg.counts)[: cfg.eval_scenes]
-    val_images, val_truth = images_of(val, val_index, world), val.scenes(val_index)
+    val_images, val_truth = images_of(val, val_index, world).to(device), val.scenes(val_index).to(device)
 
     # model: scratch, resume or init_from
     model_cfg = model_config(cfg, world, views=train.has_cameras)
@@ -267,14 +273,14 @@ def run(cfg: ResearchConfig) -> int:
     if state is not None:
         model_cfg = type(model_cfg).from_dict(state["model_args"])  # the checkpoint's architecture wins
     model = NETWORKS[type(model_cfg)](model_cfg)
-    objective = make_objective(cfg, model, world, train)
+    objective = make_objective(cfg, model, world, train).to(device)
 
     # optimiser
     optimizer = torch.optim.Adam(objective.param_groups(), lr=cfg.lr)
     start, best = 0, (-1.0, math.inf)
     if state is not None:
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        optimizer.load_state_dict(state["optimizer"])  # its moments follow the parameters' device
         objective.load_state(state)
         start, best = state["iter_num"], tuple(state["best"])
         rng = np.random.default_rng([cfg.seed, start])
@@ -309,7 +315,7 @@ def run(cfg: ResearchConfig) -> int:
         for g in optimizer.param_groups:
             g["lr"] = lr * g.get("lr_scale", 1.0)
         idx = np.sort(pool[rng.choice(len(pool), cfg.batch_size, replace=False)])
-        loss, stats = objective.loss(images_of(train, idx, world), train.scenes(idx), idx, it)
+        loss, stats = objective.loss(images_of(train, idx, world).to(device), train.scenes(idx).to(device), idx, it)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
