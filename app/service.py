@@ -48,6 +48,10 @@ from app.schemas import (
 log = logging.getLogger("airscene")
 
 State = Literal["loading", "ready", "failed"]
+# Before each refinement step the refinement lane waits while plain /infer images are in flight,
+# at most this long: plain inference gets the CPU first, and refinement still moves at least one
+# step per REFINE_YIELD_S under continuous plain load.
+REFINE_YIELD_S = 0.15
 
 
 def _timed_batch(engine: Engine, items: list, stopped: Callable[[], bool]) -> tuple[list, float]:
@@ -83,6 +87,7 @@ class ModelService:
                                                initializer=_init_torch_thread, initargs=(max(1, threads // 2),))
         self._refine_queued = 0  # steps x images queued or running in the lane
         self._refine_step_s = 0.1  # seconds per step and image, measured as requests finish
+        self._plain_in_flight = 0  # plain /infer images admitted and not yet answered (the refine gate reads it)
         self.batcher: MicroBatcher[InferItem, InferResult] = MicroBatcher(
             self._infer_batch, self._torch, max_batch=settings.max_batch,
             max_wait_s=settings.max_wait_ms / 1000, max_queue=settings.max_queue, metrics=metrics)
@@ -197,6 +202,7 @@ class ModelService:
         specs = self.cameras_for(len(images), params, cameras or [])
         if params.refine:
             return await self._infer_refined(engine, images, params, loc, specs, gone, t0)
+        self._plain_in_flight += len(images)
         try:
             self.batcher.check_room(len(images))  # refuse before spending time decoding
             self.batcher.announce(len(images))
@@ -208,6 +214,8 @@ class ModelService:
             results = await self.batcher.submit([item for item, _ in decoded])
         except QueueFull as e:
             raise Unavailable(str(e), e.retry_after_s) from None
+        finally:
+            self._plain_in_flight -= len(images)
         self.metrics.images.inc(len(images))
         for timed in results:
             self.metrics.count_quality(timed.result.quality)
@@ -239,7 +247,8 @@ class ModelService:
         try:
             loop = asyncio.get_running_loop()
             decoded = await loop.run_in_executor(self._decode, self._decode_all, engine, images, params, loc, specs)
-            job = loop.run_in_executor(self._refine_lane, _timed_batch, engine, [it for it, _ in decoded], stop.is_set)
+            job = loop.run_in_executor(self._refine_lane, _timed_batch, engine, [it for it, _ in decoded],
+                                       lambda: self.refine_gate(stop))
             job.add_done_callback(release)
             results, ran_s = await _unless_gone(job, gone, stop)
             self._refine_step_s = 0.8 * self._refine_step_s + 0.2 * ran_s / work  # the run, not the wait
@@ -251,6 +260,15 @@ class ModelService:
             self.metrics.count_quality(r.quality)
         return [self._answer(engine, item, decode_ms, Timed(r, 0.0), params, t0)
                 for (item, decode_ms), r in zip(decoded, results, strict=True)]
+
+    def refine_gate(self, stop: threading.Event, most_s: float = REFINE_YIELD_S) -> bool:
+        """Asked in the refinement lane before each step: waits while plain images are in flight
+        (at most ``most_s``), so that plain inference goes first; True when the refinement must
+        end (its client has gone)."""
+        until = time.monotonic() + most_s
+        while self._plain_in_flight > 0 and not stop.is_set() and time.monotonic() < until:
+            stop.wait(0.005)
+        return stop.is_set()
 
     def _answer(self, engine: Engine, item: InferItem, decode_ms: float, timed, params: InferParams,
                 t0: float) -> InferResponse | RosInferResponse:

@@ -162,6 +162,33 @@ def test_plain_inference_does_not_wait_behind_refinement(refine_server):
     assert done["plain"] < done["refined"]
 
 
+def test_refinement_gives_way_to_plain_images_in_flight_for_a_bounded_time(refine_server):
+    """The gate asked before each refinement step: no wait while no plain image is in flight, a
+    wait of up to ``most_s`` while one is, and an immediate True once the client has gone."""
+    import threading
+    import time
+
+    service, stop = refine_server.service, threading.Event()
+    t = time.monotonic()
+    assert service.refine_gate(stop, most_s=5.0) is False
+    assert time.monotonic() - t < 0.5
+    service._plain_in_flight += 1
+    try:
+        t = time.monotonic()
+        assert service.refine_gate(stop, most_s=0.3) is False
+        assert 0.3 <= time.monotonic() - t < 3.0  # gave way, then went on: refinement never starves
+        threading.Timer(0.1, stop.set).start()
+        t = time.monotonic()
+        assert service.refine_gate(stop, most_s=5.0) is True
+        assert time.monotonic() - t < 3.0
+    finally:
+        service._plain_in_flight -= 1
+    with httpx.Client(base_url=refine_server.url, timeout=60) as c:  # every plain request leaves the count
+        assert c.post("/infer", content=_png(), headers={"content-type": "image/png"}).status_code == 200
+        assert c.post("/infer", content=b"not an image", headers={"content-type": "image/png"}).status_code == 422
+    assert service._plain_in_flight == 0
+
+
 def test_refinement_stops_when_its_client_hangs_up(refine_server):
     import socket
     import time
