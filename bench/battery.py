@@ -99,11 +99,11 @@ def natural(files: list[Path], rng: np.random.Generator, i: int) -> Image.Image:
     return im
 
 
-def photos(world: World, n: int, g: torch.Generator) -> np.ndarray:
-    """(n, H, W, 3) uint8 photo renders of prior scenes of ``world`` from its camera."""
+def photos(world: World, n: int, g: torch.Generator, counts: tuple[int, ...] = (1, 2, 3)) -> np.ndarray:
+    """(n, H, W, 3) uint8 photo renders of prior scenes of ``world`` (``counts`` objects) from its camera."""
     prior = LookPrior()
     cams = spec_cameras(world.camera, n, *SIZE)
-    scene = sample_scenes(world, n, generator=g, counts=[1, 2, 3])
+    scene = sample_scenes(world, n, generator=g, counts=list(counts))
     look = sample_looks(prior, n, g)
     shaded = replace(scene, albedo=shade_palette(scene, world, prior, g))
     return photo_jpeg(shaded, world, cams, look, g, detail=2)
