@@ -21,6 +21,7 @@ disable_created_metrics()  # no *_created series: they double the output and nob
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 
 
 class Metrics:
@@ -50,6 +51,9 @@ class Metrics:
                                "poor) and whether the image looked like the model's world",
                                ["fit_band", "in_world"], registry=r)
         self.ready = Gauge("airscene_ready", "1 once the weights are loaded and warmed up", registry=r)
+        self.loop_lag = Histogram("airscene_event_loop_lag_seconds", "how late the event loop (which answers "
+                                  "/healthz and admits requests) ran a timer due every 50 ms: the loop or the "
+                                  "process was held up for this long", buckets=LAG_BUCKETS, registry=r)
 
     def count_quality(self, quality: dict) -> None:
         """Count one answer by its fit band and in-world flag (``inference.api.Answer.quality``)."""

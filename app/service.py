@@ -52,6 +52,7 @@ State = Literal["loading", "ready", "failed"]
 # at most this long: plain inference gets the CPU first, and refinement still moves at least one
 # step per REFINE_YIELD_S under continuous plain load.
 REFINE_YIELD_S = 0.15
+LAG_PERIOD_S = 0.05  # the event-loop lag watcher's timer
 
 
 def _timed_batch(engine: Engine, items: list, stopped: Callable[[], bool]) -> tuple[list, float]:
@@ -93,12 +94,23 @@ class ModelService:
             max_wait_s=settings.max_wait_ms / 1000, max_queue=settings.max_queue, metrics=metrics)
         self._renders_waiting = 0
         self._load_task: asyncio.Task | None = None
+        self._lag_task: asyncio.Task | None = None
 
     # ---- life cycle -------------------------------------------------------------------------
     async def start(self) -> None:
         """Start the batcher and begin loading (returns at once; see ``wait_ready``)."""
         self.batcher.start()
-        self._load_task = asyncio.get_running_loop().create_task(self._load(), name="airscene-load")
+        loop = asyncio.get_running_loop()
+        self._load_task = loop.create_task(self._load(), name="airscene-load")
+        self._lag_task = loop.create_task(self._watch_loop_lag(), name="airscene-loop-lag")
+
+    async def _watch_loop_lag(self, period_s: float = LAG_PERIOD_S) -> None:
+        """Observe, every ``period_s``, how much later than asked the loop woke up
+        (``airscene_event_loop_lag_seconds``): what a /healthz probe would have waited for the loop."""
+        while True:
+            t = time.perf_counter()
+            await asyncio.sleep(period_s)
+            self.metrics.loop_lag.observe(max(0.0, time.perf_counter() - t - period_s))
 
     async def wait_ready(self) -> State:
         if self._load_task is not None:
@@ -108,6 +120,8 @@ class ModelService:
     async def stop(self) -> None:
         if self._load_task is not None and not self._load_task.done():
             self._load_task.cancel()
+        if self._lag_task is not None:
+            self._lag_task.cancel()
         await self.batcher.stop()
         self._torch.shutdown(wait=False, cancel_futures=True)
         self._decode.shutdown(wait=False, cancel_futures=True)

@@ -7,7 +7,8 @@ storm: ``--storm`` parallel ``refine=50`` requests (each one image, sent from a 
     looping on plain ``/infer`` while they last, a ``/healthz`` probe every 50 ms (in this client's
     event loop, and from a process of its own, which the target reads). Reports the
     refinement answers by status (200 or 503 with Retry-After), client timeouts (60 s), plain
-    ``/infer`` p50/p99, the slowest ``/healthz``, how long after the storm plain requests are back
+    ``/infer`` p50/p99, the slowest ``/healthz``, the server's own event-loop lag (its
+    ``airscene_event_loop_lag_seconds``: was the loop held up, or the probe's process?), how long after the storm plain requests are back
     to their pre-storm p50 (within 2x), and the server's peak resident memory. Beside them, the
     baseline: the same plain clients for 5 s with no storm (p50/p99): on a 2-core machine that
     also runs this client, 16 clients alone already queue (model card).
@@ -108,6 +109,22 @@ async def plain(c: httpx.AsyncClient) -> float:
     return (time.perf_counter() - t0) * 1000
 
 
+def loop_lag_buckets(text: str) -> dict[float, float]:
+    """The server's ``airscene_event_loop_lag_seconds`` cumulative bucket counts, by upper bound."""
+    prefix = 'airscene_event_loop_lag_seconds_bucket{le="'
+    return {float(line[len(prefix):].split('"')[0]): float(line.split()[-1])
+            for line in text.splitlines() if line.startswith(prefix)}
+
+
+def lag_summary(before: dict[float, float], after: dict[float, float]) -> str:
+    """'N timers, M later than 100 ms, the latest <= X ms' between two readings of the buckets."""
+    diff = {le: after[le] - before.get(le, 0.0) for le in after}
+    total = diff.get(float("inf"), 0.0)
+    late = total - diff.get(0.1, 0.0)
+    worst = min((le for le, c in diff.items() if c >= total), default=float("inf"))
+    return f"{total:.0f} timers, {late:.0f} later than 100 ms, the latest <= {worst * 1000:g} ms"
+
+
 async def storm(url: str, n: int, clients: int) -> dict:
     limits = httpx.Limits(max_connections=clients + 8, max_keepalive_connections=clients + 8)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as c:
@@ -148,6 +165,7 @@ async def storm(url: str, n: int, clients: int) -> dict:
         until = time.perf_counter() + CALM_S
         await asyncio.gather(*(calm_loop(until) for _ in range(clients)))
 
+        lag_before = loop_lag_buckets((await c.get("/metrics")).text)
         background = [asyncio.create_task(plain_loop()) for _ in range(clients)] + [asyncio.create_task(health())]
         t0 = time.perf_counter()
         # the storm from a process of its own, so that its 200 connections do not slow this
@@ -158,6 +176,7 @@ async def storm(url: str, n: int, clients: int) -> dict:
         storm_s = time.perf_counter() - t0
         done.set()
         await asyncio.gather(*background)
+        lag = lag_summary(lag_before, loop_lag_buckets((await c.get("/metrics")).text))
         probe_ms = [float(x) for x in probe.communicate("stop\n", timeout=30)[0].split()]
         t1, recovered = time.perf_counter(), None
         for _ in range(200):  # after the storm: until a plain request is as fast as before (within 2x)
@@ -172,6 +191,7 @@ async def storm(url: str, n: int, clients: int) -> dict:
             "healthz max ms": round(max(health_ms, default=float("nan")), 1),
             "healthz from its own process: p50 / p99 / max ms": (
                 round(pct(probe_ms, 0.5), 1), round(pct(probe_ms, 0.99), 1), round(max(probe_ms, default=float("nan")), 1)),
+            "server event loop lag during the storm": lag,
             "back to normal s": None if recovered is None else round(recovered, 2)}
 
 
