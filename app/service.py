@@ -265,7 +265,7 @@ class ModelService:
                                        lambda: self.refine_gate(stop))
             job.add_done_callback(release)
             results, ran_s = await _unless_gone(job, gone, stop)
-            self._refine_step_s = 0.8 * self._refine_step_s + 0.2 * ran_s / work  # the run (its gate waits too), not the queue
+            self._refine_step_s = 0.8 * self._refine_step_s + 0.2 * ran_s / work  # run + gate waits
         finally:
             if job is None:
                 release()
