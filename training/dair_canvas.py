@@ -91,9 +91,9 @@ class CanvasStore:
     def residuals(self, images: torch.Tensor, index: np.ndarray) -> list[torch.Tensor]:
         """DAIR's per-step inputs for the dataset scenes ``index`` (as ``dair_residuals`` makes them
         for the scenes in nearest-first order): images (B, 3, S, S) in [0, 1] -> N tensors
-        (B, 3, S, S)."""
-        canvas = torch.from_numpy(np.array(self.canvas[index])).permute(0, 1, 4, 2, 3).float() / 255
-        return [images - self.table] + [images - canvas[:, t] for t in range(canvas.shape[1])]
+        (B, 3, S, S), on the images' device."""
+        canvas = torch.from_numpy(np.array(self.canvas[index])).permute(0, 1, 4, 2, 3).to(images.device).float() / 255
+        return [images - self.table.to(images.device)] + [images - canvas[:, t] for t in range(canvas.shape[1])]
 
 
 def write_canvases(data: SceneDataset, out: Path, jitter_cm: float = 0.0, jitter_deg: float = 0.0, seed: int = 0,

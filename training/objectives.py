@@ -116,8 +116,7 @@ class Amortised(Objective):
         residuals = None
         if self.model.config.dair:
             scene = nearest_first(scene)
-            residuals = ([r.to(images.device) for r in self.canvases.residuals(images.cpu(), index)]
-                         if self.canvases is not None
+            residuals = (self.canvases.residuals(images, index) if self.canvases is not None
                          else dair_residuals(images, scene, self.world))
         return amortised_loss(self.model, images, scene, self.world, residuals=residuals,
                               attention_weight=self.attention_weight)
