@@ -38,13 +38,7 @@ RINGS = ((1, 3, 8), (1, 4, 8), (1, 5, 8), (1, 4, 4), (2, 5, 8))  # (lo, hi, sect
 def statistics(scene, r: fit.Regions) -> dict:
     """Both statistics of one batch, per image, for every setting."""
     n, s = scene.num_slots, r.img.shape[-1]
-    masks = r.onehot[:, :n] > 0
-    on_table, floor = r.onehot[:, n:n + 1] > 0, r.onehot[:, n + 1:n + 2] > 0
-    d_table = r.distance(n)[:, None]
-    d_own = (r.img[:, None] - r.means[:, :n, :, None, None]).square().sum(2)
-    d_surface = torch.where(floor, fit.shading_free_distance(r.img, r.means[:, n + 1], squared=True)[:, None],
-                            fit.shading_free_distance(r.img, r.means[:, n], squared=True)[:, None])
-    real = scene.present & (r.area[:, :n] > 0)
+    masks, on_table, floor, d_table, d_own, d_surface, real = fit.object_pixels(scene, r)
     inside = fit.share(d_own < d_table, masks, 0.0)
     ring = fit.share(d_table <= d_own, fit.dilate(masks, 1) & on_table)
     contrast = (r.means[:, :n] - r.means[:, n:n + 1]).norm(dim=-1)

@@ -39,6 +39,7 @@ from __future__ import annotations
 import base64
 import io
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from PIL import Image
@@ -137,21 +138,41 @@ def draw(scene: SceneBatch, pixels: torch.Tensor, coverage: torch.Tensor, camera
     return Regions(img, onehot, area, means)
 
 
+class ObjectPixels(NamedTuple):
+    """Each slot's drawn pixels and every pixel's squared colour distances, as the object checks
+    read them. masks: (B, T, s, s) each slot's drawn pixels; on_table, floor: (B, 1, s, s);
+    d_table: (B, 1, s, s) from the table's mean; d_own: (B, T, s, s) from each slot's mean;
+    d_surface: (B, 1, s, s) from the surface drawn there, shading removed (shadows are surface);
+    real: (B, T) present slots with drawn pixels."""
+
+    masks: torch.Tensor
+    on_table: torch.Tensor
+    floor: torch.Tensor
+    d_table: torch.Tensor
+    d_own: torch.Tensor
+    d_surface: torch.Tensor
+    real: torch.Tensor
+
+
+def object_pixels(scene: SceneBatch, r: Regions) -> ObjectPixels:
+    n = scene.num_slots
+    on_table, floor = r.onehot[:, n:n + 1] > 0, r.onehot[:, n + 1:n + 2] > 0
+    d_surface = torch.where(floor, shading_free_distance(r.img, r.means[:, n + 1], squared=True)[:, None],
+                            shading_free_distance(r.img, r.means[:, n], squared=True)[:, None])
+    return ObjectPixels(r.onehot[:, :n] > 0, on_table, floor, r.distance(n)[:, None],
+                        (r.img[:, None] - r.means[:, :n, :, None, None]).square().sum(2), d_surface,
+                        scene.present & (r.area[:, :n] > 0))
+
+
 def object_fits(scene: SceneBatch, r: Regions) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T) object fits (inside agreement x ring agreement x contrast) and (B,) spill, all
     slots at once."""
     n = scene.num_slots
-    d_table = r.distance(n)[:, None]  # (B, 1, s, s), squared
-    on_table, floor = r.onehot[:, n:n + 1] > 0, r.onehot[:, n + 1:n + 2] > 0
-    d_surface = torch.where(floor, shading_free_distance(r.img, r.means[:, n + 1], squared=True)[:, None],
-                            shading_free_distance(r.img, r.means[:, n], squared=True)[:, None])  # shadows are surface
-    masks = r.onehot[:, :n] > 0  # (B, T, s, s)
-    d_own = (r.img[:, None] - r.means[:, :n, :, None, None]).square().sum(2)
+    masks, on_table, floor, d_table, d_own, d_surface, real = object_pixels(scene, r)
     near, around = dilate(masks, 1), dilate(masks, 3)
     inside = share(d_own < d_table, masks, 0.0)
     outside = share(d_table <= d_own, near & on_table)
     contrast = ((r.means[:, :n] - r.means[:, n:n + 1]).norm(dim=-1) / CONTRAST_FULL).clamp(max=1.0)
-    real = scene.present & (r.area[:, :n] > 0)
     fits = torch.where(real, inside * outside * contrast, torch.zeros_like(inside))
     spill = torch.where(real, share(d_own < d_surface, around & ~near & (on_table | floor), 0.0),
                         torch.zeros_like(inside))
