@@ -34,12 +34,13 @@ log = logging.getLogger("airscene")
 @dataclass(frozen=True)
 class InferItem:
     """One decoded image waiting for the model: ``prepared`` (``inference.api.Prepared``: the
-    network's input, the image's camera and size), the refinement steps asked for, and the
-    confidence below which objects are dropped."""
+    network's input, the image's camera and size), the refinement steps asked for, the
+    confidence below which objects are dropped, and whether the residual image is wanted."""
 
     prepared: Prepared
     refine: int = 0
     min_confidence: float = 0.0
+    residual: bool = False
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,8 @@ class InferResult:
     (T,) q(z_pres = 1) and the chosen classes' probabilities. boxes: (T, 4) [u0, v0, u1, v1]
     pixels of the image as sent. camera: the image's camera. fit: (T,) object fit; quality: the
     image's fit summary (``inference.api.Answer.quality``); residual: (3, s, s) the
-    reconstruction's residual. Timings in milliseconds; batch_size: images in the forward pass.
+    reconstruction's residual, None unless the item asked for it. Timings in milliseconds;
+    batch_size: images in the forward pass.
     """
 
     scene: SceneBatch
@@ -60,7 +62,7 @@ class InferResult:
     boxes: torch.Tensor
     fit: torch.Tensor
     quality: dict
-    residual: torch.Tensor
+    residual: torch.Tensor | None
     camera: Cameras
     batch_size: int
     infer_ms: float
@@ -103,12 +105,14 @@ class Engine:
         return self.world.image_size
 
     def preprocess(self, image: Image.Image, refine: int = 0, min_confidence: float = 0.0,
-                   camera: Cameras | None = None, full_size: tuple[int, int] | None = None) -> InferItem:
+                   camera: Cameras | None = None, full_size: tuple[int, int] | None = None,
+                   residual: bool = False) -> InferItem:
         """A decoded PIL image (any mode and size) and its camera (None: the default one) ->
         an item for ``infer_batch``. full_size: (height, width) of the image as sent, when it
         was decoded smaller (``app.images.decode_image``'s draft). ValueError for a camera the
-        model cannot take."""
-        return InferItem(self.predictor.prepare(image, camera, refine > 0, full_size), refine, min_confidence)
+        model cannot take. residual: also return the reconstruction's residual image."""
+        return InferItem(self.predictor.prepare(image, camera, refine > 0, full_size), refine, min_confidence,
+                         residual)
 
     def infer_batch(self, items: list[InferItem], stop: Callable[[], bool] | None = None) -> list[InferResult]:
         """One batched forward pass over ``items`` (then refinement for those that asked;
@@ -116,7 +120,7 @@ class Engine:
         ans = self.predictor.forward([it.prepared for it in items], [it.refine for it in items], stop)
         return [InferResult(ans.scene.select(slice(i, i + 1)), ans.confidence[i], ans.shape_prob[i],
                             ans.color_prob[i], ans.boxes[i], ans.fit.objects[i], ans.quality(i),
-                            ans.fit.residual[i], it.prepared.camera, len(items), ans.infer_ms,
+                            ans.fit.residual[i] if it.residual else None, it.prepared.camera, len(items), ans.infer_ms,
                             ans.refine_ms[i]) for i, it in enumerate(items)]
 
     def render_png(self, scene: SceneBatch, height: int, width: int, camera: Cameras | None = None,

@@ -313,7 +313,8 @@ class ModelService:
             left -= width * height
             try:
                 camera = None if spec is None else to_cameras(spec, height, width)
-                item = engine.preprocess(image, params.refine, params.min_confidence, camera, (height, width))
+                item = engine.preprocess(image, params.refine, params.min_confidence, camera, (height, width),
+                                         params.residual)
             except ValueError as e:
                 raise Unprocessable(where, str(e)) from None
             out.append((item, (time.perf_counter() - t) * 1000))

@@ -8,7 +8,8 @@ calibration in the weights' .json), on sets the calibration never saw:
 - own renderer, photo: ``inference.evaluate.held_out_photos`` (cameras of the envelope, random
   looks, JPEG), seed 12345 as the model card's photo numbers;
 - own renderer, fixed camera: ``inference.evaluate.held_out_set`` (the world's camera and look);
-- the Blender development set (``bench.crossrender``), when ``--blender`` names it;
+- Blender sets (``bench.crossrender``) that ``--blender`` names: the development set, and
+  issue 13's shifted look, which no calibration uses;
 - the out-of-world battery (``bench.battery``), sent without a camera.
 
 For each in-world set: the expected calibration error of presence decisions, shapes and
@@ -32,9 +33,8 @@ from PIL import Image
 from bench.battery import battery
 from bench.methods import git_commit, stamp
 from inference.api import Answer, Predictor
-from inference.evaluate import cat_scenes, held_out_photos, held_out_set
+from inference.evaluate import cat_scenes, held_out_photos, held_out_set, labelled_folder
 from inference.metrics import expected_calibration_error
-from renderer.camera import cameras_from_dict
 from renderer.pinhole import Cameras
 from renderer.scene import SceneBatch
 from training.calibrate import answer_right, calibration_errors, collect
@@ -68,26 +68,6 @@ def own_photo_set(world, scenes: int, seed: int) -> tuple[list[Item], SceneBatch
 def fixed_camera_set(world, scenes: int, seed: int) -> tuple[list[Item], SceneBatch]:
     images, truth = held_out_set(world, scenes, seed)
     return [(im, None) for im in to_pil(images)], truth
-
-
-def blender_set(world, data: Path) -> tuple[list[Item], SceneBatch]:
-    """The Blender development set's rendered images, their cameras and their labels as scenes."""
-    labels = json.loads((data / "labels.json").read_text())
-    entries = [e for e in labels["images"] if (data / e["file"]).exists()]
-    n = world.max_objects
-    present = torch.zeros(len(entries), n, dtype=torch.bool)
-    shape, color = torch.zeros(len(entries), n, dtype=torch.long), torch.zeros(len(entries), n, dtype=torch.long)
-    position, yaw = torch.zeros(len(entries), n, 3), torch.zeros(len(entries), n)
-    items = []
-    for b, e in enumerate(entries):
-        with Image.open(data / e["file"]) as im:
-            items.append((im.convert("RGB"), cameras_from_dict(e["camera"])))
-        for t, o in enumerate(e["objects"]):
-            present[b, t] = True
-            shape[b, t], color[b, t] = world.shape_index(o["shape"]), world.color_names.index(o["color"])
-            position[b, t] = torch.tensor([o["position"][k] for k in "xyz"])
-            yaw[b, t] = float(np.radians(o.get("yaw_deg") or 0.0))
-    return items, SceneBatch(present, shape, color, position, yaw)
 
 
 def auroc(score: np.ndarray, positive: np.ndarray) -> float:
@@ -164,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", default="weights/air.safetensors")
     ap.add_argument("--scenes", type=int, default=1000, help="scenes in each own-renderer set")
     ap.add_argument("--seed", type=int, default=12345)
-    ap.add_argument("--blender", default="", help="the Blender development set's folder (bench.crossrender)")
+    ap.add_argument("--blender", action="append", default=[],
+                    help="a Blender set's folder (bench.crossrender); repeat for several")
     ap.add_argument("--per-kind", type=int, default=40, help="battery images of each kind")
     ap.add_argument("--out", default="", help="write the report here (markdown)")
     ap.add_argument("--threads", type=int, default=1)
@@ -175,8 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     world = predictor.world
     sets = {"own renderer, photo (envelope cameras, random looks)": own_photo_set(world, args.scenes, args.seed),
             "own renderer, fixed camera and look": fixed_camera_set(world, args.scenes, args.seed)}
-    if args.blender:
-        sets["Blender development set"] = blender_set(world, Path(args.blender))
+    for folder in args.blender:
+        look = json.loads((Path(folder) / "labels.json").read_text()).get("look", "dev")
+        sets[f"Blender, {look} look (`{folder}`)"] = labelled_folder(world, Path(folder))
     rows = {name: in_world_row(predictor, items, truth) for name, (items, truth) in sets.items()}
     bat = battery_row(predictor, args.seed, args.per_kind)
     cal = json.loads(Path(args.weights).with_suffix(".json").read_text())["meta"].get("calibration", {})

@@ -22,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from inference.checkpoint import load_weights
 from inference.metrics import add_batch, scores_for
@@ -29,9 +30,10 @@ from inference.infer import infer, to_scene
 from inference.network import AIR
 from inference.refine import refine
 from inference.views import CameraImages, ViewInput, as_view_input, view_cameras
+from renderer.camera import cameras_from_dict
 from renderer.appearance import LookPrior, sample_looks, shade_palette
 from renderer.photo import photo_jpeg
-from renderer.pinhole import sample_cameras
+from renderer.pinhole import Cameras, sample_cameras
 from renderer.dataset import render_images
 from renderer.prior import sample_scenes
 from renderer.scene import SceneBatch
@@ -52,6 +54,28 @@ def cat_scenes(parts: list[SceneBatch]) -> SceneBatch:
     return SceneBatch(*(torch.cat([getattr(p, f) for p in parts]) for f in SCENE_FIELDS))
 
 Predict = Callable[[torch.Tensor], SceneBatch]
+
+
+def labelled_folder(world: World, data: Path) -> tuple[list[tuple[Image.Image, Cameras]], SceneBatch]:
+    """A labelled image folder (``bench.crossrender``'s layout: labels.json with each image's
+    file, camera and objects; images/) -> its rendered images with their cameras, and the
+    labels as scenes. Images not (yet) rendered are left out."""
+    labels = json.loads((data / "labels.json").read_text())
+    entries = [e for e in labels["images"] if (data / e["file"]).exists()]
+    n = world.max_objects
+    present = torch.zeros(len(entries), n, dtype=torch.bool)
+    shape, color = torch.zeros(len(entries), n, dtype=torch.long), torch.zeros(len(entries), n, dtype=torch.long)
+    position, yaw = torch.zeros(len(entries), n, 3), torch.zeros(len(entries), n)
+    items = []
+    for b, e in enumerate(entries):
+        with Image.open(data / e["file"]) as im:
+            items.append((im.convert("RGB"), cameras_from_dict(e["camera"])))
+        for t, o in enumerate(e["objects"]):
+            present[b, t] = True
+            shape[b, t], color[b, t] = world.shape_index(o["shape"]), world.color_names.index(o["color"])
+            position[b, t] = torch.tensor([o["position"][k] for k in "xyz"])
+            yaw[b, t] = math.radians(o.get("yaw_deg") or 0.0)
+    return items, SceneBatch(present, shape, color, position, yaw)
 
 
 def held_out_set(world: World, scenes: int, seed: int, objects: int | None = None,

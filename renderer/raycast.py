@@ -50,6 +50,16 @@ def convex_planes(world: World) -> torch.Tensor:
     return torch.stack([torch.cat([p, pad.expand(width - len(p), 4)]) for p in per_shape])
 
 
+@lru_cache(maxsize=8)
+def bounding_radii(world: World) -> torch.Tensor:
+    """(S,) each shape's bounding-sphere radius about its object-frame origin (the farthest
+    mesh vertex; a sphere's largest semi-axis), with 1% to spare."""
+    lib = mesh_library(world)
+    radii = [max(world.shapes[s].size) / 2 if world.shapes[s].name == "sphere"
+             else float(lib.verts[s, : lib.num_verts[s]].norm(dim=-1).max()) for s in range(len(world.shapes))]
+    return torch.tensor(radii) * 1.01
+
+
 def pixel_rays(cameras: Cameras) -> torch.Tensor:
     """(B, H * W, 3) world-frame rays through pixel centres, row-major, optical z = 1."""
     v, u = torch.meshgrid(torch.arange(cameras.height, dtype=torch.float32) + 0.5,
@@ -67,33 +77,39 @@ def object_depths(scene: SceneBatch, world: World, cameras: Cameras, rays: torch
     if not len(bi):
         return depth
     shape = scene.shape[bi, ti]
-    planes = convex_planes(world).to(rays.device)[shape]  # (K, Q, 4)
     rot = scene.rotation()[bi, ti]  # (K, 3, 3) world_from_object
     origin = torch.einsum("kji,kj->ki", rot, cameras.position[bi] - scene.position[bi, ti])  # object frame
     direction = torch.einsum("kji,kpj->kpi", rot, rays[bi])  # (K, P, 3)
+    # only rays that pass within an object's bounding sphere can hit it: cast those pairs alone
+    along = (direction * origin[:, None]).sum(-1)
+    miss2 = (origin * origin).sum(-1)[:, None] - along.square() / (direction * direction).sum(-1)
+    k, p = torch.nonzero(miss2 <= bounding_radii(world).to(rays.device)[shape].square()[:, None], as_tuple=True)
+    if not len(k):
+        return depth
+    o, d = origin[k], direction[k, p]  # (M, 3) each candidate pair
+    planes = convex_planes(world).to(rays.device)[shape[k]]  # (M, Q, 4)
     normal, offset = planes[..., :3], planes[..., 3]
-    denom = torch.einsum("kpi,kqi->kpq", direction, normal)  # (K, P, Q)
+    denom = torch.einsum("mi,mqi->mq", d, normal)
     denom = torch.where(denom.abs() < 1e-9, torch.full_like(denom, 1e-9), denom)  # parallel: a plane far off
-    room = (offset - torch.einsum("ki,kqi->kq", origin, normal))[:, None, :]  # d - n . c
-    hit_t = room / denom
+    hit_t = (offset - torch.einsum("mi,mqi->mq", o, normal)) / denom  # (d - n . c) / (n . ray)
     entering = denom < 0
-    enter = hit_t.masked_fill(~entering, -float("inf")).amax(-1)
-    leave = hit_t.masked_fill(entering, float("inf")).amin(-1)
+    enter = torch.where(entering, hit_t, -float("inf")).amax(-1)
+    leave = torch.where(entering, float("inf"), hit_t).amin(-1)
     sphere = [i for i, sp in enumerate(world.shapes) if sp.name == "sphere"]
     if sphere and (shape == sphere[0]).any():
-        enter, leave = ellipsoid_span(shape == sphere[0], world.shapes[sphere[0]].size, origin, direction,
-                                      enter, leave)
-    depth[bi, ti] = torch.where((enter <= leave) & (leave > 0), enter.clamp_min(0), torch.full_like(enter, float("inf")))
+        enter, leave = ellipsoid_span(shape[k] == sphere[0], world.shapes[sphere[0]].size, o, d, enter, leave)
+    depth[bi[k], ti[k], p] = torch.where((enter <= leave) & (leave > 0), enter.clamp_min(0),
+                                         torch.full_like(enter, float("inf")))
     return depth
 
 
 def ellipsoid_span(mine: torch.Tensor, size: tuple[float, float, float], origin: torch.Tensor,
                    direction: torch.Tensor, enter: torch.Tensor, leave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``enter`` and ``leave`` (K, P) with the objects ``mine`` (K,) replaced by where each ray
-    meets the ellipsoid inscribed in a box of ``size`` (object frame ``origin`` (K, 3),
-    ``direction`` (K, P, 3)); a miss enters at +inf."""
+    """``enter`` and ``leave`` (M,) with the rays of objects ``mine`` (M,) replaced by where each
+    meets the ellipsoid inscribed in a box of ``size`` (object frame ray origins ``origin`` (M, 3)
+    and ``direction`` (M, 3)); a miss enters at +inf."""
     semi = torch.tensor(size, device=origin.device) / 2
-    o, d = origin[:, None, :] / semi, direction / semi
+    o, d = origin / semi, direction / semi
     a = (d * d).sum(-1)
     b = 2 * (o * d).sum(-1)
     c = (o * o).sum(-1) - 1
@@ -101,7 +117,7 @@ def ellipsoid_span(mine: torch.Tensor, size: tuple[float, float, float], origin:
     root = disc.clamp_min(0).sqrt()
     t0, t1 = (-b - root) / (2 * a), (-b + root) / (2 * a)
     t0 = torch.where(disc >= 0, t0, torch.full_like(t0, float("inf")))
-    return torch.where(mine[:, None], t0, enter), torch.where(mine[:, None], t1, leave)
+    return torch.where(mine, t0, enter), torch.where(mine, t1, leave)
 
 
 def region_map(scene: SceneBatch, world: World, cameras: Cameras) -> torch.Tensor:

@@ -134,6 +134,51 @@ def test_calibration_is_fitted_on_validation_data_and_stored_with_the_weights(tm
     assert stored["scenes"] == 48 and set(stored["ece_after"]) == {"presence", "shape", "color"}
 
 
+def _labelled_folder(out: Path, world, scenes: int, seed: int, shapes_shifted: bool) -> None:
+    """A labelled image folder (``bench.crossrender``'s layout) of our own photos; with
+    ``shapes_shifted`` every label names the next shape of the world instead of the true one."""
+    from inference.evaluate import held_out_photos
+    from renderer.camera import camera_dict
+
+    (out / "images").mkdir(parents=True)
+    entries = []
+    for images, truth in held_out_photos(world, scenes, seed):
+        u8 = (images.pixels.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        for i, a in enumerate(u8):
+            file = f"images/{len(entries):04d}.png"
+            Image.fromarray(a).save(out / file)
+            objects = [{"shape": world.shapes[(int(truth.shape[i, t]) + shapes_shifted) % len(world.shapes)].name,
+                        "color": world.color_names[int(truth.color[i, t])],
+                        "position": dict(zip("xyz", map(float, truth.position[i, t]))),
+                        "yaw_deg": math.degrees(float(truth.yaw[i, t]))}
+                       for t in range(truth.num_slots) if truth.present[i, t]]
+            entries.append({"file": file, "camera": camera_dict(images.cameras.select(slice(i, i + 1))),
+                            "objects": objects})
+    (out / "labels.json").write_text(json.dumps({"images": entries}))
+
+
+def test_labelled_sets_count_as_much_as_the_validation_set(tmp_path):
+    """``--labelled``: another set's images enter the temperatures with the validation set's
+    weight: labels whose shapes are all wrong make the fitted shape temperature far hotter, and
+    the report names the set."""
+    world = Predictor.load(WEIGHTS).world
+    data = tmp_path / "val"
+    write_dataset(data, 32, 7, world, chunk=16, progress=False, photo=PhotoData())
+    _labelled_folder(tmp_path / "wrong", world, 16, 8, shapes_shifted=True)
+    temps = {}
+    for name, extra in (("alone", []), ("wrong", ["--labelled", str(tmp_path / "wrong")])):
+        weights = tmp_path / name / "air.safetensors"
+        weights.parent.mkdir(exist_ok=True)
+        shutil.copy(WEIGHTS, weights)
+        shutil.copy(WEIGHTS.with_suffix(".json"), weights.with_suffix(".json"))
+        assert calibrate_main(["--weights", str(weights), "--data", str(data), "--scenes", "32", *extra]) == 0
+        fitted = json.loads(weights.with_suffix(".json").read_text())["meta"]["calibration"]
+        temps[name] = fitted["temperature"]["shape"]
+    assert fitted["fitted_on"]["others"][str(tmp_path / "wrong")]["scenes"] == 16
+    assert fitted["fitted_on"]["others"][str(tmp_path / "wrong")]["answers_right"] < 0.5  # only empty scenes
+    assert temps["wrong"] > 2 * temps["alone"]
+
+
 @pytest.fixture(scope="module")
 def predictor():
     return Predictor.load(WEIGHTS)
@@ -216,3 +261,40 @@ def test_ray_casting_draws_what_the_rasteriser_draws():
     cast = region_map(scene, world, view)
     assert (cast == raster).float().mean() > 0.995  # spheres are cast smooth, the rasteriser draws facets
     assert (cast < scene.num_slots).any() and (cast == scene.num_slots).any()
+
+
+def test_ray_casting_culls_no_hit(monkeypatch):
+    """Rays are cast only within each object's bounding sphere: tripling every radius (so
+    nearly every ray is cast) changes no pixel, and a sphere too small does."""
+    from inference.views import view_cameras
+    from renderer import raycast
+    from renderer.pinhole import sample_cameras
+    from renderer.prior import sample_scenes
+
+    world = Predictor.load(WEIGHTS).world
+    g = torch.Generator().manual_seed(3)
+    cams = sample_cameras(world.envelope, 16, g, 240, 320)
+    view = view_cameras(cams, world).resized(40, 40)
+    scene = sample_scenes(world, 16, generator=g, cameras=(cams,))
+    culled = raycast.region_map(scene, world, view)
+    radii = raycast.bounding_radii(world)
+    monkeypatch.setattr(raycast, "bounding_radii", lambda w: radii * 3)
+    assert torch.equal(raycast.region_map(scene, world, view), culled)
+    monkeypatch.setattr(raycast, "bounding_radii", lambda w: radii * 0.5)
+    assert not torch.equal(raycast.region_map(scene, world, view), culled)
+
+
+@pytest.mark.parametrize("shape", [(2, 40, 40), (2, 3, 40, 40), (1, 3, 7, 9)])
+def test_dilation_grows_masks_as_a_max_filter_does(shape):
+    from torch.nn import functional as F
+
+    from inference.fit import dilate
+
+    masks = torch.rand(shape, generator=torch.Generator().manual_seed(len(shape))) > 0.93
+    for radius in (1, 2, 3):
+        flat = masks.reshape(-1, 1, *shape[-2:]).float()
+        want = (F.max_pool2d(flat, 2 * radius + 1, 1, radius) > 0).reshape(shape)
+        assert torch.equal(dilate(masks, radius), want)
+    one = torch.zeros(1, 9, 9, dtype=torch.bool)
+    one[0, 0, 4] = True
+    assert int(dilate(one, 2).sum()) == 3 * 5  # clipped at the top edge

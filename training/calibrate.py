@@ -24,6 +24,7 @@ import argparse
 import json
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ from torch.nn import functional as F
 from inference.api import Predictor
 from inference.calibration import Calibration, WorldLimits, joint_log_prob
 from inference.checkpoint import config_path
+from inference.evaluate import labelled_folder
 from inference.fit import Fit
 from inference.infer import Inference, Temperatures, infer, to_scene
 from inference.metrics import expected_calibration_error, match
@@ -115,6 +117,17 @@ def run_validation(predictor: Predictor, data: SceneDataset, scenes: int, batch:
     return collect(batches)
 
 
+def run_labelled(predictor: Predictor, items: list, truth: SceneBatch, batch: int = 50) -> Outputs:
+    """The product path (``Predictor.prepare/forward``) over labelled images with their cameras
+    (``inference.evaluate.labelled_folder``); raw logits, as ``run_validation``."""
+    batches = []
+    for lo in range(0, len(items), batch):
+        prepared = [predictor.prepare(im, cam) for im, cam in items[lo:lo + batch]]
+        a = predictor.forward(prepared, [0] * len(prepared))
+        batches.append((a.raw, a.scene, truth.select(slice(lo, lo + len(prepared))), a.fit))
+    return collect(batches)
+
+
 def fit_temperature(nll) -> float:
     """The temperature in [0.05, 20] minimising ``nll(T)``: a golden-section search on log T."""
     lo, hi = np.log(0.05), np.log(20.0)
@@ -128,12 +141,14 @@ def fit_temperature(nll) -> float:
     return float(np.exp((lo + hi) / 2))
 
 
-def temperatures(o: Outputs) -> Temperatures:
-    """Step 1: the three temperatures."""
-    pres = fit_temperature(lambda t: float(F.binary_cross_entropy_with_logits(o.pres_logit / t, o.pres_label)))
-    shape = fit_temperature(lambda t: float(F.cross_entropy(o.shape_logits / t, o.shape_label)))
-    color = fit_temperature(lambda t: float(F.cross_entropy(o.color_logits / t, o.color_label)))
-    return Temperatures(pres, shape, color)
+def temperatures(sets: list[Outputs]) -> Temperatures:
+    """Step 1: the three temperatures, each minimising the mean over ``sets`` of the set's mean
+    negative log-likelihood (every set counts the same, however many images it has)."""
+    def mean_nll(loss, logits: str, labels: str):
+        return lambda t: float(np.mean([float(loss(getattr(o, logits) / t, getattr(o, labels))) for o in sets]))
+    return Temperatures(fit_temperature(mean_nll(F.binary_cross_entropy_with_logits, "pres_logit", "pres_label")),
+                        fit_temperature(mean_nll(F.cross_entropy, "shape_logits", "shape_label")),
+                        fit_temperature(mean_nll(F.cross_entropy, "color_logits", "color_label")))
 
 
 def calibration_errors(o: Outputs, t: Temperatures) -> dict[str, float]:
@@ -164,15 +179,19 @@ def answer_features(o: Outputs, t: Temperatures) -> tuple[torch.Tensor, torch.Te
     return torch.cat(logp), torch.cat(fit), torch.cat(right), fits
 
 
-def fit_trust(logp: torch.Tensor, fit: torch.Tensor, right: torch.Tensor) -> tuple[float, float, float]:
-    """Step 2: logistic regression of ``right`` on (logp, fit), by LBFGS on the mean log-loss."""
+def fit_trust(logp: torch.Tensor, fit: torch.Tensor, right: torch.Tensor,
+              weight: torch.Tensor | None = None) -> tuple[float, float, float]:
+    """Step 2: logistic regression of ``right`` on (logp, fit), by LBFGS on the (``weight``ed)
+    mean log-loss."""
     x = torch.stack([logp.clamp_min(-30.0), fit], -1).double()
+    weight = torch.ones_like(fit, dtype=torch.float64) if weight is None else weight.double()
     w = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([w], max_iter=200, line_search_fn="strong_wolfe")
 
     def closure():
         opt.zero_grad()
-        loss = F.binary_cross_entropy_with_logits(x @ w[:2] + w[2], right.double()) + 1e-4 * (w[:2] ** 2).sum()
+        loss = (F.binary_cross_entropy_with_logits(x @ w[:2] + w[2], right.double(), weight=weight)
+                + 1e-4 * (w[:2] ** 2).sum())
         loss.backward()
         return loss
 
@@ -192,18 +211,27 @@ def world_limits(fits: list, keep: float) -> WorldLimits:
                        min_edge=q(edge, 1 - keep) if len(edge) else 0.0)
 
 
-def calibrate(predictor: Predictor, data: SceneDataset, scenes: int, keep: float) -> tuple[Calibration, dict]:
-    """All three steps -> the calibration and a report (ECEs before and after, trust's log-loss)."""
-    o = run_validation(predictor, data, scenes)
-    temps = temperatures(o)
-    logp, fit, right, fits = answer_features(o, temps)
-    cal = Calibration(temps, fit_trust(logp, fit, right), world_limits(fits, keep), True)
-    trust = cal.trust_of(logp, fit)
-    report = {"scenes": len(right), "ece_before": calibration_errors(o, Temperatures()),
-              "ece_after": calibration_errors(o, temps), "answers_right": round(float(right.float().mean()), 4),
-              "trust_ece": expected_calibration_error(trust, right),
-              "flagged": round(float((~torch.cat([cal.limits.check(f) for f in fits])).float().mean()), 4)}
-    return cal, report
+def calibrate(predictor: Predictor, data: SceneDataset, scenes: int, keep: float,
+              others: dict[str, Outputs] | None = None) -> tuple[Calibration, dict]:
+    """All three steps -> the calibration and a report (ECEs before and after, trust's log-loss).
+
+    others: more labelled sets by name (``run_labelled``, e.g. another renderer's images) that the
+    temperatures and trust are fitted on too, each set weighted the same as ``data``; the world
+    limits come from ``data`` alone (they define this renderer's world)."""
+    sets = {"validation": run_validation(predictor, data, scenes), **(others or {})}
+    temps = temperatures(list(sets.values()))
+    feats = {name: answer_features(o, temps) for name, o in sets.items()}
+    logp, fit, right = (torch.cat([f[i] for f in feats.values()]) for i in range(3))
+    weight = torch.cat([torch.full((len(f[2]),), len(right) / (len(sets) * len(f[2]))) for f in feats.values()])
+    cal = Calibration(temps, fit_trust(logp, fit, right, weight), world_limits(feats["validation"][3], keep), True)
+    report = {}
+    for name, o in sets.items():
+        lp, ft, rt, fits = feats[name]
+        report[name] = {"scenes": len(rt), "ece_before": calibration_errors(o, Temperatures()),
+                        "ece_after": calibration_errors(o, temps), "answers_right": round(float(rt.float().mean()), 4),
+                        "trust_ece": expected_calibration_error(cal.trust_of(lp, ft), rt),
+                        "flagged": round(float((~torch.cat([cal.limits.check(f) for f in fits])).float().mean()), 4)}
+    return cal, {**report.pop("validation"), **({"others": report} if report else {})}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenes", type=int, default=2000)
     ap.add_argument("--keep", type=float, default=0.997, help="share of validation images each world check keeps "
                                                              "(six checks: about 1.5%% flagged in all)")
+    ap.add_argument("--labelled", action="append", default=[], metavar="DIR",
+                    help="also fit temperatures and trust on this labelled image folder (bench.crossrender's "
+                         "layout, e.g. a Blender validation set; never a test set); repeat for several")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -221,10 +252,14 @@ def main(argv: list[str] | None = None) -> int:
     if not data.has_cameras:
         print(f"{args.data} is not a photo dataset (renderer.dataset --photo)", file=sys.stderr)
         return 2
-    cal, report = calibrate(Predictor.load(args.weights), data, args.scenes, args.keep)
+    predictor = Predictor.load(args.weights)
+    predictor.calibration = Calibration()  # raw outputs; limits unchecked
+    others = {d: run_labelled(predictor, *labelled_folder(predictor.world, Path(d))) for d in args.labelled}
+    cal, report = calibrate(predictor, data, args.scenes, args.keep, others)
     path = config_path(args.weights)
     doc = json.loads(path.read_text())
-    doc["meta"]["calibration"] = {**cal.to_meta(), "fitted_on": {"data": args.data, "keep": args.keep, **report}}
+    doc["meta"]["calibration"] = {**cal.to_meta(), "fitted_on": {"data": args.data, "labelled": args.labelled,
+                                                                 "keep": args.keep, **report}}
     path.write_text(json.dumps(doc, indent=1))
     print(json.dumps(doc["meta"]["calibration"], indent=1))
     print(f"wrote {path}")
