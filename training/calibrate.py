@@ -1,9 +1,12 @@
 """Fit the calibration of shipped weights on their own validation images, and store it with them.
 
-    python -m training.calibrate --weights weights/air.safetensors --data data/photo-val
+    python -m training.calibrate --weights weights/air.safetensors --data data/photo-val \\
+        --labelled data/crossrender-cal
 
 Runs the network over the validation set (a photo dataset of ``renderer.dataset --photo``: any
-camera of the envelope, any look), then fits, in this order (``inference.calibration``):
+camera of the envelope, any look) and over each ``--labelled`` image folder (another renderer's
+validation images, e.g. ``bench.crossrender make --seed 13``; steps 1 and 2 weight every set the
+same), then fits, in this order (``inference.calibration``):
 
 1. one temperature each for presence, shape and colour, by the likelihood of what was right:
    presence at each step taken (was there another object?), shape and colour of each found
