@@ -8,8 +8,9 @@ storm: ``--storm`` parallel ``refine=50`` requests (each one image, sent from a 
     event loop, and from a process of its own, which the target reads). Reports the
     refinement answers by status (200 or 503 with Retry-After), client timeouts (60 s), plain
     ``/infer`` p50/p99, the slowest ``/healthz``, the server's own event-loop lag (its
-    ``airscene_event_loop_lag_seconds``: was the loop held up, or the probe's process?), how long after the storm plain requests are back
-    to their pre-storm p50 (within 2x), and the server's peak resident memory. Beside them, the
+    ``airscene_event_loop_lag_seconds``: was the loop held up, or the probe's process?), how long
+    after the storm plain requests are back to their pre-storm p50 (within 2x), and the server's
+    peak resident memory. Beside them, the
     baseline: the same plain clients for 5 s with no storm (p50/p99): on a 2-core machine that
     also runs this client, 16 clients alone already queue (model card).
 stall: 8 keep-alive clients loop on plain ``/infer``; the server is stopped (SIGSTOP) for

@@ -32,23 +32,14 @@ from PIL import Image
 
 from bench.battery import battery
 from bench.methods import git_commit, stamp
-from inference.api import Answer, Predictor
+from inference.api import Predictor
 from inference.evaluate import cat_scenes, held_out_photos, held_out_set, labelled_folder
 from inference.metrics import expected_calibration_error
 from renderer.pinhole import Cameras
 from renderer.scene import SceneBatch
-from training.calibrate import answer_right, calibration_errors, collect
+from training.calibrate import answer_batches, answer_right, calibration_errors, collect, product_answers
 
 Item = tuple[Image.Image, Cameras | None]
-
-
-def answers(predictor: Predictor, items: list[Item], batch: int = 50) -> list[Answer]:
-    """The product path over ``items`` (image, camera or None), ``batch`` images a pass."""
-    out = []
-    for lo in range(0, len(items), batch):
-        prepared = [predictor.prepare(im, cam) for im, cam in items[lo:lo + batch]]
-        out.append(predictor.forward(prepared, [0] * len(prepared)))
-    return out
 
 
 def to_pil(pixels: torch.Tensor) -> list[Image.Image]:
@@ -84,13 +75,9 @@ def auroc(score: np.ndarray, positive: np.ndarray) -> float:
 def in_world_row(predictor: Predictor, items: list[Item], truth: SceneBatch) -> dict:
     """One in-world set's calibration, detection and flag figures."""
     t = time.perf_counter()
-    done = answers(predictor, items)
+    done = product_answers(predictor, items)
     seconds = time.perf_counter() - t
-    batches, lo = [], 0
-    for a in done:
-        hi = lo + a.scene.batch_size
-        batches.append((a.raw, a.scene, truth.select(slice(lo, hi)), a.fit))
-        lo = hi
+    batches = answer_batches(done, truth)
     o = collect(batches)
     ece = calibration_errors(o, predictor.calibration.temperature)
     judged = [answer_right(a.scene, b[2]) for a, b in zip(done, batches)]
@@ -109,7 +96,7 @@ def in_world_row(predictor: Predictor, items: list[Item], truth: SceneBatch) -> 
 def battery_row(predictor: Predictor, seed: int, per_kind: int) -> dict:
     """Share of each battery kind flagged not in the world."""
     images = battery(predictor.world, seed, per_kind)
-    done = answers(predictor, [(im, None) for _, im in images])
+    done = product_answers(predictor, [(im, None) for _, im in images])
     flagged = ~torch.cat([a.in_world for a in done]).numpy()
     kinds = [k for k, _ in images]
     per = {k: float(np.mean([f for f, kk in zip(flagged, kinds) if kk == k])) for k in dict.fromkeys(kinds)}

@@ -28,8 +28,9 @@ from PIL import Image
 
 import inference.fit as fit
 from bench.battery import FOREIGN_SHAPES, photos
-from bench.trust import answers, own_photo_set
+from bench.trust import own_photo_set
 from inference.api import Predictor
+from training.calibrate import product_answers
 
 CONTRASTS = (0.05, 0.10, 0.15, 0.20)
 RINGS = ((1, 3, 8), (1, 4, 8), (1, 5, 8), (1, 4, 4), (2, 5, 8))  # (lo, hi, sectors)
@@ -73,7 +74,7 @@ def collect(predictor: Predictor, items: list) -> dict:
 
     fit.object_fits = spy
     try:
-        answers(predictor, items)
+        product_answers(predictor, items)
     finally:
         fit.object_fits = original
     return {key: torch.cat([b[key] for b in batches]) for key in batches[0]}

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from inference.api import Predictor
+from inference.api import Answer, Predictor
 from inference.calibration import Calibration, WorldLimits, joint_log_prob
 from inference.checkpoint import config_path
 from inference.evaluate import labelled_folder
@@ -120,15 +120,31 @@ def run_validation(predictor: Predictor, data: SceneDataset, scenes: int, batch:
     return collect(batches)
 
 
-def run_labelled(predictor: Predictor, items: list, truth: SceneBatch, batch: int = 50) -> Outputs:
-    """The product path (``Predictor.prepare/forward``) over labelled images with their cameras
-    (``inference.evaluate.labelled_folder``); raw logits, as ``run_validation``."""
-    batches = []
+def product_answers(predictor: Predictor, items: list, batch: int = 50) -> list[Answer]:
+    """The product path (``Predictor.prepare/forward``) over ``items`` (image, camera or None),
+    ``batch`` images a pass."""
+    out = []
     for lo in range(0, len(items), batch):
         prepared = [predictor.prepare(im, cam) for im, cam in items[lo:lo + batch]]
-        a = predictor.forward(prepared, [0] * len(prepared))
-        batches.append((a.raw, a.scene, truth.select(slice(lo, lo + len(prepared))), a.fit))
-    return collect(batches)
+        out.append(predictor.forward(prepared, [0] * len(prepared)))
+    return out
+
+
+def answer_batches(answers: list[Answer], truth: SceneBatch) -> list[tuple[Inference, SceneBatch, SceneBatch, Fit]]:
+    """``product_answers``' batches with their true scenes (``truth``, in the same order), as
+    ``collect`` reads them."""
+    batches, lo = [], 0
+    for a in answers:
+        hi = lo + a.scene.batch_size
+        batches.append((a.raw, a.scene, truth.select(slice(lo, hi)), a.fit))
+        lo = hi
+    return batches
+
+
+def run_labelled(predictor: Predictor, items: list, truth: SceneBatch) -> Outputs:
+    """The product path over labelled images with their cameras
+    (``inference.evaluate.labelled_folder``); raw logits, as ``run_validation``."""
+    return collect(answer_batches(product_answers(predictor, items), truth))
 
 
 def fit_temperature(nll) -> float:
