@@ -67,6 +67,12 @@ class Settings(BaseSettings):
                                                              "(503 + Retry-After) unless the lane is idle")
     camera: Path | None = Field(None, description="a camera JSON file (the /infer 'camera' schema): the default camera "
                                                   "of /infer and /render for this deployment")
+    mirror: bool | None = Field(None, description="read each image and its mirror image and average the answers "
+                                                  "(inference.infer.mirror_average: shapes right more often, about "
+                                                  "1.2x the time at batch 1 and 1.5x batched); unset: as the "
+                                                  "weights' calibration says (on for the shipped weights, whose "
+                                                  "probabilities are fitted to it); only for weights that read "
+                                                  "cameras")
     warmup: bool = Field(True, description="run a forward pass and a render before /readyz says ready")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="level of the service's own log ('airscene' logger)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -91,14 +91,18 @@ class Engine:
         self.version = predictor.version
 
     @classmethod
-    def load(cls, weights: Path | str, device: str = "auto") -> Engine:
+    def load(cls, weights: Path | str, device: str = "auto", mirror: bool | None = None) -> Engine:
+        """``mirror``: override the weights' mirror reading (``inference.calibration``); None keeps it.
+        It applies only to weights that read cameras."""
         weights = Path(weights)
         dev = pick_device(device)
         model, world, meta = load_weights(weights, dev)
         sha256 = file_sha256(weights)
-        log.info("loaded %s on %s", weights, dev)
-        return cls(Predictor(model, world, weights_version(model, sha256), Calibration.from_meta(meta)),
-                   meta, weights, sha256)
+        cal = Calibration.from_meta(meta)
+        if mirror is not None:
+            cal = replace(cal, mirror=mirror and bool(model.config.view_inputs))
+        log.info("loaded %s on %s%s", weights, dev, " (mirror reading)" if cal.mirror else "")
+        return cls(Predictor(model, world, weights_version(model, sha256), cal), meta, weights, sha256)
 
     @property
     def image_size(self) -> int:

@@ -149,7 +149,7 @@ class ModelService:
     def _load_sync(self) -> Engine:
         if self.settings.camera is not None:
             self.default_camera = load_camera_file(self.settings.camera)
-        engine = Engine.load(self.settings.weights, self.settings.device)
+        engine = Engine.load(self.settings.weights, self.settings.device, self.settings.mirror)
         if self.settings.warmup:
             engine.warmup(self.settings.max_batch)
         return engine

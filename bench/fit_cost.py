@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     with torch.no_grad():
         for item in prepared:
             view = item.view
-            out = infer(p.model, view.pixels, p.world, view, cal.temperature)
+            out = infer(p.model, view.pixels, p.world, view, cal.temperature, cal.mirror)
             scene = to_scene(out.objects, p.world)
 
             def check():
@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
                 cal.trust_of(joint_log_prob(out.confidence, out.shape_prob, out.color_prob, scene.present), fit.image)
                 cal.limits.check(fit)
 
-            bare.append(timed(lambda: to_scene(infer(p.model, view.pixels, p.world, view).objects, p.world)))
+            bare.append(timed(lambda: to_scene(infer(p.model, view.pixels, p.world, view, mirror=cal.mirror).objects,
+                                               p.world)))
             added.append(timed(check))
     full = [b + a for b, a in zip(bare, added)]
     q90 = lambda xs: statistics.quantiles(xs, n=10)[-1]  # noqa: E731

@@ -274,8 +274,9 @@ def adapt(images: ViewInput, weights: str | Path, out: str | Path, cfg: AdaptCon
                "seconds_per_step": round(run.seconds / max(1, len(run.history)), 3),
                "look": run.look.describe(), "config": asdict(cfg)}
     kept = {k: v for k, v in run.meta.items() if k not in ("calibration", "metrics")}
-    limits = run.meta.get("calibration", {}).get("limits")  # image checks, not probabilities: they stay
-    if limits is not None:
-        kept["calibration"] = {"limits": limits}
+    # the image checks and the mirror reading stay (they are not probabilities); temperatures and trust go
+    source = run.meta.get("calibration", {})
+    if any(k in source for k in ("limits", "mirror")):
+        kept["calibration"] = {k: source[k] for k in ("limits", "mirror") if k in source}
     save_weights(run.model.eval(), run.world, out, {**kept, "adapted": summary})
     return summary

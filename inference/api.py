@@ -254,7 +254,7 @@ class Predictor:
         pixels = torch.stack([it.pixels for it in items]).to(self.device)
         view = stack_inputs([it.view for it in items]).to(self.device) if self.takes_cameras else None
         cal = self.calibration
-        out = infer(self.model, pixels, self.world, view, cal.temperature)
+        out = infer(self.model, pixels, self.world, view, cal.temperature, cal.mirror and view is not None)
         scene = to_scene(out.objects, self.world)
         scene, refine_ms = self._refine(scene, items, refine, stop)
         fit = self.fit(scene, pixels, view)

@@ -10,6 +10,8 @@ stored in the weights' ``.json`` (``meta.calibration``); weights without them ge
   shape and colour), a logistic function of the answer's joint probability under the network
   (the product of its calibrated presence, shape and colour probabilities, and of stopping
   where it stopped) and of the generative fit (``inference.fit``).
+- ``mirror``: the answers are read from each view and its mirror image, averaged
+  (``inference.infer.mirror_average``); the three parts above are fitted to those answers.
 - ``limits``: the bounds of the world checks that set ``in_world``: the image fit, the
   unexplained share, the spill, the table's spread and the outline agreement that 99.7% of
   validation images stay within, and the least table-floor contrast they show where floor is
@@ -60,6 +62,7 @@ class Calibration:
     trust: tuple[float, float, float] = (1.0, 0.0, 0.0)
     limits: WorldLimits = field(default_factory=WorldLimits)
     fitted: bool = False
+    mirror: bool = False
 
     @classmethod
     def from_meta(cls, meta: dict) -> Calibration:
@@ -70,12 +73,14 @@ class Calibration:
         if not d:
             return cls()
         limits = WorldLimits(**d["limits"]) if "limits" in d else WorldLimits()
+        mirror = bool(d.get("mirror", False))
         if "temperature" not in d:
-            return cls(limits=limits)
-        return cls(Temperatures(**d["temperature"]), tuple(d["trust"]), limits, True)
+            return cls(limits=limits, mirror=mirror)
+        return cls(Temperatures(**d["temperature"]), tuple(d["trust"]), limits, True, mirror)
 
     def to_meta(self) -> dict:
-        return {"temperature": asdict(self.temperature), "trust": list(self.trust), "limits": asdict(self.limits)}
+        return {"temperature": asdict(self.temperature), "trust": list(self.trust), "limits": asdict(self.limits),
+                "mirror": self.mirror}
 
     def trust_of(self, joint_log_p: torch.Tensor, fit: torch.Tensor) -> torch.Tensor:
         """(B,) probability that each answer is entirely right."""

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from inference.calibration import Calibration
 from inference.checkpoint import load_weights
 from inference.metrics import add_batch, scores_for
 from inference.infer import infer, to_scene
@@ -145,14 +146,15 @@ def banded(pred: SceneBatch, truth: SceneBatch, values: torch.Tensor, edges: lis
     return rows
 
 
-def air_predict(model: AIR, world: World, refine_steps: int = 0) -> Predict:
-    """Images -> scenes by greedy inference (``inference.infer``), then ``refine_steps`` steps of
-    test-time refinement. The caller puts the model in eval mode. A view_inputs network takes
-    any of ``inference.views.as_view_input``'s inputs (plain images are the world camera's);
-    refinement needs plain world-camera images of the model's size."""
+def air_predict(model: AIR, world: World, refine_steps: int = 0, mirror: bool = False) -> Predict:
+    """Images -> scenes by greedy inference (``inference.infer``, ``mirror`` as there), then
+    ``refine_steps`` steps of test-time refinement. The caller puts the model in eval mode. A
+    view_inputs network takes any of ``inference.views.as_view_input``'s inputs (plain images are
+    the world camera's); refinement needs plain world-camera images of the model's size."""
     def run(images: torch.Tensor | CameraImages | ViewInput) -> SceneBatch:
         view = as_view_input(images, world) if model.config.view_inputs else None
-        scene = to_scene(infer(model, images if view is None else view.pixels, world, view).objects, world)
+        scene = to_scene(infer(model, images if view is None else view.pixels, world, view, mirror=mirror).objects,
+                         world)
         return refine(scene, images, world, refine_steps) if refine_steps else scene
     return run
 
@@ -178,16 +180,17 @@ def evaluate(predict: Predict, images: torch.Tensor, truth: SceneBatch, world: W
     return score(pred, truth, world), pred
 
 
-def time_inference(model: AIR, world: World, images: torch.Tensor, batch: int, repeats: int) -> float:
+def time_inference(model: AIR, world: World, images: torch.Tensor, batch: int, repeats: int,
+                   mirror: bool = False) -> float:
     """Median ms per image of ``infer`` at the given batch size (a view network's images are
     warped to their views beforehand, outside the timing)."""
     view = as_view_input(images[:batch], world) if model.config.view_inputs else None
     x = images[:batch] if view is None else view.pixels
-    infer(model, x, world, view)  # warm-up
+    infer(model, x, world, view, mirror=mirror)  # warm-up
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        infer(model, x, world, view)
+        infer(model, x, world, view, mirror=mirror)
         times.append((time.perf_counter() - t) * 1000 / x.shape[0])
     return sorted(times)[len(times) // 2]
 
@@ -196,33 +199,33 @@ ELEVATION_BANDS = [30.0, 45.0, 60.0, 75.0, 85.01]
 DISTANCE_BANDS = [0.75, 1.0, 1.25, 1.6001]
 
 
-def photo_report(model: AIR, world: World, scenes: int, seed: int) -> dict:
+def photo_report(model: AIR, world: World, scenes: int, seed: int, mirror: bool = False) -> dict:
     """``python -m inference.evaluate --photo``: a view network on ``held_out_photos``, overall
     and by camera elevation and distance band. The model must be in eval mode."""
     if not model.config.view_inputs:
         raise ValueError("--photo scores a view network (these weights know one fixed camera)")
     parts = held_out_photos(world, scenes, seed)
-    summary, pred, truth, where = evaluate_photos(air_predict(model, world), parts, world)
+    summary, pred, truth, where = evaluate_photos(air_predict(model, world, mirror=mirror), parts, world)
     strip = lambda rows: [{k: v for k, v in r.items() if k not in ("shape_confusion", "per_count")} for r in rows]  # noqa: E731
     summary["by_elevation_deg"] = strip(banded(pred, truth, where[:, 0], ELEVATION_BANDS, world))
     summary["by_distance_m"] = strip(banded(pred, truth, where[:, 1], DISTANCE_BANDS, world))
     summary["setup"] = {"scenes": scenes, "seed": seed, "photo": True, "sizes": list(PHOTO_SIZES),
-                        "threads": torch.get_num_threads()}
+                        "threads": torch.get_num_threads(), "mirror": mirror}
     return summary
 
 
 def report(model: AIR, world: World, scenes: int, seed: int, objects: int | None = None,
-           refine_steps: int = 0, image_size: int | None = None) -> dict:
+           refine_steps: int = 0, image_size: int | None = None, mirror: bool = False) -> dict:
     """The full report of ``python -m inference.evaluate`` as a dict (metrics, steps, timings;
     with ``refine_steps``, the refined answers' metrics and time). ``image_size``: render the
     held-out images at this size (default: the model's), from the world's fixed camera. The
     model must be in eval mode."""
     images, truth = held_out_set(world if image_size is None else world.with_(image_size=image_size),
                                  scenes, seed, objects)
-    summary, guess = evaluate(air_predict(model, world), images, truth, world)
+    summary, guess = evaluate(air_predict(model, world, mirror=mirror), images, truth, world)
     summary["ms_per_image"] = {
-        "batch_1": time_inference(model, world, images, 1, 50),
-        "batch_64": time_inference(model, world, images, 64, 5),
+        "batch_1": time_inference(model, world, images, 1, 50, mirror),
+        "batch_64": time_inference(model, world, images, 64, 5, mirror),
     }
     if refine_steps:
         t = time.perf_counter()
@@ -231,7 +234,7 @@ def report(model: AIR, world: World, scenes: int, seed: int, objects: int | None
         refined = {k: v for k, v in score(better, truth, world).items() if k not in ("shape_confusion", "mean_steps")}
         summary["refined"] = {"steps": refine_steps, "ms_per_image": ms, **refined}
     summary["setup"] = {"scenes": scenes, "seed": seed, "objects": objects, "threads": torch.get_num_threads(),
-                        "image_size": images.shape[-1]}
+                        "image_size": images.shape[-1], "mirror": mirror}
     return summary
 
 
@@ -251,7 +254,7 @@ def format_report(r: dict) -> str:
     what = "photo set: envelope cameras, prior looks" if setup.get("photo") else \
         f"objects {setup['objects'] or '0..N'}, fixed camera, {setup.get('image_size')} px"
     lines = [
-        f"scenes {r['scenes']} (seed {setup['seed']}, {what})",
+        f"scenes {r['scenes']} (seed {setup['seed']}, {what}{', mirror averaged' if setup.get('mirror') else ''})",
         f"count accuracy      {r['count_accuracy']:.4f}",
         f"shape accuracy      {r['shape_accuracy']:.4f}   (over {r['matched_objects']} matched objects)",
         f"colour accuracy     {r['color_accuracy']:.4f}",
@@ -294,14 +297,20 @@ def main(argv: list[str] | None = None, load: Callable = load_weights) -> int:
     p.add_argument("--photo", action="store_true",
                    help="score on the photo set instead: cameras across the envelope, looks from the look prior "
                         "(a view network only)")
+    p.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
+                   help="average each view's answer with its mirror's (inference.infer; a view network only); "
+                        "default: as the weights' calibration says, as the service answers")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    model, world, _ = load(args.weights)
+    model, world, meta = load(args.weights)
     model.eval()
+    mirror = Calibration.from_meta(meta).mirror if args.mirror is None else args.mirror
+    if mirror and not model.config.view_inputs:
+        p.error("--mirror needs a view network (weights that read cameras)")
     if args.photo:
-        result = photo_report(model, world, args.scenes, args.seed)
+        result = photo_report(model, world, args.scenes, args.seed, mirror)
     else:
-        result = report(model, world, args.scenes, args.seed, args.objects, args.refine, args.image_size)
+        result = report(model, world, args.scenes, args.seed, args.objects, args.refine, args.image_size, mirror)
     print(format_report(result))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,8 @@ loop ends as soon as every image has stopped), so simple scenes cost fewer steps
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -60,19 +62,58 @@ def to_scene(objects: Latents, world: World) -> SceneBatch:
     return SceneBatch(present, objects.shape, objects.color, position, objects.yaw)
 
 
+MIRROR_MATCH = 0.15  # largest distance (normalised view units, about 7 cm) between an object and its mirror's
+
+
+class Greedy(NamedTuple):
+    """The greedy pass's raw result for B images, T slots: ``objects`` as the network states them
+    (a view network's centres still in view coordinates), ``used`` (B, T) 1 at each step run,
+    ``steps`` (B,), and the logits as in ``Inference``."""
+
+    objects: Latents
+    used: torch.Tensor
+    steps: torch.Tensor
+    pres_logit: torch.Tensor
+    shape_logits: torch.Tensor
+    color_logits: torch.Tensor
+
+
 @torch.no_grad()
 def infer(model: AIR, images: torch.Tensor, world: World | None = None, view: ViewInput | None = None,
-          temperature: Temperatures = Temperatures()) -> Inference:
+          temperature: Temperatures = Temperatures(), mirror: bool = False) -> Inference:
     """Greedy inference on images (B, 3, S, S) float in [0, 1], S = the model's image size.
     ``world`` is needed for DAIR (residual renders) and for a view_inputs network, which also
     needs ``view`` (``inference.views``; ``images`` is then its pixels): its answers are lifted
     to the table. The caller sets the model's mode (``model.eval()``: weights from
     ``inference.checkpoint.load_weights`` come in it). ``temperature``: the reported
-    probabilities' calibration."""
+    probabilities' calibration. ``mirror`` (view networks): also read each view mirrored left to
+    right and average the shape and colour logits of the objects the two readings share
+    (``mirror_average``)."""
     if model.config.dair and world is None:
         raise ValueError("a DAIR model needs the world to render residuals")
     if model.config.view_inputs and (view is None or world is None):
         raise ValueError("a view_inputs model needs the world and the view input (inference.views)")
+    if mirror and not model.config.view_inputs:
+        raise ValueError("mirror averaging needs a view network (its views are level and centred)")
+    b, t_max = images.shape[0], model.config.max_steps
+    if mirror:
+        both = mirrored(view)
+        g = mirror_average(greedy(model, both.pixels, world, both), b)
+    else:
+        g = greedy(model, images, world, view)
+    objects = g.objects
+    if model.config.view_inputs:  # view coordinates -> the table
+        position, yaw = to_table(objects.position, objects.yaw, objects.shape, view.view, world)
+        objects = objects._replace(position=position[..., :2] * objects.pres[..., None], yaw=yaw * objects.pres)
+    conf = torch.sigmoid(g.pres_logit / temperature.presence) * g.used
+    sprob = torch.softmax(g.shape_logits / temperature.shape, -1).amax(-1) * objects.pres
+    cprob = torch.softmax(g.color_logits / temperature.color, -1).amax(-1) * objects.pres
+    return Inference(objects, conf, sprob, cprob, g.steps, g.pres_logit, g.shape_logits, g.color_logits)
+
+
+def greedy(model: AIR, images: torch.Tensor, world: World | None, view: ViewInput | None) -> Greedy:
+    """The network's steps over a batch (``infer``'s arguments), each image stopping at its first
+    absent object; T = the model's N slots, padded."""
     b, t_max = images.shape[0], model.config.max_steps
     if model.config.view_inputs:
         features = model.encode(images, view.coverage, view.features)
@@ -104,16 +145,53 @@ def infer(model: AIR, images: torch.Tensor, world: World | None = None, view: Vi
         if model.config.dair and t + 1 < t_max:
             ctx = dair_context(model, features, images, world, found)
     objects = pad_slots(Latents(*(torch.cat(x, 1) for x in zip(*found))), t_max)
-    if model.config.view_inputs:  # view coordinates -> the table
-        position, yaw = to_table(objects.position, objects.yaw, objects.shape, view.view, world)
-        objects = objects._replace(position=position[..., :2] * objects.pres[..., None], yaw=yaw * objects.pres)
     pad = lambda xs: torch.nn.functional.pad(torch.stack(xs, 1), (0, t_max - len(xs)))  # noqa: E731
     pad3 = lambda xs: torch.nn.functional.pad(torch.stack(xs, 1), (0, 0, 0, t_max - len(xs)))  # noqa: E731
-    logits = pad(pres_logit), pad3(shape_logits), pad3(color_logits)
-    conf = torch.sigmoid(logits[0] / temperature.presence) * pad(used)
-    sprob = torch.softmax(logits[1] / temperature.shape, -1).amax(-1) * objects.pres
-    cprob = torch.softmax(logits[2] / temperature.color, -1).amax(-1) * objects.pres
-    return Inference(objects, conf, sprob, cprob, steps, *logits)
+    return Greedy(objects, pad(used), steps, pad(pres_logit), pad3(shape_logits), pad3(color_logits))
+
+
+def mirrored(view: ViewInput) -> ViewInput:
+    """B views -> 2B: the views, then each mirrored left to right. A canonical view is level and
+    looks at the table centre, so its mirror is the view of the scene reflected in the vertical
+    plane through the camera and the table centre: a scene of the same world, whose objects
+    stand at mirrored view coordinates (u -> -u) with the same shapes and colours."""
+    b = view.shape[0]
+    twice = torch.cat([torch.arange(b), torch.arange(b)]).to(view.pixels.device)
+    return ViewInput(torch.cat([view.pixels, view.pixels.flip(-1)]),
+                     torch.cat([view.coverage, view.coverage.flip(-1)]),
+                     torch.cat([view.features, view.features]), view.view.select(twice))
+
+
+def mirror_average(g: Greedy, b: int) -> Greedy:
+    """The first ``b`` images' readings (``greedy`` over ``mirrored`` views), each object's shape
+    and colour logits and its view centre averaged with its counterpart's in the mirrored
+    reading (mirrored back), and the shape and colour re-decided from them. Counterparts: the
+    pairing of the present objects with the least squared distance, where both readings found
+    the same count; a pair further apart than ``MIRROR_MATCH`` keeps its own. Count, presence
+    and yaw stay the first reading's."""
+    a, m = _rows(g, slice(0, b)), _rows(g, slice(b, None))
+    t = a.pres_logit.shape[1]
+    perms = torch.tensor(list(itertools.permutations(range(t))), device=a.used.device)  # (P, T)
+    pa, pm = a.objects.pres > 0.5, (m.objects.pres > 0.5)[:, perms]  # (B, T), (B, P, T)
+    flip = torch.tensor([-1.0, 1.0], dtype=a.objects.position.dtype, device=a.used.device)
+    d2 = ((a.objects.position[:, None] - (m.objects.position * flip)[:, perms]) ** 2).sum(-1)  # (B, P, T)
+    cost = (d2 * pa[:, None]).sum(-1).masked_fill(~(pa[:, None] == pm).all(-1), math.inf)
+    best = cost.argmin(1)
+    perm = perms[best]  # (B, T): slot t of the first reading <-> slot perm[t] of the mirrored one
+    close = d2.gather(1, best[:, None, None].expand(-1, 1, t))[:, 0] <= MIRROR_MATCH ** 2
+    pair = pa & close & torch.isfinite(cost.gather(1, best[:, None]))
+    def mean(own: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        other = other.gather(1, perm[..., None].expand_as(other))
+        return torch.where(pair[..., None], (own + other) / 2, own)
+    shape_logits, color_logits = mean(a.shape_logits, m.shape_logits), mean(a.color_logits, m.color_logits)
+    objects = a.objects._replace(shape=torch.where(pair, shape_logits.argmax(-1), a.objects.shape),
+                                 color=torch.where(pair, color_logits.argmax(-1), a.objects.color),
+                                 position=mean(a.objects.position, m.objects.position * flip))
+    return a._replace(objects=objects, shape_logits=shape_logits, color_logits=color_logits)
+
+
+def _rows(g: Greedy, index: slice) -> Greedy:
+    return Greedy(Latents(*(x[index] for x in g.objects)), *(x[index] for x in g[1:]))
 
 
 def pad_slots(lat: Latents, t_max: int) -> Latents:

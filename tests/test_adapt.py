@@ -123,9 +123,10 @@ def test_adaptation_checkpoints_resumes_bit_for_bit_and_writes_servable_weights(
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     shipped, _, _ = load_weights(WEIGHTS)
     assert any(not torch.equal(x, y) for x, y in zip(a.state_dict().values(), shipped.state_dict().values()))
-    assert meta["adapted"]["look"]["noise_std"] > 0 and set(meta["calibration"]) == {"limits"}
+    assert meta["adapted"]["look"]["noise_std"] > 0 and set(meta["calibration"]) == {"limits", "mirror"}
     calibration = Calibration.from_meta(meta)
-    assert not calibration.fitted and calibration.limits == Calibration.from_meta(load_weights(WEIGHTS)[2]).limits
+    source = Calibration.from_meta(load_weights(WEIGHTS)[2])
+    assert not calibration.fitted and (calibration.limits, calibration.mirror) == (source.limits, source.mirror)
     assert _unservable(tmp_path / "a.safetensors") is None
     with pytest.raises(ValueError, match="another run's checkpoint"):
         adapt(views, WEIGHTS, tmp_path / "b.safetensors", replace(TINY, lr=1e-3), progress=False)

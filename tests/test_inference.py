@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,12 +12,13 @@ from PIL import Image
 
 from inference.checkpoint import load_weights, save_weights
 from inference.distributions import Latents, YawTable, log_prob
-from inference.evaluate import evaluate, held_out_set, score
-from inference.infer import infer, to_scene
+from inference.evaluate import evaluate, held_out_photos, held_out_set, score
+from inference.infer import Greedy, infer, mirror_average, to_scene
 from inference.metrics import Scores, match, yaw_error_deg
 from inference.network import AIR, AIRConfig
 from inference.preprocess import to_network_input
 from inference.refine import refine
+from inference.views import ViewInput, to_view, views_of
 from renderer.dataset import render_images
 from renderer.prior import sample_scenes
 from renderer.scene import SceneBatch
@@ -24,6 +26,7 @@ from renderer.world import World
 from inference.amortised import scene_latents
 
 WORLD = World()
+SHIPPED = Path(__file__).resolve().parents[1] / "weights" / "air.safetensors"
 WORLD_ORDERS = (4, 2, 1, 0, 0, 0)
 
 
@@ -180,3 +183,72 @@ def test_held_out_set_is_reproducible_and_evaluate_scores_the_truth_as_perfect()
     summary, pred = evaluate(lambda x: truth.select(slice(0, x.shape[0])), images, truth, WORLD, batch=6)
     assert summary["count_accuracy"] == 1.0 and summary["scenes"] == 6
     assert summary == score(truth, truth, WORLD) and pred.batch_size == 6
+
+
+def _readings(positions: list, shape_logits: list, pres: list) -> Greedy:
+    """A ``Greedy`` of hand-set readings: one row per image, three slots, six shapes and colours."""
+    b, t = len(positions), 3
+    p = torch.tensor(pres, dtype=torch.float32)
+    sl = torch.tensor(shape_logits, dtype=torch.float32)
+    objects = Latents(p, sl.argmax(-1), torch.zeros(b, t, dtype=torch.int64), torch.tensor(positions),
+                      torch.zeros(b, t))
+    return Greedy(objects, torch.ones(b, t), p.sum(1).long() + 1, torch.zeros(b, t), sl, torch.zeros(b, t, 6))
+
+
+def _stacked(first: Greedy, mirror: Greedy) -> Greedy:
+    """Two readings of B images as ``mirror_average`` gets them: the first's rows, then the mirror's."""
+    return Greedy(Latents(*(torch.cat(x) for x in zip(first.objects, mirror.objects))),
+                  *(torch.cat([a, m]) for a, m in zip(first[1:], mirror[1:])))
+
+
+def _logits(favour: int, margin: float) -> list[float]:
+    row = [0.0] * 6
+    row[favour] = margin
+    return row
+
+
+def test_mirror_average_pairs_each_object_with_its_mirror_image():
+    # first reading: slot 0 leans to shape 1 a little; the mirrored reading finds the same two
+    # objects in the other order, mirrored (u -> -u), and is sure slot 0's counterpart is shape 2
+    first = _readings([[[0.2, 0.1], [-0.5, 0.3], [0, 0]]], [[_logits(1, 1.0), _logits(4, 3.0), _logits(0, 0)]],
+                      [[1, 1, 0]])
+    mirror = _readings([[[0.5, 0.3], [-0.22, 0.1], [0, 0]]], [[_logits(4, 3.0), _logits(2, 5.0), _logits(0, 0)]],
+                       [[1, 1, 0]])
+    out = mirror_average(_stacked(first, mirror), 1)
+    assert out.objects.shape[0, :2].tolist() == [2, 4]
+    assert torch.allclose(out.shape_logits[0, 0], (first.shape_logits[0, 0] + mirror.shape_logits[0, 1]) / 2)
+    assert torch.allclose(out.objects.position[0, 0], torch.tensor([0.21, 0.1]))
+    assert torch.equal(out.objects.pres, first.objects.pres) and torch.equal(out.steps, first.steps)
+
+
+@pytest.mark.parametrize("case", ["other count", "too far"])
+def test_mirror_average_keeps_readings_it_cannot_pair(case):
+    first = _readings([[[0.2, 0.1], [0, 0], [0, 0]]], [[_logits(1, 1.0), _logits(0, 0), _logits(0, 0)]], [[1, 0, 0]])
+    where, pres = ([[-0.2, 0.1], [0.4, 0.4], [0, 0]], [1, 1, 0]) if case == "other count" \
+        else ([[0.4, 0.1], [0, 0], [0, 0]], [1, 0, 0])  # mirrored back: 0.6 away
+    mirror = _readings([where], [[_logits(2, 5.0), _logits(3, 5.0), _logits(0, 0)]], [pres])
+    out = mirror_average(_stacked(first, mirror), 1)
+    assert out.objects.shape[0, 0] == 1 and torch.equal(out.shape_logits, first.shape_logits)
+    assert torch.equal(out.objects.position, first.objects.position)
+
+
+def test_mirror_reading_answers_a_mirrored_image_with_the_mirrored_answer():
+    """Shipped weights: reading a view with its mirror, and reading the mirrored view with its
+    mirror, pair the same two readings, so shapes and colours agree and places mirror."""
+    model, world, _ = load_weights(SHIPPED)
+    model.eval()
+    (images, _), = held_out_photos(world, 12, 5, sizes=((120, 160),))
+    view = views_of(images, world)
+    flipped = ViewInput(view.pixels.flip(-1), view.coverage.flip(-1), view.features, view.view)
+    a = infer(model, view.pixels, world, view, mirror=True)
+    b = infer(model, flipped.pixels, world, flipped, mirror=True)
+    same_count = a.objects.pres.sum(1) == b.objects.pres.sum(1)
+    assert same_count.sum() >= 9  # the readings rarely disagree on the count
+    pa, pb = to_view(to_scene(a.objects, world), view.view)[0], to_view(to_scene(b.objects, world), view.view)[0]
+    for i in torch.nonzero(same_count & (a.objects.pres.sum(1) > 0))[:, 0].tolist():
+        n = int(a.objects.pres[i].sum())
+        ua, ub = pa[i, :n], pb[i, :n] * torch.tensor([-1.0, 1.0])
+        order = torch.cdist(ua, ub).argmin(1)  # b's objects may come in another order
+        assert torch.equal(a.objects.shape[i, :n], b.objects.shape[i, order])
+        assert torch.equal(a.objects.color[i, :n], b.objects.color[i, order])
+        assert torch.allclose(ua, ub[order], atol=0.02)

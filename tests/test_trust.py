@@ -15,6 +15,7 @@ import torch
 from apiserver import LiveServer, settings_for, table_png
 from PIL import Image
 
+from app.engine import Engine
 from bench.battery import battery
 from inference.api import Predictor
 from inference.calibration import Calibration, WorldLimits, joint_log_prob
@@ -129,9 +130,17 @@ def test_calibration_is_fitted_on_validation_data_and_stored_with_the_weights(tm
     assert not Predictor.load(weights).calibration.fitted
     assert calibrate_main(["--weights", str(weights), "--data", str(data), "--scenes", "48"]) == 0
     cal = Predictor.load(weights).calibration
-    assert cal.fitted and cal.limits.max_spread > 0
+    assert cal.fitted and cal.limits.max_spread > 0 and cal.mirror  # a view network reads with its mirror
     stored = json.loads(weights.with_suffix(".json").read_text())["meta"]["calibration"]["fitted_on"]
     assert stored["scenes"] == 48 and set(stored["ece_after"]) == {"presence", "shape", "color"}
+    assert calibrate_main(["--weights", str(weights), "--data", str(data), "--scenes", "48", "--no-mirror"]) == 0
+    assert not Predictor.load(weights).calibration.mirror
+
+
+def test_a_deployment_can_turn_the_mirror_reading_off():
+    assert Engine.load(WEIGHTS, "cpu").predictor.calibration.mirror  # the shipped weights read with it
+    assert not Engine.load(WEIGHTS, "cpu", mirror=False).predictor.calibration.mirror
+    assert Engine.load(WEIGHTS, "cpu", mirror=False).predictor.calibration.fitted
 
 
 def _labelled_folder(out: Path, world, scenes: int, seed: int, shapes_shifted: bool) -> None:

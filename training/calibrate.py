@@ -114,7 +114,7 @@ def run_validation(predictor: Predictor, data: SceneDataset, scenes: int, batch:
     for lo in range(0, min(scenes, len(data)), batch):
         idx = np.arange(lo, min(lo + batch, scenes, len(data)))
         view = dataset_views(data, idx, world)
-        out = infer(predictor.model, view.pixels, world, view)
+        out = infer(predictor.model, view.pixels, world, view, mirror=predictor.calibration.mirror)
         pred = to_scene(out.objects, world)
         batches.append((out, pred, data.scenes(idx), predictor.fit(pred, view.pixels, view)))
     return collect(batches)
@@ -242,7 +242,8 @@ def calibrate(predictor: Predictor, data: SceneDataset, scenes: int, keep: float
     feats = {name: answer_features(o, temps) for name, o in sets.items()}
     logp, fit, right = (torch.cat([f[i] for f in feats.values()]) for i in range(3))
     weight = torch.cat([torch.full((len(f[2]),), len(right) / (len(sets) * len(f[2]))) for f in feats.values()])
-    cal = Calibration(temps, fit_trust(logp, fit, right, weight), world_limits(feats["validation"][3], keep), True)
+    cal = Calibration(temps, fit_trust(logp, fit, right, weight), world_limits(feats["validation"][3], keep), True,
+                      predictor.calibration.mirror)
     report = {}
     for name, o in sets.items():
         lp, ft, rt, fits = feats[name]
@@ -264,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--labelled", action="append", default=[], metavar="DIR",
                     help="also fit temperatures and trust on this labelled image folder (bench.crossrender's "
                          "layout, e.g. a Blender validation set; never a test set); repeat for several")
+    ap.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
+                    help="answer from each view and its mirror, averaged (inference.infer.mirror_average), and fit "
+                         "the calibration to those answers; default on for a view network, off otherwise")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -272,7 +276,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.data} is not a photo dataset (renderer.dataset --photo)", file=sys.stderr)
         return 2
     predictor = Predictor.load(args.weights)
-    predictor.calibration = Calibration()  # raw outputs; limits unchecked
+    mirror = predictor.takes_cameras if args.mirror is None else args.mirror
+    if mirror and not predictor.takes_cameras:
+        print("--mirror needs a view network (weights that read cameras)", file=sys.stderr)
+        return 2
+    predictor.calibration = Calibration(mirror=mirror)  # raw outputs; limits unchecked
     others = {d: run_labelled(predictor, *labelled_folder(predictor.world, Path(d))) for d in args.labelled}
     cal, report = calibrate(predictor, data, args.scenes, args.keep, others)
     path = config_path(args.weights)
