@@ -13,7 +13,7 @@ hues are at least 50 degrees apart), saturation and value by a fraction.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import torch
 
@@ -65,6 +65,11 @@ class LookPrior:
     background_value, background_saturation: the floor/walls beyond the table.
     shadow_strength: darkness of the soft contact shadow at its core (fraction of the key
         light); shadow_softness: its blur as a multiple of the object's footprint radius.
+    cast_shadow_probability: chance that the key light casts ray-traced shadows instead (each
+        object's true shadow on the table, as a sun or a lamp casts it: long under a low light),
+        softened by the light's angular radius ``light_radius_deg`` (a penumbra). At 0 (the
+        default, which the shipped weights were trained with) nothing more is drawn from the
+        generator, so sets made before it existed are reproduced byte for byte.
     gain, gamma, white_balance: sensor exposure factor, display gamma, per-channel gain range.
     noise_std: sensor noise std (in [0, 1] pixel units); blur_px: Gaussian blur sigma in pixels
         of the network's view; jpeg_probability, jpeg_quality: chance and quality of JPEG.
@@ -93,6 +98,8 @@ class LookPrior:
     background_saturation: Range = (0.0, 0.4)
     shadow_strength: Range = (0.2, 0.7)
     shadow_softness: Range = (0.4, 1.0)
+    cast_shadow_probability: float = 0.0
+    light_radius_deg: Range = (0.5, 6.0)
     gain: Range = (0.8, 1.25)
     gamma: Range = (0.8, 1.25)
     white_balance: Range = (0.92, 1.08)
@@ -112,7 +119,9 @@ class Look:
     table_rgb: (B, 3). table_texture: (B,) amplitude; table_waves: (B, 4, 4) per image four
         plane waves over the table (kx, ky in 1/m, phase, weight) making its texture.
     background_top, background_bottom: (B, 3) the backdrop's colour at the image top and bottom.
-    shadow_strength, shadow_softness: (B,).
+    shadow_strength, shadow_softness: (B,). cast_shadow: (B,) bool, the key light casts
+        ray-traced shadows (``renderer.photo.cast_shadow``) instead of the contact blob;
+        light_radius_deg: (B,) the key light's angular radius (its shadows' penumbra).
     gain: (B,), gamma: (B,), white_balance: (B, 3), noise_std: (B,), blur_px: (B,),
     jpeg_quality: (B,) int64, 0 = no JPEG.
     """
@@ -130,6 +139,8 @@ class Look:
     background_bottom: torch.Tensor
     shadow_strength: torch.Tensor
     shadow_softness: torch.Tensor
+    cast_shadow: torch.Tensor
+    light_radius_deg: torch.Tensor
     gain: torch.Tensor
     gamma: torch.Tensor
     white_balance: torch.Tensor
@@ -160,7 +171,8 @@ def default_look(world: World, batch: int) -> Look:
         ambient_rgb=torch.full((batch, 3), world.light.ambient), specular=z, shininess=torch.ones(batch),
         smooth=torch.zeros(batch, dtype=torch.bool), table_rgb=torch.tensor(world.table_rgb).expand(batch, 3).clone(),
         table_texture=z, table_waves=torch.zeros(batch, 4, 4), background_top=bg.clone(), background_bottom=bg.clone(),
-        shadow_strength=z, shadow_softness=torch.ones(batch), gain=torch.ones(batch), gamma=torch.ones(batch),
+        shadow_strength=z, shadow_softness=torch.ones(batch), cast_shadow=torch.zeros(batch, dtype=torch.bool),
+        light_radius_deg=z, gain=torch.ones(batch), gamma=torch.ones(batch),
         white_balance=torch.ones(batch, 3), noise_std=z, blur_px=z, jpeg_quality=torch.zeros(batch, dtype=torch.int64),
     )
 
@@ -230,14 +242,18 @@ def sample_looks(prior: LookPrior, batch: int, g: torch.Generator) -> Look:
     bg_hsv = lambda: torch.stack([torch.rand(b, generator=g), _u(prior.background_saturation, b, g),  # noqa: E731
                                   _u(prior.background_value, b, g)], -1)
     jpeg = torch.rand(b, generator=g) < prior.jpeg_probability
-    return Look(
+    look = Look(
         light_dir=torch.stack([key_dir, fill_dir], 1), light_rgb=torch.stack([key_rgb, fill_rgb], 1),
         ambient_rgb=ambient, specular=_u(prior.specular, b, g), shininess=_u(prior.shininess, b, g),
         smooth=torch.rand(b, generator=g) < prior.smooth_probability, table_rgb=table,
         table_texture=_u(prior.table_texture, b, g), table_waves=waves,
         background_top=hsv_to_rgb(bg_hsv()), background_bottom=hsv_to_rgb(bg_hsv()),
         shadow_strength=_u(prior.shadow_strength, b, g), shadow_softness=_u(prior.shadow_softness, b, g),
-        gain=_u(prior.gain, b, g), gamma=_u(prior.gamma, b, g), white_balance=_u(prior.white_balance, (b, 3), g),
+        cast_shadow=torch.zeros(b, dtype=torch.bool), light_radius_deg=torch.zeros(b), gain=_u(prior.gain, b, g), gamma=_u(prior.gamma, b, g), white_balance=_u(prior.white_balance, (b, 3), g),
         noise_std=_u(prior.noise_std, b, g), blur_px=_u(prior.blur_px, b, g),
         jpeg_quality=torch.where(jpeg, _u(prior.jpeg_quality, b, g).round().long(), torch.zeros(b, dtype=torch.int64)),
     )
+    if prior.cast_shadow_probability > 0:  # drawn last, and only then: older seeds keep their looks
+        look = replace(look, cast_shadow=torch.rand(b, generator=g) < prior.cast_shadow_probability,
+                       light_radius_deg=_u(prior.light_radius_deg, b, g))
+    return look

@@ -102,7 +102,11 @@ class PhotoData:
     supersample: int = 2
 
     def to_dict(self) -> dict:
-        return json.loads(json.dumps(asdict(self)))
+        d = json.loads(json.dumps(asdict(self)))
+        if not self.look.cast_shadow_probability:  # draws nothing: sets made before it resume as they were
+            for k in ("cast_shadow_probability", "light_radius_deg"):
+                d["look"].pop(k)
+        return d
 
 
 def photo_chunk(world: World, data: PhotoData, seed: int, chunk: int, size: int,
@@ -288,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--photo", action="store_true",
                    help="draw cameras from the world's envelope and looks from the look prior (PhotoData); "
                         "images are the network's canonical views")
+    p.add_argument("--cast-shadows", type=float, default=0.0, metavar="P",
+                   help="with --photo: chance that an image's key light casts ray-traced shadows instead of the "
+                        "contact blob (LookPrior.cast_shadow_probability)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="render the chunks as Ray tasks: on a cluster at ADDRESS ('auto', 'ray://host:10001'), "
@@ -301,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if not 0.0 <= args.cast_shadows <= 1.0 or (args.cast_shadows and not args.photo):
+        print("error: --cast-shadows takes a chance in [0, 1], with --photo", file=sys.stderr)
+        return 2
     counts = None if args.counts is None else [int(c) for c in args.counts.split(",")]
     try:
         chunks = local_chunks
@@ -309,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
 
             chunks = ray_chunks(None if args.ray == "local" else args.ray)
         write_dataset(args.out, args.count, args.seed, world, args.chunk, args.supersample, counts,
-                      photo=PhotoData(supersample=args.supersample) if args.photo else None, chunks=chunks)
+                      photo=PhotoData(LookPrior(cast_shadow_probability=args.cast_shadows),
+                                      supersample=args.supersample) if args.photo else None, chunks=chunks)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -10,12 +10,15 @@ normals on curved surfaces when the look is smooth); ambient + each light's Lamb
 a Blinn-Phong highlight on objects; the table's own colour with a low-frequency texture and a
 soft contact shadow under and beside each object, displaced away from the key light (PyTorch3D
 casts no shadows: the shadow is a Gaussian footprint blob, darkest at the object's base, shifted
-along the key light's direction by the object's height); the backdrop a vertical gradient.
+along the key light's direction by the object's height), or, where the look says so, the key
+light's true shadows (``cast_shadow``: rays from the table toward the light, cast exactly
+against the convex shapes by ``renderer.raycast``); the backdrop a vertical gradient.
 """
 
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 import torch
@@ -27,6 +30,7 @@ from torch.nn import functional as F
 from renderer.appearance import Look
 from renderer.meshes import mesh_library
 from renderer.pinhole import Cameras
+from renderer.raycast import ray_entries
 from renderer.render import PackedScene, RasterSettings, SceneRasterizer, pack_scene
 from renderer.scene import SceneBatch
 from renderer.world import World
@@ -56,6 +60,35 @@ def contact_shadow(xy: torch.Tensor, scene: SceneBatch, world: World, look: Look
     return 1 - torch.prod(1 - cast, dim=-1), 1 - torch.prod(1 - occlusion, dim=-1)
 
 
+# where the shadow rays leave across the key light's disc, in units of its angular radius: the
+# centre and a ring (a fixed pattern, so a render needs no random numbers)
+LIGHT_DISC = torch.tensor([[0.0, 0.0]] + [[0.75 * math.cos(a), 0.75 * math.sin(a)]
+                                          for a in (k * math.pi / 3 for k in range(6))])
+
+
+def cast_shadow(point: torch.Tensor, scene: SceneBatch, world: World, look: Look) -> torch.Tensor:
+    """(B, H, W) in [0, 1]: the share of the key light's disc that the objects hide from each
+    surface point ``point`` (B, H, W, 3), by rays from the point toward ``LIGHT_DISC``'s places
+    on a light of angular radius ``look.light_radius_deg`` (the shadow's penumbra)."""
+    b, h, w, _ = point.shape
+    key = look.light_dir[:, 0].to(point)  # (B, 3), toward the light
+    up = torch.tensor([0.0, 0.0, 1.0], device=point.device).expand_as(key)
+    side = torch.linalg.cross(key, up)
+    side = torch.where(side.norm(dim=-1, keepdim=True) > 1e-6, side, torch.tensor([1.0, 0.0, 0.0]).to(key))
+    side = side / side.norm(dim=-1, keepdim=True)
+    other = torch.linalg.cross(key, side)
+    spread = torch.tan(torch.deg2rad(look.light_radius_deg.to(point)))[:, None, None]  # (B, 1, 1)
+    disc = LIGHT_DISC.to(point)
+    toward = key[:, None] + spread * (disc[None, :, :1] * side[:, None] + disc[None, :, 1:] * other[:, None])  # (B, S, 3)
+    origins = point.reshape(b, -1, 3) + 1e-4 * up[:, None]  # lifted off the table top
+    scene = scene.blank_absent()
+    hidden = torch.zeros(b, h * w, device=point.device)
+    for s in range(toward.shape[1]):
+        rays = toward[:, s:s + 1].expand(b, h * w, 3)
+        hidden += torch.isfinite(ray_entries(scene, world, origins, rays)).any(1).to(hidden)
+    return (hidden / toward.shape[1]).reshape(b, h, w)
+
+
 def table_texture(xy: torch.Tensor, look: Look) -> torch.Tensor:
     """(B, H, W) multiplicative texture of the table at table points ``xy`` (B, H, W, 2): a
     sum of four plane waves, mean 1, amplitude ``look.table_texture``."""
@@ -82,6 +115,9 @@ class PhotoShader(nn.Module):
         view = view / view.norm(dim=-1, keepdim=True).clamp_min(1e-9)
 
         shadow, occlusion = contact_shadow(point[..., :2], scene, world, look)
+        if look.cast_shadow.any():
+            cast = look.cast_shadow.to(shadow.device)
+            shadow = torch.where(cast[:, None, None], cast_shadow(point, scene, world, look), shadow)
         shadow = torch.where(is_table, shadow, torch.zeros_like(shadow))
         occlusion = torch.where(is_table, occlusion, torch.zeros_like(occlusion))
         albedo = torch.where(is_table[..., None],

@@ -71,6 +71,13 @@ def pixel_rays(cameras: Cameras) -> torch.Tensor:
 def object_depths(scene: SceneBatch, world: World, cameras: Cameras, rays: torch.Tensor) -> torch.Tensor:
     """(B, T, P) depth (optical z) at which each pixel's ray enters each object; inf on a miss
     or an absent slot. Only present slots are cast."""
+    return ray_entries(scene, world, cameras.position[:, None], rays)
+
+
+def ray_entries(scene: SceneBatch, world: World, origins: torch.Tensor, rays: torch.Tensor) -> torch.Tensor:
+    """(B, T, P) the t >= 0 at which ray p, ``origins`` + t ``rays``, enters each object (0 when
+    it starts inside); inf on a miss or an absent slot. origins: (B, P, 3), or (B, 1, 3) for rays
+    that share one (a camera's); rays: (B, P, 3), world frame. Only present slots are cast."""
     b, t = scene.present.shape
     depth = torch.full((b, t, rays.shape[1]), float("inf"), device=rays.device)
     bi, ti = torch.nonzero(scene.present, as_tuple=True)
@@ -78,15 +85,15 @@ def object_depths(scene: SceneBatch, world: World, cameras: Cameras, rays: torch
         return depth
     shape = scene.shape[bi, ti]
     rot = scene.rotation()[bi, ti]  # (K, 3, 3) world_from_object
-    origin = torch.einsum("kji,kj->ki", rot, cameras.position[bi] - scene.position[bi, ti])  # object frame
+    origin = torch.einsum("kji,kpj->kpi", rot, origins[bi] - scene.position[bi, ti][:, None])  # (K, P or 1, 3)
     direction = torch.einsum("kji,kpj->kpi", rot, rays[bi])  # (K, P, 3)
     # only rays that pass within an object's bounding sphere can hit it: cast those pairs alone
-    along = (direction * origin[:, None]).sum(-1)
-    miss2 = (origin * origin).sum(-1)[:, None] - along.square() / (direction * direction).sum(-1)
+    along = (direction * origin).sum(-1)
+    miss2 = (origin * origin).sum(-1) - along.square() / (direction * direction).sum(-1)
     k, p = torch.nonzero(miss2 <= bounding_radii(world).to(rays.device)[shape].square()[:, None], as_tuple=True)
     if not len(k):
         return depth
-    o, d = origin[k], direction[k, p]  # (M, 3) each candidate pair
+    o, d = origin.expand_as(direction)[k, p], direction[k, p]  # (M, 3) each candidate pair
     planes = convex_planes(world).to(rays.device)[shape[k]]  # (M, Q, 4)
     normal, offset = planes[..., :3], planes[..., 3]
     denom = torch.einsum("mi,mqi->mq", d, normal)

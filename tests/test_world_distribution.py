@@ -13,7 +13,7 @@ import torch
 from inference.views import to_table, to_view, view_cameras, warp_to_view, wrap
 from renderer.appearance import LookPrior, default_look, kelvin_rgb, rgb_to_hsv, sample_looks, shade_palette
 from renderer.dataset import PhotoData, SceneDataset, write_dataset
-from renderer.photo import render_photo
+from renderer.photo import cast_shadow, render_photo
 from renderer.pinhole import (
     canonical_cameras, envelope_violations, homography, look_at_cameras, sample_cameras, spec_cameras,
 )
@@ -177,6 +177,53 @@ def test_contact_shadow_falls_away_from_the_light():
     (ua, va), (ub, vb) = uv[0].round().long().tolist()
     assert float(dark[va, ua]) > 0.05  # the side away from the light (-x) is darkened
     assert float(dark[va, ua]) > 3 * float(dark[vb, ub])
+
+
+def _key_light(elevation_deg: float, radius_deg: float = 0.0):
+    """The default look with its key light from +x at ``elevation_deg`` casting ray-traced shadows."""
+    el = math.radians(elevation_deg)
+    return replace(default_look(WORLD, 1), light_dir=torch.tensor([[[math.cos(el), 0.0, math.sin(el)]]]),
+                   cast_shadow=torch.tensor([True]), light_radius_deg=torch.tensor([radius_deg]))
+
+
+def test_cast_shadows_fall_away_from_the_light_and_lengthen_as_it_sinks():
+    scene = one_object("cube")  # 13 cm, at the table centre
+    along = torch.tensor([-0.10, -0.20, -0.30, 0.10])  # table points on the light's axis; the last toward it
+    points = torch.stack([along, torch.zeros(4), torch.zeros(4)], -1).reshape(1, 1, 4, 3)
+    high, low = (cast_shadow(points, scene, WORLD, _key_light(el))[0, 0] for el in (60.0, 20.0))
+    # the cube's shadow reaches 6.5 + 13 / tan(elevation) cm from its centre: 14 cm at 60, 42 cm at 20
+    assert high.tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert low.tolist() == [1.0, 1.0, 1.0, 0.0]
+
+
+def test_a_wide_light_softens_the_shadows_edge_and_the_renderer_draws_it():
+    g = torch.Generator().manual_seed(11)
+    scene = one_object("cylinder")
+    top = look_at_cameras(torch.tensor([[1e-3, 0.0, 1.2]]), torch.zeros(1, 3), torch.tensor([40.0]), 64, 64)
+    x = torch.linspace(-0.35, -0.05, 61)
+    points = torch.stack([x, torch.zeros(61), torch.zeros(61)], -1).reshape(1, 1, 61, 3)
+    sharp = cast_shadow(points, scene, WORLD, _key_light(40.0))[0, 0]
+    soft = cast_shadow(points, scene, WORLD, _key_light(40.0, 6.0))[0, 0]
+    assert set(sharp.unique().tolist()) == {0.0, 1.0}
+    assert ((soft > 0) & (soft < 1)).sum() >= 3  # a penumbra between full shadow and full light
+    lit = render_photo(scene, WORLD, top, replace(_key_light(40.0), cast_shadow=torch.tensor([False])), g)
+    shaded = render_photo(scene, WORLD, top, _key_light(40.0), g)
+    uv, _ = top.project(torch.tensor([[[-0.18, 0.0, 0.0], [0.18, 0.0, 0.0]]]))
+    (ua, va), (ub, vb) = uv[0].round().long().tolist()
+    dark = (lit - shaded).mean(-1)[0]
+    assert float(dark[va, ua]) > 0.1 and abs(float(dark[vb, ub])) < 1e-6
+
+
+def test_cast_shadows_are_drawn_last_so_older_seeds_keep_their_looks():
+    old = sample_looks(LookPrior(), 50, torch.Generator().manual_seed(3))
+    new = sample_looks(LookPrior(cast_shadow_probability=0.5), 50, torch.Generator().manual_seed(3))
+    for f in fields(old):
+        if f.name not in ("cast_shadow", "light_radius_deg"):
+            assert torch.equal(getattr(old, f.name), getattr(new, f.name)), f.name
+    assert not old.cast_shadow.any() and 10 < int(new.cast_shadow.sum()) < 40
+    lo, hi = LookPrior().light_radius_deg
+    assert lo <= float(new.light_radius_deg.min()) and float(new.light_radius_deg.max()) <= hi
+    assert "cast_shadow_probability" not in PhotoData().to_dict()["look"]
 
 
 def test_smooth_shading_hides_a_spheres_facets():
