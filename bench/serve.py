@@ -112,7 +112,7 @@ async def http_load(port: int, request: tuple[str, bytes], concurrency: int,
 
 
 def start_server(weights: Path, threads: int, max_batch: int, max_wait_ms: float,
-                 device: str = "cpu") -> tuple[subprocess.Popen, int]:
+                 device: str = "cpu", mirror: bool | None = None) -> tuple[subprocess.Popen, int]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -120,6 +120,8 @@ def start_server(weights: Path, threads: int, max_batch: int, max_wait_ms: float
     env.update(AIRSCENE_WEIGHTS=str(weights), AIRSCENE_DEVICE=device, AIRSCENE_THREADS=str(threads),
                AIRSCENE_MAX_BATCH=str(max_batch), AIRSCENE_MAX_WAIT_MS=str(max_wait_ms),
                AIRSCENE_MAX_QUEUE="1024")
+    if mirror is not None:
+        env["AIRSCENE_MIRROR"] = str(mirror).lower()
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port),
                              "--no-access-log", "--log-level", "warning"], env=env)
     end = time.monotonic() + 120
@@ -177,12 +179,15 @@ def main() -> None:
                                                                "the service's AIRSCENE_MAX_IMAGES, 16)")
     parser.add_argument("--device", default="cpu", help="'cpu' or 'cuda' (or 'cuda:N'): the service's and the "
                                                         "in-process pipeline's device")
+    parser.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
+                        help="AIRSCENE_MIRROR: read each image with its mirror image or not (default: as the weights "
+                             "say), for the service and the in-process pipeline alike")
     args = parser.parse_args()
 
     settings = Settings(_env_file=None, weights=args.weights, threads=args.threads)  # type: ignore[call-arg]
     threads = settings.torch_threads()
     torch.set_num_threads(threads)
-    engine = Engine.load(args.weights, args.device)
+    engine = Engine.load(args.weights, args.device, args.mirror)
     width, height = (int(v) for v in args.frame.split("x")) if args.frame else (engine.image_size,) * 2
     body = scene_image(engine.world, height, width, args.jpeg)
     request = request_body(body, args.images)
@@ -190,7 +195,8 @@ def main() -> None:
     device = str(engine.device) + (f" ({torch.cuda.get_device_name(engine.device)})" if engine.device.type == "cuda" else "")
     print(f"# bench.serve: {args.weights.name} ({engine.version}), {len(body)}-byte {width}x{height} "
           f"{'JPEG' if args.jpeg else 'PNG'} x {args.images} per request, {device}, {threads} torch thread(s), "
-          f"{os.cpu_count()} cores, max_batch {args.max_batch}, max_wait {args.max_wait_ms} ms")
+          f"{os.cpu_count()} cores, max_batch {args.max_batch}, max_wait {args.max_wait_ms} ms, "
+          f"mirror reading {'on' if engine.predictor.calibration.mirror else 'off'}")
 
     # in-process first (the server is not running yet, so nothing competes for the cores)
     engine.warmup(args.max_batch)
@@ -203,7 +209,7 @@ def main() -> None:
     print(f"in-process batch {args.max_batch}: p50 {pct(latb, 50) * 1e3:6.2f} ms/batch             "
           f"{ipsb:7.1f} images/s")
 
-    proc, port = start_server(args.weights, threads, args.max_batch, args.max_wait_ms, args.device)
+    proc, port = start_server(args.weights, threads, args.max_batch, args.max_wait_ms, args.device, args.mirror)
     try:
         asyncio.run(http_load(port, request, 4, 50))  # warm connections, caches and the batcher
         print(f"{'HTTP':>6} {'conc':>4} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'images/s':>9} {'/ in-proc b1':>13} "

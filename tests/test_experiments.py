@@ -303,3 +303,12 @@ def test_elbo_seeds_scores_a_runs_last_iterate_against_the_targets(tmp_path):
     for key in ("count_accuracy", "shape_accuracy", "color_accuracy", "position_median_cm"):
         assert key in row and (math.isnan(row[key]) or row[key] >= 0)
     assert not meets_targets(row)
+
+
+def test_cast_shadow_experiment_scores_both_renderings_of_the_same_scenes(capsys):
+    from experiments.cast_shadows import main as cast_main
+
+    assert cast_main(["--scenes", "4", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith(("contact blob", "cast shadow"))]
+    assert len(rows) == 2 and all("shape" in r and "position median" in r for r in rows)
