@@ -87,15 +87,15 @@ def infer(model: AIR, images: torch.Tensor, world: World | None = None, view: Vi
     to the table. The caller sets the model's mode (``model.eval()``: weights from
     ``inference.checkpoint.load_weights`` come in it). ``temperature``: the reported
     probabilities' calibration. ``mirror`` (view networks): also read each view mirrored left to
-    right and average the shape and colour logits of the objects the two readings share
-    (``mirror_average``)."""
+    right and average the shape and colour logits and the centres of the objects the two
+    readings share (``mirror_average``)."""
     if model.config.dair and world is None:
         raise ValueError("a DAIR model needs the world to render residuals")
     if model.config.view_inputs and (view is None or world is None):
         raise ValueError("a view_inputs model needs the world and the view input (inference.views)")
     if mirror and not model.config.view_inputs:
         raise ValueError("mirror averaging needs a view network (its views are level and centred)")
-    b, t_max = images.shape[0], model.config.max_steps
+    b = images.shape[0]
     if mirror:
         both = mirrored(view)
         g = mirror_average(greedy(model, both.pixels, world, both), b)
@@ -180,6 +180,7 @@ def mirror_average(g: Greedy, b: int) -> Greedy:
     perm = perms[best]  # (B, T): slot t of the first reading <-> slot perm[t] of the mirrored one
     close = d2.gather(1, best[:, None, None].expand(-1, 1, t))[:, 0] <= MIRROR_MATCH ** 2
     pair = pa & close & torch.isfinite(cost.gather(1, best[:, None]))
+
     def mean(own: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
         other = other.gather(1, perm[..., None].expand_as(other))
         return torch.where(pair[..., None], (own + other) / 2, own)
