@@ -17,7 +17,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -98,15 +98,15 @@ PHOTO_SIZES = ((240, 240), (240, 320), (180, 320), (320, 240))  # (height, width
 
 
 def held_out_photos(world: World, scenes: int, seed: int, base: int = HELD_OUT_SEED_BASE,
-                    sizes: tuple[tuple[int, int], ...] = PHOTO_SIZES) -> list[tuple[CameraImages, SceneBatch]]:
+                    sizes: tuple[tuple[int, int], ...] = PHOTO_SIZES) -> Iterator[tuple[CameraImages, SceneBatch]]:
     """The held-out photo set: ``scenes`` prior scenes seen by cameras drawn from the envelope
     itself (no training margin), each under a look drawn from the look prior, rendered by the
     photo renderer at the camera's own resolution and through JPEG when the look says so, as
     a user's camera would send them. ``CHUNK`` scenes per chunk, chunk i at ``sizes[i % len]``.
-    Returns per chunk the camera images and the true scenes."""
+    Yields per chunk the camera images and the true scenes, each chunk rendered when it is asked
+    for (1000 images of 640 x 480 held at once would take about 4 GB as floats)."""
     g = torch.Generator().manual_seed(base + seed)
     prior = LookPrior()
-    out = []
     for i, lo in enumerate(range(0, scenes, CHUNK)):
         n = min(CHUNK, scenes - lo)
         h, w = sizes[i % len(sizes)]
@@ -117,11 +117,10 @@ def held_out_photos(world: World, scenes: int, seed: int, base: int = HELD_OUT_S
         detail = int(torch.randint(1, 4, (1,), generator=g))
         u8 = photo_jpeg(shaded, world, cams, look, g, detail)
         pixels = torch.from_numpy(u8).permute(0, 3, 1, 2).float() / 255.0
-        out.append((CameraImages(pixels, cams), scene))
-    return out
+        yield CameraImages(pixels, cams), scene
 
 
-def evaluate_photos(predict: Predict, parts: list[tuple[CameraImages, SceneBatch]], world: World,
+def evaluate_photos(predict: Predict, parts: Iterable[tuple[CameraImages, SceneBatch]], world: World,
                     ) -> tuple[dict, SceneBatch, SceneBatch, torch.Tensor]:
     """``evaluate`` over the chunks of ``held_out_photos``: the summary, the predicted and true
     scenes (all chunks), and each scene's camera envelope quantities (B, 2): elevation_deg, distance."""
