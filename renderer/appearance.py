@@ -249,7 +249,8 @@ def sample_looks(prior: LookPrior, batch: int, g: torch.Generator) -> Look:
         table_texture=_u(prior.table_texture, b, g), table_waves=waves,
         background_top=hsv_to_rgb(bg_hsv()), background_bottom=hsv_to_rgb(bg_hsv()),
         shadow_strength=_u(prior.shadow_strength, b, g), shadow_softness=_u(prior.shadow_softness, b, g),
-        cast_shadow=torch.zeros(b, dtype=torch.bool), light_radius_deg=torch.zeros(b), gain=_u(prior.gain, b, g), gamma=_u(prior.gamma, b, g), white_balance=_u(prior.white_balance, (b, 3), g),
+        cast_shadow=torch.zeros(b, dtype=torch.bool), light_radius_deg=torch.zeros(b),
+        gain=_u(prior.gain, b, g), gamma=_u(prior.gamma, b, g), white_balance=_u(prior.white_balance, (b, 3), g),
         noise_std=_u(prior.noise_std, b, g), blur_px=_u(prior.blur_px, b, g),
         jpeg_quality=torch.where(jpeg, _u(prior.jpeg_quality, b, g).round().long(), torch.zeros(b, dtype=torch.int64)),
     )
