@@ -21,15 +21,17 @@ ACCEPTED = ("multipart/form-data with a file field 'image' (repeat it for severa
             "or a raw image/png or image/jpeg body")
 
 
-def get_service(request: Request) -> ModelService:
+# async on purpose: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop per
+# request that waits for the GIL while the model thread holds it (tens of ms under load)
+async def get_service(request: Request) -> ModelService:
     return request.app.state.service
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 

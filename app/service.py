@@ -6,6 +6,9 @@
   every render run here, one at a time, with torch's intra-op threads capped by the settings.
 - ``decode``: two threads for untrusted image bytes -> network input (PNG/JPEG decoding and
   resizing), so decoding overlaps the forward pass of other requests.
+
+Test-time refinement (seconds of work per request) runs in a worker process of its own at a
+lower CPU priority (``app.refine_lane``), admitted by the work it asks for.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +31,7 @@ from app.engine import Engine, InferItem, InferResult
 from app.errors import ClientGone, Unavailable, Unprocessable
 from app.images import decode_image
 from app.metrics import Metrics
+from app.refine_lane import BrokenProcessPool, RefineLane
 from inference.fit import residual_png
 from renderer.camera import camera_dict
 from app.schemas import (
@@ -48,17 +51,12 @@ from app.schemas import (
 log = logging.getLogger("airscene")
 
 State = Literal["loading", "ready", "failed"]
-# Before each refinement step the refinement lane waits while plain /infer images are in flight,
-# at most this long: plain inference gets the CPU first, and refinement still moves at least one
-# step per REFINE_YIELD_S under continuous plain load.
+# Before each refinement step the refinement worker waits while plain /infer images are in
+# flight, at most this long: plain inference gets the CPU first, and refinement still moves at
+# least one step per REFINE_YIELD_S under continuous plain load.
 REFINE_YIELD_S = 0.15
+REFINE_NICE = 10  # the refinement worker's nice increment: the kernel runs plain inference first
 LAG_PERIOD_S = 0.05  # the event-loop lag watcher's timer
-
-
-def _timed_batch(engine: Engine, items: list, stopped: Callable[[], bool]) -> tuple[list, float]:
-    """``engine.infer_batch`` and the seconds it ran."""
-    t = time.perf_counter()
-    return engine.infer_batch(items, stopped), time.perf_counter() - t
 
 
 def _init_torch_thread(threads: int) -> None:
@@ -81,14 +79,12 @@ class ModelService:
         self._torch = ThreadPoolExecutor(1, thread_name_prefix="airscene-torch",
                                          initializer=_init_torch_thread, initargs=(threads,))
         self._decode = ThreadPoolExecutor(2, thread_name_prefix="airscene-decode")
-        # refinement (seconds of work per request) runs in a lane of its own, admitted by the
-        # steps it asks for, so that plain inference never waits behind it
-        # half the threads: plain inference keeps the rest while a refinement runs
-        self._refine_lane = ThreadPoolExecutor(1, thread_name_prefix="airscene-refine",
-                                               initializer=_init_torch_thread, initargs=(max(1, threads // 2),))
+        # refinement (seconds of work per request) runs in a process of its own, admitted by the
+        # steps it asks for, so that plain inference never waits behind it; on half the threads
+        self.refine_lane = RefineLane(settings.weights, settings.device, settings.mirror, max(1, threads // 2),
+                                      REFINE_NICE, REFINE_YIELD_S)
         self._refine_queued = 0  # steps x images queued or running in the lane
         self._refine_step_s = 0.1  # seconds per step and image, measured as requests finish
-        self._plain_in_flight = 0  # plain /infer images admitted and not yet answered (the refine gate reads it)
         self.batcher: MicroBatcher[InferItem, InferResult] = MicroBatcher(
             self._infer_batch, self._torch, max_batch=settings.max_batch,
             max_wait_s=settings.max_wait_ms / 1000, max_queue=settings.max_queue, metrics=metrics)
@@ -125,7 +121,7 @@ class ModelService:
         await self.batcher.stop()
         self._torch.shutdown(wait=False, cancel_futures=True)
         self._decode.shutdown(wait=False, cancel_futures=True)
-        self._refine_lane.shutdown(wait=False, cancel_futures=True)
+        self.refine_lane.shutdown()
 
     async def _load(self) -> None:
         loop = asyncio.get_running_loop()
@@ -142,6 +138,8 @@ class ModelService:
         # requests for 100+ ms (p99 at concurrency 16 on the CPU: ~130 ms -> ~35 ms).
         gc.collect()
         gc.freeze()
+        if self.settings.warmup and self.settings.max_refine_steps:
+            self.refine_lane.start()  # the worker loads its engine now, not in the first refinement's time
         self.state = "ready"
         self.metrics.ready.set(1)
         log.info("model %s ready on %s in %.1f s", self.engine.version, self.engine.device, time.perf_counter() - t)
@@ -216,7 +214,7 @@ class ModelService:
         specs = self.cameras_for(len(images), params, cameras or [])
         if params.refine:
             return await self._infer_refined(engine, images, params, loc, specs, gone, t0)
-        self._plain_in_flight += len(images)
+        self.refine_lane.plain.value += len(images)  # the refinement worker gives way while > 0
         try:
             self.batcher.check_room(len(images))  # refuse before spending time decoding
             self.batcher.announce(len(images))
@@ -229,7 +227,7 @@ class ModelService:
         except QueueFull as e:
             raise Unavailable(str(e), e.retry_after_s) from None
         finally:
-            self._plain_in_flight -= len(images)
+            self.refine_lane.plain.value -= len(images)
         self.metrics.images.inc(len(images))
         for timed in results:
             self.metrics.count_quality(timed.result.quality)
@@ -253,18 +251,26 @@ class ModelService:
                               f"{self.settings.max_refine_wait_s:g})",
                               retry_after_s=max(1.0, self._refine_queued * self._refine_step_s))
         self._refine_queued += work
-        stop, job = threading.Event(), None
+        job = None
 
-        def release(_: object = None) -> None:  # the work leaves the count when it has stopped running
+        def release(done: asyncio.Future | None = None) -> None:  # the work leaves the count when it has stopped
             self._refine_queued -= work
+            if done is not None and not done.cancelled():
+                done.exception()  # read, for a job whose client had gone: no "never retrieved" warning
 
         try:
             loop = asyncio.get_running_loop()
             decoded = await loop.run_in_executor(self._decode, self._decode_all, engine, images, params, loc, specs)
-            job = loop.run_in_executor(self._refine_lane, _timed_batch, engine, [it for it, _ in decoded],
-                                       lambda: self.refine_gate(stop))
-            job.add_done_callback(release)
-            results, ran_s = await _unless_gone(job, gone, stop)
+            try:
+                slot, submitted = self.refine_lane.submit([it for it, _ in decoded])
+                job = asyncio.wrap_future(submitted)
+                job.add_done_callback(release)
+                results, ran_s = await _unless_gone(job, gone, lambda: self.refine_lane.stop(slot))
+            except BrokenProcessPool:
+                self.refine_lane.restart()
+                log.error("the refinement worker stopped (killed?); the next refinement starts a new one")
+                raise Unavailable("the refinement worker stopped while this request waited; it is being "
+                                  "restarted", retry_after_s=5) from None
             self._refine_step_s = 0.8 * self._refine_step_s + 0.2 * ran_s / work  # run + gate waits
         finally:
             if job is None:
@@ -274,15 +280,6 @@ class ModelService:
             self.metrics.count_quality(r.quality)
         return [self._answer(engine, item, decode_ms, Timed(r, 0.0), params, t0)
                 for (item, decode_ms), r in zip(decoded, results, strict=True)]
-
-    def refine_gate(self, stop: threading.Event, most_s: float = REFINE_YIELD_S) -> bool:
-        """Asked in the refinement lane before each step: waits while plain images are in flight
-        (at most ``most_s``), so that plain inference goes first; True when the refinement must
-        end (its client has gone)."""
-        until = time.monotonic() + most_s
-        while self._plain_in_flight > 0 and not stop.is_set() and time.monotonic() < until:
-            stop.wait(0.005)
-        return stop.is_set()
 
     def _answer(self, engine: Engine, item: InferItem, decode_ms: float, timed, params: InferParams,
                 t0: float) -> InferResponse | RosInferResponse:
@@ -367,14 +364,13 @@ def public_reason(error: Exception) -> str:
     return f"{type(error).__name__}: {text[:200]}"
 
 
-async def _unless_gone(job: asyncio.Future, gone: Callable[[], Awaitable[bool]] | None, stop: threading.Event):
-    """``job``'s result; if the client hangs up first (``gone``, asked every 0.25 s), set
-    ``stop`` (the work ends at its next step) and raise ``ClientGone``."""
+async def _unless_gone(job: asyncio.Future, gone: Callable[[], Awaitable[bool]] | None, stop: Callable[[], None]):
+    """``job``'s result; if the client hangs up first (``gone``, asked every 0.25 s), ``stop()``
+    (the work ends at its next step) and raise ``ClientGone``."""
     while True:
         done, _ = await asyncio.wait({job}, timeout=0.25)
         if done:
             return job.result()
         if gone is not None and await gone():
-            stop.set()
+            stop()
             raise ClientGone("the client hung up while its refinement ran; the refinement was stopped")
-

@@ -79,14 +79,21 @@ CALM_S = 5.0  # seconds of the plain clients alone, before the storm: the baseli
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """Resident memory of a process and its children (the refinement worker), in MB."""
+    total = 0.0
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) / 1024
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            total += sum(rss_mb(int(child)) for child in (task / "children").read_text().split())
+    except OSError:  # the process ended between two reads
+        pass
+    return total
 
 
 class Peak(threading.Thread):
-    """Samples a process's resident memory every 50 ms until stopped; ``peak`` in MB."""
+    """Samples a process tree's resident memory every 50 ms until stopped; ``peak`` in MB."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
@@ -230,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plain", type=int, default=16, help="plain /infer clients during the storm")
     ap.add_argument("--stall", type=float, default=5.0, help="seconds the server is stopped")
     args = ap.parse_args(argv)
-    server, url = start_server(args.weights)
+    server, url = start_server(args.weights, AIRSCENE_WARMUP="true")  # as deployed: the refinement worker starts at load
     peak = Peak(server.pid)
     peak.start()
     try:
@@ -242,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         server.wait(30)
     print("storm:", s)
     print("stall:", st)
-    print(f"server peak resident memory: {peak.peak:.0f} MB")
+    print(f"server peak resident memory (with its refinement worker): {peak.peak:.0f} MB")
     missed = [name for name, ok in (
         ("a client timed out", "client timeout" not in s["refine answers"]),
         ("plain /infer p99 >= 250 ms", s["plain during p99 ms"] < 250),

@@ -91,7 +91,8 @@ class LiveServer:
 def settings_for(weights: Path, **overrides: object) -> Settings:
     """Settings that ignore the environment and any .env file (tests must not depend on them),
     on the CPU unless AIRSCENE_TEST_DEVICE names another device (bench/gpu/run.sh: cuda)."""
-    base = dict(weights=weights, device=os.environ.get("AIRSCENE_TEST_DEVICE", "cpu"), threads=1, max_wait_ms=2.0)
+    base = dict(weights=weights, device=os.environ.get("AIRSCENE_TEST_DEVICE", "cpu"), threads=1, max_wait_ms=2.0,
+                warmup=False)  # with warm-up on, every test server would start a refinement worker
     base.update(overrides)
     return Settings(_env_file=None, **base)  # type: ignore[call-arg]
 

@@ -162,31 +162,74 @@ def test_plain_inference_does_not_wait_behind_refinement(refine_server):
     assert done["plain"] < done["refined"]
 
 
+def test_refinement_runs_in_a_worker_process_and_survives_its_death(refine_server):
+    """Refinement runs in a process of its own (PyTorch3D's CPU rasteriser holds the GIL: in the
+    server's process it would stall the event loop); a killed worker is a 503 with Retry-After
+    at worst, never a 500, and the next refinement gets a new worker."""
+    import os
+    import signal
+    import time
+
+    lane = refine_server.service.refine_lane
+    with httpx.Client(base_url=refine_server.url, timeout=120) as c:
+        assert c.post("/infer?refine=2", content=_png(), headers={"content-type": "image/png"}).status_code == 200
+        (worker,) = lane.pids()
+        assert worker != os.getpid()
+        os.kill(worker, signal.SIGKILL)
+        statuses = []
+        for _ in range(5):
+            r = c.post("/infer?refine=2", content=_png(), headers={"content-type": "image/png"})
+            statuses.append(r.status_code)
+            assert r.status_code == 200 or (r.status_code == 503 and "retry-after" in r.headers), r.text
+            if r.status_code == 200:
+                break
+            time.sleep(0.5)
+        assert statuses[-1] == 200 and lane.pids() and lane.pids()[0] != worker
+        assert c.post("/infer", content=_png(), headers={"content-type": "image/png"}).status_code == 200
+        assert 'status="500"' not in c.get("/metrics").text
+
+
+def test_with_warm_up_the_refinement_worker_starts_with_the_service(tmp_path):
+    import os
+
+    with LiveServer(settings_for(make_dev_weights(tmp_path), warmup=True)) as s:
+        lane = s.service.refine_lane
+        assert lane.started  # before any refinement was asked for
+        assert lane.start().result(timeout=120) not in (None, os.getpid())
+    with LiveServer(settings_for(make_dev_weights(tmp_path), warmup=True, max_refine_steps=0)) as s:
+        assert not s.service.refine_lane.started  # refinement off: no worker
+
+
 def test_refinement_gives_way_to_plain_images_in_flight_for_a_bounded_time(refine_server):
-    """The gate asked before each refinement step: no wait while no plain image is in flight, a
-    wait of up to ``most_s`` while one is, and an immediate True once the client has gone."""
+    """The gate the refinement worker asks before each step: no wait while no plain image is in
+    flight, a wait of up to ``most_s`` while one is, and an immediate True once the job's stop
+    flag is set (its client has gone)."""
     import threading
     import time
 
-    service, stop = refine_server.service, threading.Event()
+    from app.refine_lane import gate
+
+    lane = refine_server.service.refine_lane
+    stops = [0, 0]
     t = time.monotonic()
-    assert service.refine_gate(stop, most_s=5.0) is False
+    assert gate(lane.plain, stops, 1, most_s=5.0) is False
     assert time.monotonic() - t < 0.5
-    service._plain_in_flight += 1
+    lane.plain.value += 1
     try:
         t = time.monotonic()
-        assert service.refine_gate(stop, most_s=0.3) is False
+        assert gate(lane.plain, stops, 1, most_s=0.3) is False
         assert 0.3 <= time.monotonic() - t < 3.0  # gave way, then went on: refinement never starves
-        threading.Timer(0.1, stop.set).start()
+        threading.Timer(0.1, stops.__setitem__, (1, 1)).start()
         t = time.monotonic()
-        assert service.refine_gate(stop, most_s=5.0) is True
+        assert gate(lane.plain, stops, 1, most_s=5.0) is True
         assert time.monotonic() - t < 3.0
+        assert gate(lane.plain, stops, 0, most_s=0.0) is False  # another job's flag is its own
     finally:
-        service._plain_in_flight -= 1
+        lane.plain.value -= 1
     with httpx.Client(base_url=refine_server.url, timeout=60) as c:  # every plain request leaves the count
         assert c.post("/infer", content=_png(), headers={"content-type": "image/png"}).status_code == 200
         assert c.post("/infer", content=b"not an image", headers={"content-type": "image/png"}).status_code == 422
-    assert service._plain_in_flight == 0
+    assert lane.plain.value == 0
 
 
 def test_refinement_stops_when_its_client_hangs_up(refine_server):
