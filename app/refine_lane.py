@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -41,7 +42,9 @@ class RefineLane:
     (the count of plain images in flight the worker gives way to)."""
 
     def __init__(self, weights: str, device: str, mirror: bool | None, threads: int, niceness: int,
-                 yield_s: float) -> None:
+                 yield_s: float, on_ready: Callable[[bool], object] = lambda ready: None) -> None:
+        """``on_ready``: called with True when a worker has loaded its engine, False when one
+        failed to or was dropped (from the pool's own thread)."""
         self._ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch state
         self._args = (str(weights), device, mirror, threads, niceness)
         self.yield_s = yield_s
@@ -49,13 +52,16 @@ class RefineLane:
         self._stops = self._ctx.Array("b", SLOTS, lock=False)
         self._next = 0
         self._pool: ProcessPoolExecutor | None = None
+        self._on_ready = on_ready
 
     def start(self) -> Future:
         """Start the worker now rather than at the first refinement: a future of its process id."""
         if self._pool is None:
             self._pool = ProcessPoolExecutor(1, mp_context=self._ctx, initializer=init_worker,
                                              initargs=(*self._args, self.plain, self._stops, os.getpid()))
-        return self._pool.submit(ping)
+        started = self._pool.submit(ping)
+        started.add_done_callback(lambda f: self._on_ready(not f.cancelled() and f.exception() is None))
+        return started
 
     def submit(self, items: list[InferItem]) -> tuple[int, Future]:
         """Queue a job: its slot (for ``stop``) and a future of (results, seconds)."""
@@ -77,6 +83,7 @@ class RefineLane:
     def restart(self) -> None:
         """After the worker died: drop it; the next ``submit`` starts a new one."""
         pool, self._pool = self._pool, None
+        self._on_ready(False)
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
 

@@ -82,7 +82,7 @@ class ModelService:
         # refinement (seconds of work per request) runs in a process of its own, admitted by the
         # steps it asks for, so that plain inference never waits behind it; on half the threads
         self.refine_lane = RefineLane(settings.weights, settings.device, settings.mirror, max(1, threads // 2),
-                                      REFINE_NICE, REFINE_YIELD_S)
+                                      REFINE_NICE, REFINE_YIELD_S, on_ready=metrics.refine_worker.set)
         self._refine_queued = 0  # steps x images queued or running in the lane
         self._refine_step_s = 0.1  # seconds per step and image, measured as requests finish
         self.batcher: MicroBatcher[InferItem, InferResult] = MicroBatcher(
@@ -139,7 +139,7 @@ class ModelService:
         gc.collect()
         gc.freeze()
         if self.settings.warmup and self.settings.max_refine_steps:
-            self.refine_lane.start()  # the worker loads its engine now, not in the first refinement's time
+            self.refine_lane.start()  # it loads its engine now, not in the first refinement's time
         self.state = "ready"
         self.metrics.ready.set(1)
         log.info("model %s ready on %s in %.1f s", self.engine.version, self.engine.device, time.perf_counter() - t)

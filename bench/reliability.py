@@ -238,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stall", type=float, default=5.0, help="seconds the server is stopped")
     args = ap.parse_args(argv)
     server, url = start_server(args.weights, AIRSCENE_WARMUP="true")  # as deployed: the refinement worker starts at load
+    for _ in range(600):  # the baseline is taken once the worker has loaded, not while it loads
+        if "airscene_refine_worker_ready 1.0" in httpx.get(url + "/metrics").text:
+            break
+        time.sleep(0.2)
     peak = Peak(server.pid)
     peak.start()
     try:

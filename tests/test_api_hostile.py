@@ -185,6 +185,7 @@ def test_refinement_runs_in_a_worker_process_and_survives_its_death(refine_serve
                 break
             time.sleep(0.5)
         assert statuses[-1] == 200 and lane.pids() and lane.pids()[0] != worker
+        assert "airscene_refine_worker_ready 1.0" in c.get("/metrics").text
         assert c.post("/infer", content=_png(), headers={"content-type": "image/png"}).status_code == 200
         assert 'status="500"' not in c.get("/metrics").text
 
@@ -196,6 +197,8 @@ def test_with_warm_up_the_refinement_worker_starts_with_the_service(tmp_path):
         lane = s.service.refine_lane
         assert lane.started  # before any refinement was asked for
         assert lane.start().result(timeout=120) not in (None, os.getpid())
+        with httpx.Client(base_url=s.url, timeout=30) as c:
+            assert "airscene_refine_worker_ready 1.0" in c.get("/metrics").text
     with LiveServer(settings_for(make_dev_weights(tmp_path), warmup=True, max_refine_steps=0)) as s:
         assert not s.service.refine_lane.started  # refinement off: no worker
 
