@@ -3,100 +3,206 @@
 Refinement renders through PyTorch3D's CPU rasteriser, whose calls hold Python's GIL for up to
 about a second. In a thread of the server's process that stalls everything else the process
 does: the event loop (health probes, admission, every answer) and the plain-inference thread.
-In a process of its own it holds only its own GIL, and with a higher ``nice`` value the kernel
-gives the server's threads the CPU first, so plain inference keeps its pace while refinement
-uses what is left.
+In a process of its own (``app.refine_worker``) it holds only its own GIL, and with a higher
+``nice`` value the kernel gives the server's threads the CPU first, so plain inference keeps its
+pace while refinement uses what is left.
 
-The worker (``app.refine_worker``) loads the same weights (``Engine.load``) when the service
-has loaded its own (with warm-up on) or when the first refinement arrives, and then serves one
-request at a time. Two values live in shared memory, written by the server's
-event loop and read by the worker before each refinement step:
-
-- ``plain``: plain ``/infer`` images in flight: while there are any, the worker waits (at most
-  ``yield_s``) so that plain inference goes first (``gate``);
-- ``stops``: one flag per job slot: set when a job's client hangs up, and the job ends at its
-  next step.
-
-If the worker dies (killed for memory, say), its requests get a 503 and the next refinement
-starts a new one.
+The worker loads the same weights when the service has loaded its own (with warm-up on) or when
+the first refinement arrives, and then serves one request at a time. Two things live in shared
+memory, written by the server and read by the worker before each refinement step: the plain
+``/infer`` images in flight (while there are any the worker waits, at most ``yield_s``, so that
+plain inference goes first) and a stop flag per job slot (set when a job's client hangs up:
+the job ends at its next step). If the worker dies (killed for memory, say), its requests fail
+with ``WorkerDied`` and the next refinement starts a new one.
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import logging
 import os
+import queue
+import subprocess
+import sys
+import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Future
+from multiprocessing import shared_memory
+from pathlib import Path
 
 from app.engine import InferItem
-from app.refine_worker import gate, init_worker, ping, run
+from app.refine_worker import FLAGS_AT, PLAIN, receive, send
 
-__all__ = ["BrokenProcessPool", "RefineLane", "gate"]
+log = logging.getLogger("airscene")
 
 SLOTS = 4096  # job slots for stop flags: more than the jobs that can be admitted at once
 
 
-class RefineLane:
-    """The refinement worker as seen from the server: ``submit`` a job, ``stop`` it, ``plain``
-    (the count of plain images in flight the worker gives way to)."""
+class WorkerDied(RuntimeError):
+    """The refinement worker ended while a job was queued or running."""
 
-    def __init__(self, weights: str, device: str, mirror: bool | None, threads: int, niceness: int,
-                 yield_s: float, on_ready: Callable[[bool], object] = lambda ready: None) -> None:
-        """``on_ready``: called with True when a worker has loaded its engine, False when one
-        failed to or was dropped (from the pool's own thread)."""
-        self._ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch state
-        self._args = (str(weights), device, mirror, threads, niceness)
-        self.yield_s = yield_s
-        self.plain = self._ctx.Value("i", 0, lock=False)  # written by the event loop only
-        self._stops = self._ctx.Array("b", SLOTS, lock=False)
-        self._next = 0
-        self._pool: ProcessPoolExecutor | None = None
-        self._on_ready = on_ready
 
-    def start(self) -> Future:
-        """Start the worker now rather than at the first refinement: a future of its process id."""
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(1, mp_context=self._ctx, initializer=init_worker,
-                                             initargs=(*self._args, self.plain, self._stops, os.getpid()))
-        started = self._pool.submit(ping)
-        started.add_done_callback(lambda f: self._on_ready(not f.cancelled() and f.exception() is None))
-        return started
+class _Worker:
+    """One worker process, its two pipes, and the threads that write to and read from it."""
 
-    def submit(self, items: list[InferItem]) -> tuple[int, Future]:
-        """Queue a job: its slot (for ``stop``) and a future of (results, seconds)."""
-        if self._pool is None:
-            self.start()
-        assert self._pool is not None
-        slot, self._next = self._next, (self._next + 1) % SLOTS
-        self._stops[slot] = 0
+    def __init__(self, args: list[str], block: str, on_answer: Callable[[_Worker, object | None], None]) -> None:
+        read_fd, write_fd = os.pipe()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "app.refine_worker", *args, "--shared", block, "--answers", str(write_fd),
+             "--parent", str(os.getpid())],
+            stdin=subprocess.PIPE, pass_fds=(write_fd,), cwd=Path(__file__).resolve().parent.parent)
+        os.close(write_fd)
+        self._answers = os.fdopen(read_fd, "rb")
+        self._outbox: queue.Queue = queue.Queue()
+        self._on_answer = on_answer
+        # a writer thread: a request larger than the pipe's buffer must not block the event loop
+        # while the worker is busy with an earlier one
+        threading.Thread(target=self._write, name="airscene-refine-writer", daemon=True).start()
+        threading.Thread(target=self._read, name="airscene-refine-reader", daemon=True).start()
+
+    def post(self, message: object) -> None:
+        self._outbox.put(message)
+
+    def close(self) -> None:
+        """No more requests: the worker exits after the one it is running."""
+        self._outbox.put(None)
+
+    def _write(self) -> None:
+        stdin = self.proc.stdin
+        assert stdin is not None
+        for message in iter(self._outbox.get, None):
+            try:
+                send(stdin, message)
+            except OSError:  # the worker has gone; the reader reports it
+                break
         try:
-            return slot, self._pool.submit(run, slot, items, self.yield_s)
-        except BrokenProcessPool:  # the worker died since the last job: this one goes to a new one
-            self.restart()
-            return self.submit(items)
+            stdin.close()
+        except OSError:
+            pass
 
-    def stop(self, slot: int) -> None:
-        """End the job in ``slot`` at its next step (or before it starts)."""
-        self._stops[slot] = 1
+    def _read(self) -> None:
+        for _ in iter(int, 1):
+            try:
+                message = receive(self._answers)
+            except (OSError, EOFError, ValueError):
+                message = None
+            self._on_answer(self, message)
+            if message is None:
+                break
+        self._answers.close()
 
-    def restart(self) -> None:
-        """After the worker died: drop it; the next ``submit`` starts a new one."""
-        pool, self._pool = self._pool, None
-        self._on_ready(False)
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
 
-    def shutdown(self) -> None:
-        """Stop every job at its next step and let the worker exit."""
-        for i in range(SLOTS):
-            self._stops[i] = 1
-        self.restart()
+class RefineLane:
+    """The refinement worker as seen from the server: ``start`` it, ``submit`` a job, ``stop`` a
+    job, and ``plain_in_flight`` (the plain images the worker gives way to)."""
+
+    def __init__(self, weights: str | Path, device: str, mirror: bool | None, threads: int, niceness: int,
+                 yield_s: float, on_ready: Callable[[bool], object] = lambda ready: None) -> None:
+        """``on_ready``: called with True when a worker has loaded its engine, False when one has
+        ended (from the lane's reader thread)."""
+        mirror_arg = "weights" if mirror is None else "on" if mirror else "off"
+        self._args = ["--weights", str(Path(weights).resolve()), "--device", device, "--mirror", mirror_arg,
+                      "--threads", str(threads), "--nice", str(niceness)]
+        self.yield_s = yield_s
+        self._on_ready = on_ready
+        self._block = shared_memory.SharedMemory(create=True, size=FLAGS_AT + SLOTS)
+        self._block.buf[:FLAGS_AT + SLOTS] = bytes(FLAGS_AT + SLOTS)
+        self._plain = 0
+        self._lock = threading.Lock()  # guards the worker, the ready future and the pending jobs
+        self._worker: _Worker | None = None
+        self._ready: Future = Future()
+        self._pending: dict[int, Future] = {}
+        self._next = 0
+        self._closed = False
+
+    @property
+    def plain_in_flight(self) -> int:
+        return self._plain
+
+    @plain_in_flight.setter
+    def plain_in_flight(self, value: int) -> None:
+        self._plain = value
+        PLAIN.pack_into(self._block.buf, 0, value)
 
     @property
     def started(self) -> bool:
-        return self._pool is not None
+        return self._worker is not None
 
     def pids(self) -> list[int]:
         """The worker's process id, when one is running."""
-        return [] if self._pool is None else list(self._pool._processes or {})
+        worker = self._worker
+        return [] if worker is None else [worker.proc.pid]
+
+    def start(self) -> Future:
+        """Start the worker if none runs: a future of its process id once it has loaded."""
+        with self._lock:
+            if self._worker is None:
+                self._ready = Future()
+                self._worker = _Worker(self._args, self._block.name, self._answered)
+            return self._ready
+
+    def submit(self, items: list[InferItem]) -> tuple[int, Future]:
+        """Queue a job: its slot (for ``stop``) and a future of (results, seconds)."""
+        self.start()
+        with self._lock:
+            slot, self._next = self._next, (self._next + 1) % SLOTS
+            self._block.buf[FLAGS_AT + slot] = 0
+            job: Future = Future()
+            self._pending[slot] = job
+            assert self._worker is not None
+            self._worker.post((slot, slot, items, self.yield_s))
+        return slot, job
+
+    def stop(self, slot: int) -> None:
+        """End the job in ``slot`` at its next step (or before it starts)."""
+        self._block.buf[FLAGS_AT + slot] = 1
+
+    def _answered(self, worker: _Worker, message: object | None) -> None:
+        """The reader thread's callback: one answer, or None when the worker has ended."""
+        with self._lock:
+            if message is None:
+                failed, self._pending = list(self._pending.values()), {}
+                ready = self._ready
+                if self._worker is worker:
+                    self._worker = None
+            else:
+                failed, ready = [], None
+        if message is None:
+            code = worker.proc.wait()
+            log.log(logging.INFO if code == 0 else logging.ERROR, "the refinement worker ended (status %s)", code)
+            for job in failed:
+                job.set_exception(WorkerDied(f"the refinement worker ended (status {code})"))
+            if ready is not None and not ready.done():
+                ready.set_exception(WorkerDied(f"the refinement worker ended while loading (status {code})"))
+            self._on_ready(False)
+            return
+        assert isinstance(message, tuple)
+        key, status, payload = message
+        if key == "ready":
+            self._ready.set_result(status)
+            self._on_ready(True)
+            return
+        with self._lock:
+            job = self._pending.pop(key, None)
+        if job is not None:
+            if status == "ok":
+                job.set_result(payload)
+            else:
+                job.set_exception(RuntimeError(f"refinement failed in the worker: {payload}"))
+
+    def shutdown(self, timeout_s: float = 30.0) -> None:
+        """Stop every job at its next step and wait for the worker to exit (killed after
+        ``timeout_s``); the lane cannot be used after it."""
+        if self._closed:
+            return
+        self._closed = True
+        self._block.buf[FLAGS_AT:FLAGS_AT + SLOTS] = b"\x01" * SLOTS
+        worker = self._worker
+        if worker is not None:
+            worker.close()
+            try:
+                worker.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                worker.proc.kill()
+                worker.proc.wait()
+        self._block.close()
+        self._block.unlink()

@@ -31,7 +31,7 @@ from app.engine import Engine, InferItem, InferResult
 from app.errors import ClientGone, Unavailable, Unprocessable
 from app.images import decode_image
 from app.metrics import Metrics
-from app.refine_lane import BrokenProcessPool, RefineLane
+from app.refine_lane import RefineLane, WorkerDied
 from inference.fit import residual_png
 from renderer.camera import camera_dict
 from app.schemas import (
@@ -121,7 +121,7 @@ class ModelService:
         await self.batcher.stop()
         self._torch.shutdown(wait=False, cancel_futures=True)
         self._decode.shutdown(wait=False, cancel_futures=True)
-        self.refine_lane.shutdown()
+        await asyncio.to_thread(self.refine_lane.shutdown)  # the worker ends at its next step
 
     async def _load(self) -> None:
         loop = asyncio.get_running_loop()
@@ -214,7 +214,7 @@ class ModelService:
         specs = self.cameras_for(len(images), params, cameras or [])
         if params.refine:
             return await self._infer_refined(engine, images, params, loc, specs, gone, t0)
-        self.refine_lane.plain.value += len(images)  # the refinement worker gives way while > 0
+        self.refine_lane.plain_in_flight += len(images)  # the refinement worker gives way while > 0
         try:
             self.batcher.check_room(len(images))  # refuse before spending time decoding
             self.batcher.announce(len(images))
@@ -227,7 +227,7 @@ class ModelService:
         except QueueFull as e:
             raise Unavailable(str(e), e.retry_after_s) from None
         finally:
-            self.refine_lane.plain.value -= len(images)
+            self.refine_lane.plain_in_flight -= len(images)
         self.metrics.images.inc(len(images))
         for timed in results:
             self.metrics.count_quality(timed.result.quality)
@@ -266,11 +266,9 @@ class ModelService:
                 job = asyncio.wrap_future(submitted)
                 job.add_done_callback(release)
                 results, ran_s = await _unless_gone(job, gone, lambda: self.refine_lane.stop(slot))
-            except BrokenProcessPool:
-                self.refine_lane.restart()
-                log.error("the refinement worker stopped (killed?); the next refinement starts a new one")
-                raise Unavailable("the refinement worker stopped while this request waited; it is being "
-                                  "restarted", retry_after_s=5) from None
+            except WorkerDied:
+                raise Unavailable("the refinement worker stopped while this request waited; the next "
+                                  "refinement starts a new one", retry_after_s=5) from None
             self._refine_step_s = 0.8 * self._refine_step_s + 0.2 * ran_s / work  # run + gate waits
         finally:
             if job is None:

@@ -206,33 +206,30 @@ def test_with_warm_up_the_refinement_worker_starts_with_the_service(tmp_path):
 def test_refinement_gives_way_to_plain_images_in_flight_for_a_bounded_time(refine_server):
     """The gate the refinement worker asks before each step: no wait while no plain image is in
     flight, a wait of up to ``most_s`` while one is, and an immediate True once the job's stop
-    flag is set (its client has gone)."""
+    flag is set (its client has gone); the server's count of plain images in flight goes back
+    to 0 after plain requests, answered or refused."""
     import threading
     import time
 
-    from app.refine_lane import gate
+    from app.refine_worker import gate
 
-    lane = refine_server.service.refine_lane
-    stops = [0, 0]
+    plain, stop = [0], threading.Event()
     t = time.monotonic()
-    assert gate(lane.plain, stops, 1, most_s=5.0) is False
+    assert gate(lambda: plain[0], stop.is_set, most_s=5.0) is False
     assert time.monotonic() - t < 0.5
-    lane.plain.value += 1
-    try:
-        t = time.monotonic()
-        assert gate(lane.plain, stops, 1, most_s=0.3) is False
-        assert 0.3 <= time.monotonic() - t < 3.0  # gave way, then went on: refinement never starves
-        threading.Timer(0.1, stops.__setitem__, (1, 1)).start()
-        t = time.monotonic()
-        assert gate(lane.plain, stops, 1, most_s=5.0) is True
-        assert time.monotonic() - t < 3.0
-        assert gate(lane.plain, stops, 0, most_s=0.0) is False  # another job's flag is its own
-    finally:
-        lane.plain.value -= 1
-    with httpx.Client(base_url=refine_server.url, timeout=60) as c:  # every plain request leaves the count
+    plain[0] = 1
+    t = time.monotonic()
+    assert gate(lambda: plain[0], stop.is_set, most_s=0.3) is False
+    assert 0.3 <= time.monotonic() - t < 3.0  # gave way, then went on: refinement never starves
+    threading.Timer(0.1, stop.set).start()
+    t = time.monotonic()
+    assert gate(lambda: plain[0], stop.is_set, most_s=5.0) is True
+    assert time.monotonic() - t < 3.0
+    lane = refine_server.service.refine_lane
+    with httpx.Client(base_url=refine_server.url, timeout=60) as c:
         assert c.post("/infer", content=_png(), headers={"content-type": "image/png"}).status_code == 200
         assert c.post("/infer", content=b"not an image", headers={"content-type": "image/png"}).status_code == 422
-    assert lane.plain.value == 0
+    assert lane.plain_in_flight == 0
 
 
 def test_refinement_stops_when_its_client_hangs_up(refine_server):
