@@ -242,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         if "airscene_refine_worker_ready 1.0" in httpx.get(url + "/metrics").text:
             break
         time.sleep(0.2)
+    time.sleep(3.0)  # and has settled (the first seconds after its load are slower, at random)
     peak = Peak(server.pid)
     peak.start()
     try:
