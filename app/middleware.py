@@ -72,6 +72,14 @@ class MetricsMiddleware:
             self.metrics.latency.labels(path, method).observe(time.perf_counter() - start)
 
 
+def key_matches(authorization: str | None, key: bytes) -> bool:
+    """Whether an ``Authorization`` header (as ASGI gives it, decoded latin-1) is ``Bearer <key>``:
+    the header's own bytes (latin-1 undoes exactly) against the key's UTF-8 bytes, so a
+    non-ASCII key sent as UTF-8 matches; compared in constant time."""
+    scheme, _, token = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode("latin-1"), key)
+
+
 class ApiKeyGate:
     """``Authorization: Bearer <key>`` on ``protected`` paths (CORS preflights pass through)."""
 
@@ -80,11 +88,7 @@ class ApiKeyGate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] in self.protected and scope["method"] != "OPTIONS":
-            auth = _header(scope, b"authorization") or ""
-            scheme, _, token = auth.partition(" ")
-            # the header's own bytes (ASGI gives them raw; _header decodes latin-1, which undoes
-            # exactly), against the key's UTF-8 bytes: a non-ASCII key sent as UTF-8 matches
-            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode("latin-1"), self.key):
+            if not key_matches(_header(scope, b"authorization"), self.key):
                 err = Unauthorized()
                 await _send_json(send, err.status_code, {"detail": err.detail}, err.headers)
                 return

@@ -59,6 +59,22 @@ def test_readyz_names_no_absolute_path_when_the_weights_are_missing(tmp_path):
     assert str(tmp_path) not in r.text and "missing.safetensors" in r.text
 
 
+def test_readyz_tells_why_only_to_holders_of_the_api_key(tmp_path):
+    """With an API key set, /readyz stays open (probes send no credentials) but says only
+    'failed' to callers without the key; with the key it says why."""
+    with LiveServer(settings_for(tmp_path / "missing.safetensors", api_key="s3cret"), wait_ready=False) as s:
+        for _ in range(100):
+            r = httpx.get(s.url + "/readyz", timeout=10)
+            if r.json()["status"] == "failed":
+                break
+            asyncio.run(asyncio.sleep(0.05))
+        keyed = httpx.get(s.url + "/readyz", headers={"authorization": "Bearer s3cret"}, timeout=10)
+        wrong = httpx.get(s.url + "/readyz", headers={"authorization": "Bearer nope"}, timeout=10)
+    assert r.status_code == 503 and r.json() == {"status": "failed", "detail": None}
+    assert wrong.json()["detail"] is None
+    assert keyed.status_code == 503 and "missing.safetensors" in keyed.json()["detail"]
+
+
 def test_a_request_has_a_pixel_budget_across_its_images(tmp_path):
     weights = make_dev_weights(tmp_path)
     png = io.BytesIO()
