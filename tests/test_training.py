@@ -479,3 +479,31 @@ def test_the_enumerated_recipe_trains_a_dair_network_with_finite_gradients():
         grads = [p.grad for p in model.parameters() if p.grad is not None]
         assert grads and all(torch.isfinite(g).all() for g in grads)
         assert model.residual_encoder.down[0].weight.grad.abs().sum() > 0
+
+
+def test_soup_interpolates_two_weight_files_and_refuses_other_architectures(tmp_path):
+    """``training.soup``: alpha 0 is the first file, 1 the second, 0.5 their mean, tensor by
+    tensor; the written file names both sources; a different architecture is refused."""
+    from inference.checkpoint import load_weights, save_weights
+    from training.soup import main as soup_main
+    from training.soup import soup
+
+    world = World()
+    torch.manual_seed(0)
+    a = AIR(AIRConfig.for_world(world))
+    torch.manual_seed(1)
+    b = AIR(AIRConfig.for_world(world))
+    name = next(k for k, v in a.state_dict().items() if v.is_floating_point())
+    for alpha, want in ((0.0, a.state_dict()[name]), (1.0, b.state_dict()[name]),
+                        (0.5, (a.state_dict()[name] + b.state_dict()[name]) / 2)):
+        torch.testing.assert_close(soup(a, b, alpha)[name], want)
+    wide = AIR(replace(AIRConfig.for_world(world), hidden=a.config.hidden * 2))
+    with pytest.raises(ValueError, match="same architecture"):
+        soup(a, wide, 0.5)
+    save_weights(a, world, tmp_path / "a.safetensors")
+    save_weights(b, world, tmp_path / "b.safetensors")
+    assert soup_main([str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"), "--alpha", "0.25",
+                      "--out", str(tmp_path / "s.safetensors")]) == 0
+    s, _, meta = load_weights(tmp_path / "s.safetensors")
+    torch.testing.assert_close(s.state_dict()[name], 0.75 * a.state_dict()[name] + 0.25 * b.state_dict()[name])
+    assert meta["soup"]["alpha"] == 0.25 and meta["soup"]["b"]["file"] == "b.safetensors"
