@@ -5,7 +5,7 @@
 Every floating tensor becomes (1 - alpha) * A + alpha * B; the others (counters) are A's. It is
 meant for a fine-tune and the weights it started from, which lie in one basin of the loss: the
 mean often keeps what each does well (Wortsman et al., "Model soups", ICML 2022). The result's
-``meta`` names both sources (their versions) and alpha; its calibration is left out (fit it
+``meta`` names both sources (their versions) and alpha, and keeps B's training recipe; its calibration is left out (fit it
 again: ``python -m training.calibrate``).
 """
 
@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     sources = [{"file": p.name, "version": weights_version(m, file_sha256(p)), "iter": meta.get("iter")}
                for p, m, meta in ((args.a, ma, meta_a), (args.b, mb, meta_b))]
     ma.load_state_dict(state)
-    save_weights(ma, world_a, args.out, {"soup": {"alpha": args.alpha, "a": sources[0], "b": sources[1]}})
+    meta = {"train": meta_b.get("train") or meta_a.get("train"),  # B's recipe: the fine-tune, where there is one
+            "soup": {"alpha": args.alpha, "a": sources[0], "b": sources[1]}}
+    save_weights(ma, world_a, args.out, meta)
     print(f"wrote {args.out}: {1 - args.alpha:g} x {args.a.name} + {args.alpha:g} x {args.b.name}")
     return 0
 
