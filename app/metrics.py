@@ -52,8 +52,7 @@ class Metrics:
                                ["fit_band", "in_world"], registry=r)
         self.ready = Gauge("airscene_ready", "1 once the weights are loaded and warmed up", registry=r)
         self.refine_worker = Gauge("airscene_refine_worker_ready", "1 while the refinement worker process has "
-                                   "its weights loaded (0: not started, still loading, or found dead by the "
-                                   "last refinement)", registry=r)
+                                   "its weights loaded (0: not started, still loading, or it has ended)", registry=r)
         self.loop_lag = Histogram("airscene_event_loop_lag_seconds", "how late the event loop (which answers "
                                   "/healthz and admits requests) ran a timer due every 50 ms: the loop or the "
                                   "process was held up for this long", buckets=LAG_BUCKETS, registry=r)
