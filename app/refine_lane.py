@@ -41,6 +41,15 @@ class WorkerDied(RuntimeError):
     """The refinement worker ended while a job was queued or running."""
 
 
+def _settle(job: Future, result: object = None, error: BaseException | None = None) -> None:
+    """Give a job its outcome unless it was cancelled meanwhile (the reader thread must not die of it)."""
+    if job.set_running_or_notify_cancel():
+        if error is None:
+            job.set_result(result)
+        else:
+            job.set_exception(error)
+
+
 class _Worker:
     """One worker process, its two pipes, and the threads that write to and read from it."""
 
@@ -135,22 +144,26 @@ class RefineLane:
     def start(self) -> Future:
         """Start the worker if none runs: a future of its process id once it has loaded."""
         with self._lock:
-            if self._worker is None:
-                self._ready = Future()
-                self._worker = _Worker(self._args, self._block.name, self._answered)
+            self._running()
             return self._ready
 
     def submit(self, items: list[InferItem]) -> tuple[int, Future]:
         """Queue a job: its slot (for ``stop``) and a future of (results, seconds)."""
-        self.start()
-        with self._lock:
+        with self._lock:  # one lock: a worker found dead meanwhile cannot drop this job unanswered
+            worker = self._running()
             slot, self._next = self._next, (self._next + 1) % SLOTS
             self._block.buf[FLAGS_AT + slot] = 0
             job: Future = Future()
             self._pending[slot] = job
-            assert self._worker is not None
-            self._worker.post((slot, slot, items, self.yield_s))
+            worker.post((slot, slot, items, self.yield_s))
         return slot, job
+
+    def _running(self) -> _Worker:
+        """The worker, started if none runs (the caller holds the lock)."""
+        if self._worker is None:
+            self._ready = Future()
+            self._worker = _Worker(self._args, self._block.name, self._answered)
+        return self._worker
 
     def stop(self, slot: int) -> None:
         """End the job in ``slot`` at its next step (or before it starts)."""
@@ -158,19 +171,17 @@ class RefineLane:
 
     def _answered(self, worker: _Worker, message: object | None) -> None:
         """The reader thread's callback: one answer, or None when the worker has ended."""
+        failed: list[Future] = []
+        ready = None
         with self._lock:
-            if message is None:
+            if message is None and self._worker is worker:  # the pending jobs are all this worker's
                 failed, self._pending = list(self._pending.values()), {}
-                ready = self._ready
-                if self._worker is worker:
-                    self._worker = None
-            else:
-                failed, ready = [], None
+                ready, self._worker = self._ready, None
         if message is None:
             code = worker.proc.wait()
             log.log(logging.INFO if code == 0 else logging.ERROR, "the refinement worker ended (status %s)", code)
             for job in failed:
-                job.set_exception(WorkerDied(f"the refinement worker ended (status {code})"))
+                _settle(job, error=WorkerDied(f"the refinement worker ended (status {code})"))
             if ready is not None and not ready.done():
                 ready.set_exception(WorkerDied(f"the refinement worker ended while loading (status {code})"))
             self._on_ready(False)
@@ -185,9 +196,9 @@ class RefineLane:
             job = self._pending.pop(key, None)
         if job is not None:
             if status == "ok":
-                job.set_result(payload)
+                _settle(job, result=payload)
             else:
-                job.set_exception(RuntimeError(f"refinement failed in the worker: {payload}"))
+                _settle(job, error=RuntimeError(f"refinement failed in the worker: {payload}"))
 
     def shutdown(self, timeout_s: float = 30.0) -> None:
         """Stop every job at its next step and wait for the worker to exit (killed after

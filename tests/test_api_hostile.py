@@ -297,3 +297,19 @@ def test_event_loop_lag_is_measured_and_a_blocked_loop_shows_in_it(tmp_path):
     late = count - float(text.split('airscene_event_loop_lag_seconds_bucket{le="0.1"} ')[1].split()[0])
     total = float(text.split("airscene_event_loop_lag_seconds_sum ")[1].split()[0])
     assert count >= 5 and late == 1 and total >= 0.19
+
+
+def test_a_cancelled_refinement_job_does_not_break_the_lanes_reader():
+    """The lane's reader thread settles each job when its answer arrives; a job cancelled
+    meanwhile is skipped instead of raising (which would end the reader and strand every later job)."""
+    from concurrent.futures import Future
+
+    from app.refine_lane import _settle
+
+    cancelled, pending, failing = Future(), Future(), Future()
+    assert cancelled.cancel()
+    _settle(cancelled, result=("results", 1.0))
+    _settle(pending, result=("results", 1.0))
+    _settle(failing, error=RuntimeError("boom"))
+    assert cancelled.cancelled() and pending.result() == ("results", 1.0)
+    assert isinstance(failing.exception(), RuntimeError)
