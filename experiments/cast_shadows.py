@@ -2,7 +2,8 @@
 
     python -m experiments.cast_shadows [--weights W] [--scenes 400] [--seed 777]
 
-Draws held-out scenes, cameras from the envelope and looks from the look prior, and renders
+Draws held-out scenes, cameras from the envelope and looks from the look prior
+(``inference.evaluate.draw_photo_scenes``, as the held-out photo set does), and renders
 each scene twice with the photo renderer, alike in everything (the same random numbers) but
 the key light's shadow: the soft contact blob the network was trained on, and the light's true
 cast shadow (``renderer.photo.cast_shadow``). Scores the weights on both (``inference.evaluate``,
@@ -19,12 +20,8 @@ import torch
 
 from inference.calibration import Calibration
 from inference.checkpoint import load_weights
-from inference.evaluate import air_predict, cat_scenes, evaluate, score
-from inference.views import CameraImages, view_cameras
-from renderer.appearance import LookPrior, sample_looks, shade_palette
-from renderer.photo import photo_jpeg
-from renderer.pinhole import sample_cameras
-from renderer.prior import sample_scenes
+from inference.evaluate import air_predict, cat_scenes, draw_photo_scenes, evaluate, render_photos, score
+from renderer.appearance import LookPrior
 
 CHUNK = 100
 
@@ -45,16 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     found: dict[str, tuple[list, list]] = {"contact blob": ([], []), "cast shadow": ([], [])}
     for lo in range(0, args.scenes, CHUNK):
         n = min(CHUNK, args.scenes - lo)
-        cams = sample_cameras(world.envelope, n, g, 120, 160, margin=False)
-        scene = sample_scenes(world, n, generator=g, cameras=(cams, view_cameras(cams, world)))
-        look = sample_looks(prior, n, g)
-        shaded = replace(scene, albedo=shade_palette(scene, world, prior, g))
+        cams, scene, shaded, look = draw_photo_scenes(world, n, g, prior, 120, 160)
         seed = int(torch.randint(0, 2**31, (1,), generator=g))
         blob = replace(look, cast_shadow=torch.zeros(n, dtype=torch.bool))
         for name, lk in (("contact blob", blob), ("cast shadow", look)):
-            u8 = photo_jpeg(shaded, world, cams, lk, torch.Generator().manual_seed(seed), 2)
-            pixels = torch.from_numpy(u8).permute(0, 3, 1, 2).float() / 255.0
-            _, pred = evaluate(predict, CameraImages(pixels, cams), scene, world)
+            images = render_photos(shaded, world, cams, lk, torch.Generator().manual_seed(seed), 2)
+            _, pred = evaluate(predict, images, scene, world)
             found[name][0].append(pred)
             found[name][1].append(scene)
     for name, (preds, truths) in found.items():

@@ -32,7 +32,7 @@ from inference.network import AIR
 from inference.refine import refine
 from inference.views import CameraImages, ViewInput, as_view_input, view_cameras
 from renderer.camera import cameras_from_dict
-from renderer.appearance import LookPrior, sample_looks, shade_palette
+from renderer.appearance import Look, LookPrior, sample_looks, shade_palette
 from renderer.photo import photo_jpeg
 from renderer.pinhole import Cameras, sample_cameras
 from renderer.dataset import render_images
@@ -108,16 +108,28 @@ def held_out_photos(world: World, scenes: int, seed: int, base: int = HELD_OUT_S
     g = torch.Generator().manual_seed(base + seed)
     prior = LookPrior()
     for i, lo in enumerate(range(0, scenes, CHUNK)):
-        n = min(CHUNK, scenes - lo)
         h, w = sizes[i % len(sizes)]
-        cams = sample_cameras(world.envelope, n, g, h, w, margin=False)
-        scene = sample_scenes(world, n, generator=g, cameras=(cams, view_cameras(cams, world)))
-        look = sample_looks(prior, n, g)
-        shaded = replace(scene, albedo=shade_palette(scene, world, prior, g))
+        cams, scene, shaded, look = draw_photo_scenes(world, min(CHUNK, scenes - lo), g, prior, h, w)
         detail = int(torch.randint(1, 4, (1,), generator=g))
-        u8 = photo_jpeg(shaded, world, cams, look, g, detail)
-        pixels = torch.from_numpy(u8).permute(0, 3, 1, 2).float() / 255.0
-        yield CameraImages(pixels, cams), scene
+        yield render_photos(shaded, world, cams, look, g, detail), scene
+
+
+def draw_photo_scenes(world: World, n: int, g: torch.Generator, prior: LookPrior, height: int,
+                      width: int) -> tuple[Cameras, SceneBatch, SceneBatch, Look]:
+    """``n`` prior scenes seen by cameras drawn from the envelope itself (no training margin) at
+    ``height`` x ``width``, under looks drawn from ``prior``: the cameras, the true scenes, the
+    same scenes with each object's shade drawn from the prior, and the looks."""
+    cams = sample_cameras(world.envelope, n, g, height, width, margin=False)
+    scene = sample_scenes(world, n, generator=g, cameras=(cams, view_cameras(cams, world)))
+    look = sample_looks(prior, n, g)
+    return cams, scene, replace(scene, albedo=shade_palette(scene, world, prior, g)), look
+
+
+def render_photos(shaded: SceneBatch, world: World, cams: Cameras, look: Look, g: torch.Generator,
+                  detail: int) -> CameraImages:
+    """Scenes through the photo renderer (and JPEG where the look says so), as camera images in [0, 1]."""
+    u8 = photo_jpeg(shaded, world, cams, look, g, detail)
+    return CameraImages(torch.from_numpy(u8).permute(0, 3, 1, 2).float() / 255.0, cams)
 
 
 def evaluate_photos(predict: Predict, parts: Iterable[tuple[CameraImages, SceneBatch]], world: World,
