@@ -89,13 +89,13 @@ class _Worker:
             pass
 
     def _read(self) -> None:
-        for _ in iter(int, 1):
+        while True:
             try:
                 message = receive(self._answers)
             except (OSError, EOFError, ValueError):
                 message = None
             self._on_answer(self, message)
-            if message is None:
+            if message is None:  # the worker has ended
                 break
         self._answers.close()
 
@@ -110,12 +110,10 @@ class RefineLane:
         ended (from the lane's reader thread)."""
         mirror_arg = "weights" if mirror is None else "on" if mirror else "off"
         self._args = ["--weights", str(Path(weights).resolve()), "--device", device, "--mirror", mirror_arg,
-                      "--threads", str(threads), "--nice", str(niceness)]
-        self.yield_s = yield_s
+                      "--threads", str(threads), "--nice", str(niceness), "--yield-s", str(yield_s)]
         self._on_ready = on_ready
         self._block = shared_memory.SharedMemory(create=True, size=FLAGS_AT + SLOTS)
         self._block.buf[:FLAGS_AT + SLOTS] = bytes(FLAGS_AT + SLOTS)
-        self._plain = 0
         self._lock = threading.Lock()  # guards the worker, the ready future and the pending jobs
         self._worker: _Worker | None = None
         self._ready: Future = Future()
@@ -125,11 +123,10 @@ class RefineLane:
 
     @property
     def plain_in_flight(self) -> int:
-        return self._plain
+        return PLAIN.unpack_from(self._block.buf, 0)[0]
 
     @plain_in_flight.setter
     def plain_in_flight(self, value: int) -> None:
-        self._plain = value
         PLAIN.pack_into(self._block.buf, 0, value)
 
     @property
@@ -155,7 +152,7 @@ class RefineLane:
             self._block.buf[FLAGS_AT + slot] = 0
             job: Future = Future()
             self._pending[slot] = job
-            worker.post((slot, slot, items, self.yield_s))
+            worker.post((slot, items))
         return slot, job
 
     def _running(self) -> _Worker:

@@ -6,9 +6,9 @@ spawned children re-run the parent's main script (a user's script that builds th
 top level would start a second server). It lowers its CPU priority before it imports torch and
 PyTorch3D and loads the weights, so the seconds that takes are the server's idle CPU's.
 
-Protocol: length-prefixed pickles. Requests on stdin: ``(job, slot, items, yield_s)``. Answers
-on the file descriptor given as ``--answers``: ``("ready", pid, None)`` once loaded, then
-``(job, "ok", (results, seconds))`` or ``(job, "error", text)`` per request. A block of shared
+Protocol: length-prefixed pickles. Requests on stdin: ``(slot, items)``, the slot naming the job.
+Answers on the file descriptor given as ``--answers``: ``("ready", pid, None)`` once loaded, then
+``(slot, "ok", (results, seconds))`` or ``(slot, "error", text)`` per request. A block of shared
 memory (``--shared``) holds the plain images in flight (int32 at offset 0, written by the
 server) and one stop flag per job slot (a byte each from offset 4): the worker reads them
 before each refinement step. Only the server writes to the worker; both ends are this package.
@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mirror", choices=["on", "off", "weights"], default="weights")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--nice", type=int, default=10)
+    ap.add_argument("--yield-s", type=float, default=0.15, help="longest wait for plain images before a step")
     ap.add_argument("--shared", required=True, help="name of the shared memory block")
     ap.add_argument("--answers", type=int, required=True, help="file descriptor to write answers to")
     ap.add_argument("--parent", type=int, required=True)
@@ -96,18 +97,15 @@ def main(argv: list[str] | None = None) -> int:
     mirror = {"on": True, "off": False, "weights": None}[args.mirror]
     engine = Engine.load(args.weights, args.device, mirror)
     send(answers, ("ready", os.getpid(), None))
-    for _ in iter(int, 1):  # until the server closes stdin
-        message = receive(requests)
-        if message is None:
-            break
-        job, slot, items, yield_s = message
+    while (message := receive(requests)) is not None:  # until the server closes stdin
+        slot, items = message
         t = time.perf_counter()
         try:
             results = engine.infer_batch(items, lambda s=slot: gate(lambda: PLAIN.unpack_from(buf, 0)[0],
-                                                                    lambda: buf[FLAGS_AT + s] != 0, yield_s))
-            send(answers, (job, "ok", (results, time.perf_counter() - t)))
+                                                                    lambda: buf[FLAGS_AT + s] != 0, args.yield_s))
+            send(answers, (slot, "ok", (results, time.perf_counter() - t)))
         except Exception as e:  # noqa: BLE001 - reported to the server, which raises it for the request
-            send(answers, (job, "error", f"{type(e).__name__}: {e}"))
+            send(answers, (slot, "error", f"{type(e).__name__}: {e}"))
     del buf
     block.close()
     return 0
