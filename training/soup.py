@@ -5,8 +5,8 @@
 Every floating tensor becomes (1 - alpha) * A + alpha * B; the others (counters) are A's. It is
 meant for a fine-tune and the weights it started from, which lie in one basin of the loss: the
 mean often keeps what each does well (Wortsman et al., "Model soups", ICML 2022). The result's
-``meta`` names both sources (their versions) and alpha, and keeps B's training recipe; its calibration is left out (fit it
-again: ``python -m training.calibrate``).
+``meta`` names both sources (their versions) and alpha, and keeps B's training recipe; its
+calibration is left out (fit it again: ``python -m training.calibrate``).
 """
 
 from __future__ import annotations
