@@ -42,7 +42,7 @@ from app.schemas import (
 )
 from inference.api import object_dicts
 from renderer.appearance import Look, LookPrior, default_look, kelvin_rgb, sample_looks
-from renderer.camera import camera_info
+from renderer.camera import camera_dict, camera_info
 from renderer.scene import SceneBatch, quat_to_yaw, yaw_to_quat
 from renderer.world import World
 
@@ -99,6 +99,24 @@ def detections(scene: SceneBatch, confidence: torch.Tensor, shape_prob: torch.Te
 def camera(world: World, height: int, width: int) -> CameraInfo:
     """The world's camera for an image of ``height x width`` pixels."""
     return CameraInfo.model_validate(camera_info(world, height, width))
+
+
+ANSWER_CAMERAS = 256  # distinct cameras whose answer block is kept (most clients send one camera, or none)
+_answer_cameras: dict[tuple, CameraInfo] = {}
+
+
+def answer_camera(cameras) -> CameraInfo:
+    """The answer's camera block for the first camera of a ``renderer.pinhole.Cameras`` batch,
+    kept by the camera's numbers: a robot sends the same camera (or none) with every frame, and
+    describing one costs about a millisecond of the event loop. Call from the event loop only."""
+    key = (cameras.height, cameras.width,
+           *(v for t in (cameras.position, cameras.rotation, cameras.focal, cameras.principal) for v in t[0].flatten().tolist()))
+    info = _answer_cameras.get(key)
+    if info is None:
+        if len(_answer_cameras) >= ANSWER_CAMERAS:
+            _answer_cameras.clear()
+        info = _answer_cameras[key] = CameraInfo.model_validate(camera_dict(cameras))
+    return info
 
 
 def objects(result: InferResult, world: World, min_confidence: float) -> list[DetectedObject]:

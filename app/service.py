@@ -33,9 +33,7 @@ from app.images import decode_image
 from app.metrics import Metrics
 from app.refine_lane import RefineLane, WorkerDied
 from inference.fit import residual_png
-from renderer.camera import camera_dict
 from app.schemas import (
-    CameraInfo,
     RecordedImage,
     ImageSize,
     InferParams,
@@ -286,7 +284,7 @@ class ModelService:
         found = convert.objects(r, engine.world, item.min_confidence)
         answer = InferResponse(
             objects=found, count=len(found), image=ImageSize(width=item.prepared.width, height=item.prepared.height),
-            camera=CameraInfo.model_validate(camera_dict(r.camera)),
+            camera=convert.answer_camera(r.camera),
             model=ModelRef(version=engine.version, device=str(engine.device),
                            calibrated=engine.predictor.calibration.fitted),
             quality=Quality(**r.quality, residual_png=residual_png(r.residual) if params.residual else None),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import NamedTuple
 
 import torch
@@ -162,6 +163,12 @@ def mirrored(view: ViewInput) -> ViewInput:
                      torch.cat([view.features, view.features]), view.view.select(twice))
 
 
+@lru_cache(maxsize=8)
+def slot_permutations(t: int, device: torch.device) -> torch.Tensor:
+    """(T!, T) every order of T slots; kept per T and device (read only)."""
+    return torch.tensor(list(itertools.permutations(range(t))), device=device)
+
+
 def mirror_average(g: Greedy, b: int) -> Greedy:
     """The first ``b`` images' readings (``greedy`` over ``mirrored`` views), each object's shape
     and colour logits and its view centre averaged with its counterpart's in the mirrored
@@ -171,7 +178,7 @@ def mirror_average(g: Greedy, b: int) -> Greedy:
     and yaw stay the first reading's."""
     a, m = _rows(g, slice(0, b)), _rows(g, slice(b, None))
     t = a.pres_logit.shape[1]
-    perms = torch.tensor(list(itertools.permutations(range(t))), device=a.used.device)  # (P, T)
+    perms = slot_permutations(t, a.used.device)  # (P, T)
     pa, pm = a.objects.pres > 0.5, (m.objects.pres > 0.5)[:, perms]  # (B, T), (B, P, T)
     flip = torch.tensor([-1.0, 1.0], dtype=a.objects.position.dtype, device=a.used.device)
     d2 = ((a.objects.position[:, None] - (m.objects.position * flip)[:, perms]) ** 2).sum(-1)  # (B, P, T)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 import torch
@@ -185,8 +186,10 @@ class StepOutput(NamedTuple):
     where_shift: torch.Tensor | None = None
 
 
+@lru_cache(maxsize=16)
 def _coords(size: int, device: torch.device) -> torch.Tensor:
-    """(2, size, size) pixel-centre coordinates in [-1, 1]: channel 0 = u (columns), 1 = v (rows)."""
+    """(2, size, size) pixel-centre coordinates in [-1, 1]: channel 0 = u (columns), 1 = v (rows).
+    Kept per size and device (read only: callers expand and concatenate it)."""
     r = (torch.arange(size, device=device, dtype=torch.float32) + 0.5) / size * 2 - 1
     v, u = torch.meshgrid(r, r, indexing="ij")
     return torch.stack([u, v])

@@ -60,11 +60,17 @@ def bounding_radii(world: World) -> torch.Tensor:
     return torch.tensor(radii) * 1.01
 
 
+@lru_cache(maxsize=16)
+def pixel_centres(height: int, width: int, device: torch.device) -> torch.Tensor:
+    """(1, H * W, 2) pixel centres (u, v), row-major; kept per size and device (read only)."""
+    v, u = torch.meshgrid(torch.arange(height, dtype=torch.float32) + 0.5,
+                          torch.arange(width, dtype=torch.float32) + 0.5, indexing="ij")
+    return torch.stack([u, v], -1).reshape(1, -1, 2).to(device)
+
+
 def pixel_rays(cameras: Cameras) -> torch.Tensor:
     """(B, H * W, 3) world-frame rays through pixel centres, row-major, optical z = 1."""
-    v, u = torch.meshgrid(torch.arange(cameras.height, dtype=torch.float32) + 0.5,
-                          torch.arange(cameras.width, dtype=torch.float32) + 0.5, indexing="ij")
-    uv = torch.stack([u, v], -1).reshape(1, -1, 2).to(cameras.position.device)
+    uv = pixel_centres(cameras.height, cameras.width, cameras.position.device)
     return cameras.rays(uv.expand(cameras.batch_size, -1, -1))
 
 

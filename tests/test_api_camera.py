@@ -244,3 +244,26 @@ def test_client_sends_a_camera(http):
     with Client(str(http.base_url)) as client:
         answer = client.infer(np.full((120, 160, 3), 90, np.uint8), camera=look_at_camera(300, 75, 1.5))
     assert answer["camera"]["elevation_deg"] == pytest.approx(75, abs=0.01)
+
+
+def test_the_answers_camera_block_is_kept_per_camera_and_never_mixed_up():
+    """``app.convert.answer_camera`` keeps each camera's block by its numbers: the same camera
+    gives the same block as describing it afresh, and cameras that differ in one number, or only
+    in image size, get their own."""
+    from app import convert
+    from app.schemas import CameraInfo
+    from renderer.camera import camera_dict
+    from renderer.pinhole import look_at_cameras
+
+    def cams(x: float, fov: float, height: int = 120, width: int = 160):
+        return look_at_cameras(torch.tensor([[x, 0.1, 0.9]]), torch.zeros(1, 3), torch.tensor([fov]), height, width)
+
+    variants = [cams(0.8, 50.0), cams(0.8, 50.0001), cams(0.81, 50.0), cams(0.8, 50.0, 240, 320)]
+    convert._answer_cameras.clear()
+    for _ in range(2):  # the second round is answered from what the first kept
+        for c in variants:
+            assert convert.answer_camera(c) == CameraInfo.model_validate(camera_dict(c))
+    assert len(convert._answer_cameras) == len(variants)
+    for i in range(convert.ANSWER_CAMERAS + 1):  # bounded: it empties itself rather than grow
+        convert.answer_camera(cams(0.5 + i * 1e-3, 50.0))
+    assert len(convert._answer_cameras) <= convert.ANSWER_CAMERAS

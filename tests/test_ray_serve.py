@@ -3,6 +3,7 @@ and requests spread across both (each replica's own metrics show its share)."""
 
 from __future__ import annotations
 
+import random
 import re
 import socket
 import time
@@ -22,17 +23,27 @@ REQUESTS = 25  # odd: two replicas that both served some can never report the sa
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port outside the ranges Ray's own processes take theirs from (its workers 10002-19999,
+    its other servers the system's ephemeral ports, 32768 and up): a port the system hands out
+    could be taken by one of them before Serve's proxy binds it."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port between 20000 and 32000")
 
 
 @pytest.fixture(scope="module")
 def replicas():
-    port = _free_port()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"AIRSCENE_THREADS": "1", "AIRSCENE_WARMUP": "false"},
                           "working_dir": None})
+    port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     from app.ray_serve import Airscene
 
