@@ -95,7 +95,7 @@ class CameraIn(BaseModel):
         elif self.fov_deg is None:
             raise ValueError("the camera needs intrinsics: fx, fy, cx, cy; or K; or fov_deg")
         q = self.orientation
-        if math.sqrt(q.x ** 2 + q.y ** 2 + q.z ** 2 + q.w ** 2) < 1e-6:
+        if math.hypot(q.x, q.y, q.z, q.w) < 1e-6:  # hypot: no overflow for huge components
             raise ValueError("orientation must be a non-zero quaternion")
         if (self.width is None) != (self.height is None):
             raise ValueError("give both width and height, or neither")
@@ -106,7 +106,8 @@ def to_cameras(camera: CameraIn, height: int, width: int) -> Cameras:
     """The camera of an image of ``height x width`` pixels, as a batch of one. ValueError when
     the stated image size has another aspect than the image."""
     q = camera.orientation
-    rot = quat_to_matrix(torch.tensor([q.x, q.y, q.z, q.w], dtype=torch.float64))
+    norm = math.hypot(q.x, q.y, q.z, q.w)  # unit first: squaring a huge component would overflow
+    rot = quat_to_matrix(torch.tensor([q.x / norm, q.y / norm, q.z / norm, q.w / norm], dtype=torch.float64))
     if camera.convention == "body":
         rot = rot @ _BODY_FROM_OPTICAL
     if camera.K is not None:
@@ -125,8 +126,11 @@ def to_cameras(camera: CameraIn, height: int, width: int) -> Cameras:
             raise ValueError(f"the camera is for {camera.width}x{camera.height} images; the image is {width}x{height}, "
                              f"another aspect ratio (crop or resize the intrinsics too)")
     p = camera.position
-    return Cameras(torch.tensor([[p.x, p.y, p.z]]), rot[None].float(), torch.tensor([[fx * sx, fy * sy]]),
+    cams = Cameras(torch.tensor([[p.x, p.y, p.z]]), rot[None].float(), torch.tensor([[fx * sx, fy * sy]]),
                    torch.tensor([[cx * sx, cy * sy]]), height, width)
+    if not all(bool(torch.isfinite(x).all()) for x in (cams.position, cams.rotation, cams.focal, cams.principal)):
+        raise ValueError("the camera's numbers are too large to compute with (not finite as 32-bit floats)")
+    return cams
 
 
 def parse_camera(text: str, loc: tuple[str | int, ...]) -> CameraIn:

@@ -329,7 +329,8 @@ class ModelService:
         try:
             camera = None if spec is None else to_cameras(spec, height, width)
         except ValueError as e:
-            raise Unprocessable(("body", "camera"), str(e)) from None
+            raise Unprocessable(("body", "camera") if request.camera is not None else ("settings", "camera"),
+                                str(e)) from None
         look = convert.look_from(request.look, engine.world)
         if self._renders_waiting >= self.settings.max_queue:
             self.metrics.queue_rejections.inc()

@@ -187,6 +187,10 @@ def envelope_violations(cameras: Cameras, envelope: CameraEnvelope) -> list[str]
     aspect = cameras.width / cameras.height
     for i in range(cameras.batch_size):
         msg = ""
+        numbers = (cameras.position[i], cameras.rotation[i], cameras.focal[i], cameras.principal[i])
+        if not all(bool(torch.isfinite(x).all()) for x in numbers):
+            out.append("camera numbers too large to compute with (not finite as 32-bit floats)")
+            continue
         checks = [("elevation_deg", envelope.elevation_deg), ("distance", envelope.distance),
                   ("fov_deg", envelope.fov_deg), ("roll_deg", envelope.roll_deg)]
         for name, (lo, hi) in checks:
@@ -200,6 +204,10 @@ def envelope_violations(cameras: Cameras, envelope: CameraEnvelope) -> list[str]
                    f"{envelope.look_at_radius:g} m is supported")
         if not msg and float(d["skew"][i]) > envelope.max_skew:
             msg = f"camera fx/fy differs from 1 by {float(d['skew'][i]):.3f}; at most {envelope.max_skew:g} is supported"
+        cx, cy = (float(v) for v in cameras.principal[i])
+        if not msg and not (0 <= cx <= cameras.width and 0 <= cy <= cameras.height):
+            msg = (f"camera principal point (cx, cy) = ({cx:.4g}, {cy:.4g}) lies outside the {cameras.width}x"
+                   f"{cameras.height} image; a camera's optical axis passes through its image")
         if not msg and not envelope.aspect[0] <= aspect <= envelope.aspect[1]:
             msg = f"image aspect (width/height) {aspect:.3g} is outside {envelope.aspect[0]:g}..{envelope.aspect[1]:g}"
         out.append(msg)

@@ -75,6 +75,27 @@ def test_infer_refuses_a_camera_outside_the_envelope_naming_the_field(http, elev
     assert detail["loc"] == ["query", "camera"] and field in detail["msg"] and "range" in detail["msg"]
 
 
+@pytest.mark.parametrize("change,words", [
+    ({"orientation": {"x": 1e300, "y": 0.0, "z": 0.0, "w": 1.0}}, "elevation_deg"),  # a huge but usable quaternion
+    ({"cx": 1e300}, "too large"), ({"fx": 1e39, "fy": 1e39}, "too large"),  # finite in JSON, not as 32-bit floats
+    ({"position": {"x": 0.0, "y": 1e39, "z": 1.0}}, "too large"),
+    ({"cx": 1e9}, "principal point"), ({"cy": -5.0}, "principal point")])
+def test_infer_refuses_extreme_camera_numbers_with_a_422_never_a_500(http, change, words):
+    r = infer(http, table_png(160, 120), {**look_at_camera(0, 60, 1.1), **change})
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"][0]
+    assert detail["loc"] == ["query", "camera"] and words in detail["msg"]
+    assert infer(http, table_png(160, 120), look_at_camera(0, 60, 1.1)).status_code == 200  # and it still answers
+
+
+def test_render_refuses_camera_numbers_too_large_to_compute_with(http):
+    scene = {"objects": [{"shape": "cube", "color": "red", "position": {"x": 0.0, "y": 0.0}}],
+             "camera": {**look_at_camera(0, 60, 1.1), "fx": 1e39, "fy": 1e39}}
+    r = http.post("/render", json=scene)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "camera"], r.text
+    assert "too large" in r.json()["detail"][0]["msg"]
+
+
 def test_infer_refuses_a_misspelt_camera_field(http):
     cam = {**look_at_camera(0, 60, 1.1), "fov": 45}
     r = infer(http, table_png(160, 120), cam)
