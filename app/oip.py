@@ -76,8 +76,9 @@ def tensor_input(spec: dict, binary: bytes, offset: int, k: int) -> tuple[Any, i
     """One input's data (a list of bytes for BYTES, else a numpy array) and the binary offset after it."""
     where = ("body", "inputs", k)
     dtype, shape = spec.get("datatype"), spec.get("shape")
-    if dtype not in ("BYTES", "UINT8") or not isinstance(shape, list) or not all(isinstance(d, int) for d in shape):
-        raise Unprocessable(where, "each input needs a datatype (BYTES or UINT8) and a shape (a list of integers)")
+    if dtype not in ("BYTES", "UINT8") or not isinstance(shape, list) or \
+            not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise Unprocessable(where, "each input needs a datatype (BYTES or UINT8) and a shape (a list of integers >= 0)")
     size = (spec.get("parameters") or {}).get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or size < 0 or offset + size > len(binary):
@@ -89,7 +90,7 @@ def tensor_input(spec: dict, binary: bytes, offset: int, k: int) -> tuple[Any, i
         if not isinstance(values, list):
             raise Unprocessable(where, "an input without binary data needs 'data'")
         data = [str(v).encode() for v in np.ravel(np.array(values, dtype=object))] if dtype == "BYTES" \
-            else np.asarray(values, dtype=np.int64).clip(0, 255).astype(np.uint8).ravel()
+            else uint8_values(values, where)
     count = int(np.prod(shape)) if shape else 1
     if (len(data) if dtype == "BYTES" else data.size) != count:
         raise Unprocessable(where, f"shape {shape} holds {count} elements; the data holds "
@@ -97,12 +98,25 @@ def tensor_input(spec: dict, binary: bytes, offset: int, k: int) -> tuple[Any, i
     return (data if dtype == "BYTES" else data.reshape(shape)), offset
 
 
+def uint8_values(values: list, where: tuple) -> np.ndarray:
+    """JSON ``data`` of a UINT8 tensor -> a flat uint8 array (values clipped to 0..255); 422 for
+    anything but numbers in (nested) lists of one depth."""
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (ValueError, TypeError, OverflowError):
+        raise Unprocessable(where, "UINT8 'data' is a list of numbers (flat, or nested evenly)") from None
+    if not np.isfinite(array).all():
+        raise Unprocessable(where, "UINT8 'data' holds a number that is not finite")
+    return array.clip(0, 255).round().astype(np.uint8).ravel()
+
+
 def pixels_to_png(pixels: np.ndarray, where: tuple) -> list[bytes]:
     """UINT8 [H, W, 3] or [n, H, W, 3] -> PNG bytes per image."""
     if pixels.ndim == 3:
         pixels = pixels[None]
-    if pixels.ndim != 4 or pixels.shape[-1] != 3:
-        raise Unprocessable(where, f"a UINT8 image is [H, W, 3] or [n, H, W, 3], got {list(pixels.shape)}")
+    if pixels.ndim != 4 or pixels.shape[-1] != 3 or 0 in pixels.shape:
+        raise Unprocessable(where, f"a UINT8 image is [H, W, 3] or [n, H, W, 3] with at least one pixel, "
+                                   f"got {list(pixels.shape)}")
     out = []
     for p in pixels:
         buf = io.BytesIO()

@@ -89,3 +89,16 @@ def test_bad_requests_are_protocol_errors_not_500s(client, server):
                                                                        "shape": [2], "data": ["a"]}]})
         assert r.status_code == 422 and "shape" in r.json()["error"]
         assert http.post("/v2/models/nope/infer", json={"inputs": []}).status_code == 404
+
+
+@pytest.mark.parametrize("spec,words", [
+    ({"datatype": "UINT8", "shape": [0, 0, 3], "data": []}, "at least one pixel"),  # was a 500 (PIL on no pixels)
+    ({"datatype": "UINT8", "shape": [-1, -1, 3], "data": [1, 2, 3]}, "integers >= 0"),
+    ({"datatype": "UINT8", "shape": [1, 1, 3], "data": [[1, [2]], 3]}, "list of numbers"),
+    ({"datatype": "UINT8", "shape": [1, 1, 3], "data": ["a", "b", "c"]}, "list of numbers")])
+def test_malformed_pixel_tensors_are_protocol_errors_not_500s(server, spec, words):
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        r = http.post("/v2/models/airscene/infer", json={"inputs": [{"name": "image", **spec}]})
+        assert r.status_code == 422 and words in r.json()["error"], r.text
+        ok = {"name": "image", "datatype": "UINT8", "shape": [1, 1, 3], "data": [1e300, -5, 999]}  # clipped, not refused
+        assert http.post("/v2/models/airscene/infer", json={"inputs": [ok]}).status_code == 200
