@@ -8,6 +8,7 @@ accepted here and converted later by ``inference.preprocess``.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 
 from PIL import Image, UnidentifiedImageError
@@ -41,7 +42,8 @@ def decode_image(data: bytes, max_pixels: int, loc: tuple[str | int, ...] = ("bo
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise PayloadTooLarge(f"image has too many pixels: {e}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise Unprocessable(loc, f"could not read the image header: {e}") from None
+        reason = re.sub(r" ?<[^>]* at 0x[0-9a-f]+>", "", str(e))  # PIL names the buffer object: noise to a client
+        raise Unprocessable(loc, f"could not read the image header: {reason}") from None
     width, height = image.size
     if width * height > max_pixels:
         raise PayloadTooLarge(f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")

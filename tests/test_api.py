@@ -270,6 +270,7 @@ def _jpeg(mode: str = "RGB") -> bytes:
 
 
 BAD_INFER["gif_image"] = (_gif(), "image/png", 415, "GIF")
+BAD_INFER["jpeg_marker_then_nothing"] = (b"\xff\xd8\xff\xe0" + bytes(100), "image/jpeg", 422, "image header")
 BAD_INFER["truncated_jpeg"] = (_jpeg()[:400], "image/jpeg", 422, "truncated")
 BAD_INFER["multipart_without_image"] = (*_multipart([("photo", ("a.png", table_png(), "image/png"))]), 422, "'image' is missing")
 BAD_INFER["multipart_too_many_images"] = (*_multipart([("image", (f"{i}.png", table_png(), "image/png")) for i in range(5)]),
@@ -285,6 +286,7 @@ def test_infer_rejects_bad_input_with_a_clear_4xx(http, case):
     r = http.post("/infer", content=body, headers=headers)
     assert_clean_error(r, status)
     assert words.lower() in json.dumps(r.json()).lower()
+    assert " at 0x" not in r.text  # no object addresses from the libraries underneath
 
 
 @pytest.mark.parametrize("query, field", [("refine=-1", "refine"), ("refine=100000", "refine"),
