@@ -1,0 +1,40 @@
+"""bench.camera_effects: each effect is the physics it claims (small synthetic images)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from bench import camera_effects as ce
+from renderer.pinhole import look_at_cameras
+
+
+@pytest.fixture()
+def cams():
+    return look_at_cameras(torch.tensor([[0.0, -0.8, 0.8]]), torch.zeros(1, 3), torch.tensor([60.0]), 60, 80)
+
+
+def test_vignetting_is_cos4_of_the_angle_off_the_axis(cams):
+    img = torch.ones(1, 3, 60, 80)
+    out = ce.vignetting(img, cams, torch.Generator())
+    f, (cx, cy) = float(cams.focal[0, 0]), cams.principal[0].tolist()
+    u, v = 0.5, 0.5  # the top-left pixel centre
+    angle = math.atan(math.hypot(u - cx, v - cy) / f)
+    assert float(out[0, 1, 0, 0]) == pytest.approx(math.cos(angle) ** 4, rel=1e-4)
+    assert float(out[0, 1, 30, 40]) > 0.999  # beside the principal point: all the light
+    assert float(out[0, 0, 0, 0]) < 0.75  # a 60-degree camera's corner loses over a quarter
+
+
+def test_geometric_effects_keep_the_centre_and_a_flat_image(cams):
+    g = torch.Generator()
+    flat = torch.full((1, 3, 60, 80), 0.4)
+    for effect in (ce.motion_blur, ce.chromatic_aberration, ce.defocus, ce.barrel):
+        assert torch.allclose(effect(flat, cams, g), flat, atol=1e-5), effect.__name__
+    ramp = torch.linspace(0, 1, 80).expand(1, 3, 60, 80).contiguous()
+    assert torch.allclose(ce.barrel(ramp, cams, g, k1=0.0), ramp, atol=1e-5)  # no distortion: the same image
+    assert not torch.allclose(ce.barrel(ramp, cams, g), ramp, atol=1e-3)
+    aberrated = ce.chromatic_aberration(ramp, cams, g)
+    assert torch.equal(aberrated[:, 1], ramp[:, 1])  # green is the reference
+    assert float((aberrated[:, 0] - ramp[:, 0]).abs().max()) > 1e-4  # red moved
