@@ -161,7 +161,7 @@ def _serve(args: argparse.Namespace) -> int:
     if not Path(weights).exists():
         print(f"airscene: weights {weights} not found (set AIRSCENE_WEIGHTS or --weights)", file=sys.stderr)
         return 1
-    problem = _unservable(Path(weights))
+    problem = _unservable(Path(weights)) or _bad_camera_file()
     if problem:
         print(f"airscene: refusing to serve: {problem}", file=sys.stderr)
         return 1
@@ -179,6 +179,20 @@ def _unservable(weights: Path) -> str | None:
     except KeyError as e:
         return f"its config {weights.with_suffix('.json').name} has no {e} section"
     except (ValueError, TypeError, OSError, RuntimeError) as e:
+        return str(e)
+    return None
+
+
+def _bad_camera_file() -> str | None:
+    """Why the deployment's camera file (``AIRSCENE_CAMERA``) cannot be used, or None (none set, or
+    it reads as a camera): refused at start rather than a service that never gets ready."""
+    from app.camera import load_camera_file
+
+    path = Settings().camera
+    try:
+        if path is not None:
+            load_camera_file(path)
+    except ValueError as e:
         return str(e)
     return None
 

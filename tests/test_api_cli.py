@@ -215,6 +215,18 @@ def test_airscene_serve_refuses_weights_it_cannot_serve(capsys, monkeypatch):
     assert "supervised" in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.parametrize("content,words", [(None, "No such file"), ('{"position": ', "Invalid JSON"),
+                                            ('{"position": {"x": 0, "y": 0, "z": 1}}', "orientation")])
+def test_airscene_serve_refuses_a_camera_file_it_cannot_use(weights, tmp_path, capsys, monkeypatch, content, words):
+    camera = tmp_path / "cam.json"
+    if content is not None:
+        camera.write_text(content)
+    monkeypatch.setenv("AIRSCENE_CAMERA", str(camera))
+    assert main(["serve", "--weights", str(weights), "--port", str(_closed_port())]) == 1  # not a server that never gets ready
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("airscene: refusing to serve: camera file ") and words in err
+
+
 def test_client_sends_numpy_arrays_and_pil_images(server):
     frame = np.asarray(Image.open(io.BytesIO(table_png(96, 72))).convert("RGB"))  # (72, 96, 3) uint8
     with Client(server.url, api_key="k3y") as c:
