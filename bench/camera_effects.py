@@ -22,9 +22,10 @@ that, each as the physics of a camera makes it:
   which the README asks users to do first; measured to show what skipping it costs.
 
 Every image goes through the product path (``inference.api.Predictor``, calibrated, with its
-camera). Reported per effect: the accuracy metrics of ``inference.evaluate`` and the share of
-images flagged not in the world, with the mean trust, to see whether the answers say when they
-degrade.
+camera). Reported per effect: the accuracy metrics of ``inference.evaluate``, the share of
+images flagged not in the world, and the mean trust beside the share of answers entirely right
+(count, shapes and colours: what trust is the probability of), to see whether the answers say
+when they degrade.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from bench.trust import to_pil
 from inference.api import Predictor
 from inference.evaluate import cat_scenes, held_out_photos, score
 from renderer.pinhole import Cameras
-from training.calibrate import product_answers
+from training.calibrate import answer_right, product_answers
 
 Effect = Callable[[torch.Tensor, Cameras, torch.Generator], torch.Tensor]
 
@@ -148,7 +149,9 @@ def run(predictor: Predictor, scenes: int, seed: int) -> list[dict]:
         pred = cat_scenes([a.scene for a in answers])
         flagged = torch.cat([~a.in_world for a in answers]).float().mean()
         trust = torch.cat([a.trust for a in answers]).mean()
-        rows.append({"effect": name, **score(pred, truth, world), "flagged": float(flagged), "trust": float(trust)})
+        right = answer_right(pred, truth)[1].float().mean()  # what trust is the probability of
+        rows.append({"effect": name, **score(pred, truth, world), "flagged": float(flagged), "trust": float(trust),
+                     "right": float(right)})
         print(f"{name}: count {rows[-1]['count_accuracy']:.3f} shape {rows[-1]['shape_accuracy']:.3f} "
               f"flagged {float(flagged):.3f}", file=sys.stderr)
     return rows
@@ -160,13 +163,14 @@ def format_report(rows: list[dict], args) -> str:
              f"{f' --out {args.out}' if args.out else ''}`; weights "
              f"`{args.weights}`; the held-out photo set (envelope cameras, prior looks), each effect added alone, "
              f"every image through the product path with its camera.", "",
-             "| effect | count | shape | colour | position median / p90 cm | yaw median deg | flagged not in world | mean trust |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| effect | count | shape | colour | position median / p90 cm | yaw median deg | flagged not in world | "
+             "mean trust | answers right |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         p, y = r["position_error_cm"], r["yaw_error_deg"]
         lines.append(f"| {r['effect']} | {100 * r['count_accuracy']:.1f}% | {100 * r['shape_accuracy']:.1f}% | "
                      f"{100 * r['color_accuracy']:.1f}% | {p['median']:.2f} / {p['p90']:.2f} | {y['median']:.1f} | "
-                     f"{100 * r['flagged']:.1f}% | {r['trust']:.3f} |")
+                     f"{100 * r['flagged']:.1f}% | {r['trust']:.3f} | {r['right']:.3f} |")
     return "\n".join(lines) + "\n"
 
 
