@@ -128,7 +128,7 @@ def to_cameras(camera: CameraIn, height: int, width: int) -> Cameras:
     p = camera.position
     cams = Cameras(torch.tensor([[p.x, p.y, p.z]]), rot[None].float(), torch.tensor([[fx * sx, fy * sy]]),
                    torch.tensor([[cx * sx, cy * sy]]), height, width)
-    if not all(bool(torch.isfinite(x).all()) for x in (cams.position, cams.rotation, cams.focal, cams.principal)):
+    if not bool(cams.finite().all()):
         raise ValueError("the camera's numbers are too large to compute with (not finite as 32-bit floats)")
     return cams
 

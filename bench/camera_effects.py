@@ -46,22 +46,29 @@ from bench.trust import to_pil
 from inference.api import Predictor
 from inference.evaluate import cat_scenes, held_out_photos, score
 from renderer.pinhole import Cameras
+from renderer.raycast import pixel_centres
 from training.calibrate import answer_right, product_answers
 
 Effect = Callable[[torch.Tensor, Cameras, torch.Generator], torch.Tensor]
 
 
+def _centres(like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(H, W) pixel-centre u and v of an image shaped like ``like`` (..., H, W)."""
+    h, w = like.shape[-2:]
+    uv = pixel_centres(h, w, like.device).view(h, w, 2)
+    return uv[..., 0], uv[..., 1]
+
+
 def _pixel_grid(cams: Cameras, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, H, W) pixel-centre offsets u - cx and v - cy of each camera."""
-    h, w = like.shape[-2:]
-    v, u = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+    u, v = _centres(like)
     return u[None] - cams.principal[:, 0, None, None], v[None] - cams.principal[:, 1, None, None]
 
 
 def _remap(img: torch.Tensor, du: torch.Tensor, dv: torch.Tensor) -> torch.Tensor:
     """Sample ``img`` (B, C, H, W) at pixel u + du, v + dv (bilinear, border clamped)."""
     h, w = img.shape[-2:]
-    v, u = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+    u, v = _centres(img)
     grid = torch.stack([(u + du) / w * 2 - 1, (v + dv) / h * 2 - 1], dim=-1)
     return F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
 

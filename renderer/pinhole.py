@@ -52,6 +52,11 @@ class Cameras:
     def batch_size(self) -> int:
         return self.position.shape[0]
 
+    def finite(self) -> torch.Tensor:
+        """(B,) bool: every number of the camera (pose and intrinsics) is finite in its dtype."""
+        parts = (self.position, self.rotation.flatten(1), self.focal, self.principal)
+        return torch.cat([torch.isfinite(x).reshape(self.batch_size, -1) for x in parts], dim=1).all(1)
+
     def select(self, index: torch.Tensor | slice) -> Cameras:
         return Cameras(self.position[index], self.rotation[index], self.focal[index],
                        self.principal[index], self.height, self.width)
@@ -185,10 +190,10 @@ def envelope_violations(cameras: Cameras, envelope: CameraEnvelope) -> list[str]
     d = cameras.describe()
     out = []
     aspect = cameras.width / cameras.height
+    finite = cameras.finite()
     for i in range(cameras.batch_size):
         msg = ""
-        numbers = (cameras.position[i], cameras.rotation[i], cameras.focal[i], cameras.principal[i])
-        if not all(bool(torch.isfinite(x).all()) for x in numbers):
+        if not finite[i]:
             out.append("camera numbers too large to compute with (not finite as 32-bit floats)")
             continue
         checks = [("elevation_deg", envelope.elevation_deg), ("distance", envelope.distance),
