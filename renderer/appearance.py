@@ -73,6 +73,11 @@ class LookPrior:
     gain, gamma, white_balance: sensor exposure factor, display gamma, per-channel gain range.
     noise_std: sensor noise std (in [0, 1] pixel units); blur_px: Gaussian blur sigma in pixels
         of the network's view; jpeg_probability, jpeg_quality: chance and quality of JPEG.
+    harsh_probability: chance that the sensor works at its limits, as a real camera does in a
+        dim room or against a bright window: the exposure is further scaled by a factor drawn
+        log-uniformly from ``harsh_gain`` (a quarter of the light, or clipped at twice it) and
+        the noise std is drawn from ``harsh_noise_std`` instead (a small sensor at high gain).
+        At 0 (the default) nothing more is drawn, as for ``cast_shadow_probability``.
     """
 
     key_elevation_deg: Range = (20.0, 85.0)
@@ -107,6 +112,15 @@ class LookPrior:
     blur_px: Range = (0.0, 0.7)
     jpeg_probability: float = 0.5
     jpeg_quality: Range = (40.0, 95.0)
+    harsh_probability: float = 0.0
+    harsh_gain: Range = (0.25, 2.0)
+    harsh_noise_std: Range = (0.02, 0.08)
+
+
+# LookPrior fields whose chance at 0 draws nothing: a prior without them writes no such keys, so
+# datasets made before they existed resume and reproduce as they were
+OPTIONAL_DRAWS = {"cast_shadow_probability": ("cast_shadow_probability", "light_radius_deg"),
+                  "harsh_probability": ("harsh_probability", "harsh_gain", "harsh_noise_std")}
 
 
 @dataclass(frozen=True)
@@ -257,4 +271,11 @@ def sample_looks(prior: LookPrior, batch: int, g: torch.Generator) -> Look:
     if prior.cast_shadow_probability > 0:  # drawn last, and only then: older seeds keep their looks
         look = replace(look, cast_shadow=torch.rand(b, generator=g) < prior.cast_shadow_probability,
                        light_radius_deg=_u(prior.light_radius_deg, b, g))
+    if prior.harsh_probability > 0:  # drawn after the shadows, and only then
+        harsh = torch.rand(b, generator=g) < prior.harsh_probability
+        lo, hi = (math.log(v) for v in prior.harsh_gain)
+        factor = torch.exp(_u((lo, hi), b, g))
+        noise = _u(prior.harsh_noise_std, b, g)
+        look = replace(look, gain=torch.where(harsh, look.gain * factor, look.gain),
+                       noise_std=torch.where(harsh, noise, look.noise_std))
     return look

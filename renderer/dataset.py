@@ -35,7 +35,7 @@ import torch
 from numpy.lib.format import open_memmap
 from tqdm import tqdm
 
-from renderer.appearance import LookPrior, default_look, sample_looks, shade_palette
+from renderer.appearance import OPTIONAL_DRAWS, LookPrior, default_look, sample_looks, shade_palette
 from renderer.photo import photo_jpeg
 from renderer.pinhole import Cameras, canonical_cameras, coverage, sample_cameras, spec_cameras
 from renderer.prior import sample_scenes
@@ -103,9 +103,10 @@ class PhotoData:
 
     def to_dict(self) -> dict:
         d = json.loads(json.dumps(asdict(self)))
-        if not self.look.cast_shadow_probability:  # draws nothing: sets made before it resume as they were
-            for k in ("cast_shadow_probability", "light_radius_deg"):
-                d["look"].pop(k)
+        for chance, keys in OPTIONAL_DRAWS.items():
+            if not getattr(self.look, chance):  # draws nothing: sets made before it resume as they were
+                for k in keys:
+                    d["look"].pop(k)
         return d
 
 
@@ -295,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cast-shadows", type=float, default=0.0, metavar="P",
                    help="with --photo: chance that an image's key light casts ray-traced shadows instead of the "
                         "contact blob (LookPrior.cast_shadow_probability)")
+    p.add_argument("--harsh", type=float, default=0.0, metavar="P",
+                   help="with --photo: chance that an image is taken with the sensor at its limits, dim or "
+                        "overexposed and noisy (LookPrior.harsh_probability)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="render the chunks as Ray tasks: on a cluster at ADDRESS ('auto', 'ray://host:10001'), "
@@ -308,9 +312,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if not 0.0 <= args.cast_shadows <= 1.0 or (args.cast_shadows and not args.photo):
-        print("error: --cast-shadows takes a chance in [0, 1], with --photo", file=sys.stderr)
-        return 2
+    for flag, chance in (("--cast-shadows", args.cast_shadows), ("--harsh", args.harsh)):
+        if not 0.0 <= chance <= 1.0 or (chance and not args.photo):
+            print(f"error: {flag} takes a chance in [0, 1], with --photo", file=sys.stderr)
+            return 2
     counts = None if args.counts is None else [int(c) for c in args.counts.split(",")]
     try:
         chunks = local_chunks
@@ -319,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
 
             chunks = ray_chunks(None if args.ray == "local" else args.ray)
         write_dataset(args.out, args.count, args.seed, world, args.chunk, args.supersample, counts,
-                      photo=PhotoData(LookPrior(cast_shadow_probability=args.cast_shadows),
+                      photo=PhotoData(LookPrior(cast_shadow_probability=args.cast_shadows,
+                                                harsh_probability=args.harsh),
                                       supersample=args.supersample) if args.photo else None, chunks=chunks)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -455,6 +455,13 @@ def test_dataset_command_is_reproducible_from_its_seed(dataset_dir, tmp_path):
     assert _files(other) == _files(dataset_dir)
 
 
+@pytest.mark.parametrize("flags", [["--harsh", "0.3"], ["--cast-shadows", "0.5"], ["--photo", "--harsh", "1.5"]])
+def test_dataset_command_refuses_look_chances_without_photo_or_outside_0_1(flags, tmp_path, capsys):
+    assert dataset_main(["--count", "2", "--out", str(tmp_path / "x"), *flags]) == 2
+    assert "takes a chance in [0, 1], with --photo" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
 def test_dataset_rerun_on_a_complete_dataset_changes_nothing(dataset_dir, world):
     before = _files(dataset_dir)
     mtimes = {p.name: p.stat().st_mtime_ns for p in dataset_dir.iterdir()}

@@ -226,6 +226,25 @@ def test_cast_shadows_are_drawn_last_so_older_seeds_keep_their_looks():
     assert "cast_shadow_probability" not in PhotoData().to_dict()["look"]
 
 
+def test_harsh_sensor_draws_come_last_and_reach_dim_bright_and_noisy_images():
+    prior = LookPrior(cast_shadow_probability=0.5)
+    old = sample_looks(prior, 400, torch.Generator().manual_seed(4))
+    new = sample_looks(replace(prior, harsh_probability=0.5), 400, torch.Generator().manual_seed(4))
+    changed = (new.gain != old.gain) | (new.noise_std != old.noise_std)
+    for f in fields(old):
+        if f.name not in ("gain", "noise_std"):
+            assert torch.equal(getattr(old, f.name), getattr(new, f.name)), f.name
+    assert 150 < int(changed.sum()) < 250
+    factor = new.gain[changed] / old.gain[changed]
+    lo, hi = prior.harsh_gain
+    assert lo <= float(factor.min()) < 0.4 and 1.6 < float(factor.max()) <= hi  # dim and overexposed both drawn
+    lo, hi = prior.harsh_noise_std
+    assert lo <= float(new.noise_std[changed].min()) and float(new.noise_std[changed].max()) <= hi
+    assert float(new.noise_std[changed].mean()) > 2 * float(old.noise_std.mean())
+    assert "harsh_probability" not in PhotoData().to_dict()["look"]
+    assert PhotoData(replace(prior, harsh_probability=0.3)).to_dict()["look"]["harsh_probability"] == 0.3
+
+
 def test_smooth_shading_hides_a_spheres_facets():
     g = torch.Generator().manual_seed(10)
     look = default_look(WORLD, 1)
