@@ -3,7 +3,9 @@
     python -m bench.camera_effects --scenes 200 --seed 12345 --out bench/results/camera-effects.md
 
 The look prior (``renderer.appearance.LookPrior``) already draws exposure, gamma, white balance,
-sensor noise up to 0.03, blur up to 0.7 pixels of the network's view and JPEG at quality 40-95.
+sensor noise up to 0.03, blur up to 0.7 pixels of the network's view and JPEG at quality 40-95
+(and the shipped weights' last training stage drew, in three images of ten, a quarter of the
+light to twice it with noise up to 0.08: ``LookPrior.harsh_probability``).
 This bench takes the held-out photo set (``inference.evaluate.held_out_photos``: envelope
 cameras, prior looks, each camera's own resolution) and adds, one at a time, effects beyond
 that, each as the physics of a camera makes it:
@@ -15,6 +17,8 @@ that, each as the physics of a camera makes it:
 - chromatic aberration: red magnified and blue shrunk by 0.4% about the principal point (about
   1.3 pixels at the corners of a 640-pixel image);
 - low light: a third of the exposure with shot-like noise of std 0.06;
+- high gain: the exposure a camera's auto-exposure restores in a dim room, at the price of noise
+  of std 0.1 (a small sensor at a high ISO; more than any look the network was trained on);
 - overexposure: 1.8 times the exposure, clipped;
 - heavy JPEG: quality 15;
 - defocus: a Gaussian blur of 1% of the image height;
@@ -97,6 +101,10 @@ def low_light(img: torch.Tensor, cams: Cameras, g: torch.Generator) -> torch.Ten
     return (img / 3 + 0.06 * torch.randn(img.shape, generator=g)).clamp(0, 1)
 
 
+def high_gain(img: torch.Tensor, cams: Cameras, g: torch.Generator) -> torch.Tensor:
+    return (img + 0.1 * torch.randn(img.shape, generator=g)).clamp(0, 1)
+
+
 def overexposure(img: torch.Tensor, cams: Cameras, g: torch.Generator) -> torch.Tensor:
     return (img * 1.8).clamp(0, 1)
 
@@ -136,6 +144,7 @@ def barrel(img: torch.Tensor, cams: Cameras, g: torch.Generator, k1: float = -0.
 EFFECTS: dict[str, Effect | None] = {
     "none (the held-out photo set)": None, "vignetting (cos^4)": vignetting, "motion blur (2% of width)": motion_blur,
     "chromatic aberration (0.4%)": chromatic_aberration, "low light (1/3 exposure, noise 0.06)": low_light,
+    "high gain (noise 0.1)": high_gain,
     "overexposure (x1.8, clipped)": overexposure, "JPEG quality 15": heavy_jpeg, "defocus (1% of height)": defocus,
     "lens distortion not rectified (k1 -0.08)": barrel,
 }

@@ -38,3 +38,16 @@ def test_geometric_effects_keep_the_centre_and_a_flat_image(cams):
     aberrated = ce.chromatic_aberration(ramp, cams, g)
     assert torch.equal(aberrated[:, 1], ramp[:, 1])  # green is the reference
     assert float((aberrated[:, 0] - ramp[:, 0]).abs().max()) > 1e-4  # red moved
+
+
+def test_exposure_effects_scale_the_light_and_noise_has_its_stated_spread(cams):
+    mid = torch.full((1, 3, 60, 80), 0.5)
+    g = torch.Generator().manual_seed(0)
+    dim = ce.low_light(mid, cams, g)
+    assert float(dim.mean()) == pytest.approx(0.5 / 3, abs=0.01)
+    assert float(dim.std()) == pytest.approx(0.06, rel=0.1)
+    gained = ce.high_gain(mid, cams, g)
+    assert float(gained.mean()) == pytest.approx(0.5, abs=0.01)  # the exposure restored
+    assert float(gained.std()) == pytest.approx(0.1, rel=0.1)
+    assert torch.equal(ce.overexposure(mid, cams, g), torch.full_like(mid, 0.9))
+    assert float(ce.overexposure(torch.ones_like(mid), cams, g).max()) == 1.0  # clipped
