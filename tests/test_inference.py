@@ -234,7 +234,9 @@ def test_mirror_average_keeps_readings_it_cannot_pair(case):
 
 def test_mirror_reading_answers_a_mirrored_image_with_the_mirrored_answer():
     """Shipped weights: reading a view with its mirror, and reading the mirrored view with its
-    mirror, pair the same two readings, so shapes and colours agree and places mirror."""
+    mirror, pair the same two readings, so shapes and colours agree and places mirror. An object
+    the two readings place apart (further than MIRROR_MATCH) keeps each reading's own answer, so
+    the two answers may differ there: such objects must be rare."""
     model, world, _ = load_weights(SHIPPED)
     model.eval()
     (images, _), = held_out_photos(world, 12, 5, sizes=((120, 160),))
@@ -245,10 +247,13 @@ def test_mirror_reading_answers_a_mirrored_image_with_the_mirrored_answer():
     same_count = a.objects.pres.sum(1) == b.objects.pres.sum(1)
     assert same_count.sum() >= 9  # the readings rarely disagree on the count
     pa, pb = to_view(to_scene(a.objects, world), view.view)[0], to_view(to_scene(b.objects, world), view.view)[0]
+    compared, apart = 0, 0
     for i in torch.nonzero(same_count & (a.objects.pres.sum(1) > 0))[:, 0].tolist():
         n = int(a.objects.pres[i].sum())
         ua, ub = pa[i, :n], pb[i, :n] * torch.tensor([-1.0, 1.0])
-        order = torch.cdist(ua, ub).argmin(1)  # b's objects may come in another order
-        assert torch.equal(a.objects.shape[i, :n], b.objects.shape[i, order])
-        assert torch.equal(a.objects.color[i, :n], b.objects.color[i, order])
-        assert torch.allclose(ua, ub[order], atol=0.02)
+        dist, order = torch.cdist(ua, ub).min(1)  # b's objects may come in another order
+        paired = dist <= 0.02
+        compared, apart = compared + n, apart + int((~paired).sum())
+        assert torch.equal(a.objects.shape[i, :n][paired], b.objects.shape[i, order][paired])
+        assert torch.equal(a.objects.color[i, :n][paired], b.objects.color[i, order][paired])
+    assert compared >= 12 and apart <= compared // 10, (compared, apart)
