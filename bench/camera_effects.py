@@ -35,20 +35,19 @@ when they degrade.
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.nn import functional as F
 
 from bench.methods import git_commit, stamp
 from bench.trust import to_pil
 from inference.api import Predictor
 from inference.evaluate import cat_scenes, held_out_photos, score
+from renderer.photo import jpeg
 from renderer.pinhole import Cameras
 from renderer.raycast import pixel_centres
 from training.calibrate import answer_right, product_answers
@@ -110,13 +109,9 @@ def overexposure(img: torch.Tensor, cams: Cameras, g: torch.Generator) -> torch.
 
 
 def heavy_jpeg(img: torch.Tensor, cams: Cameras, g: torch.Generator) -> torch.Tensor:
-    out = []
-    for im in to_pil(img):
-        buf = io.BytesIO()
-        im.save(buf, format="JPEG", quality=15)
-        with Image.open(buf) as back:
-            out.append(torch.from_numpy(np.array(back.convert("RGB"))).permute(2, 0, 1).float() / 255)
-    return torch.stack(out)
+    u8 = (img.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()  # as bench.trust.to_pil
+    back = jpeg(u8, np.full(len(u8), 15))
+    return torch.from_numpy(back).permute(0, 3, 1, 2).float() / 255
 
 
 def defocus(img: torch.Tensor, cams: Cameras, g: torch.Generator) -> torch.Tensor:
