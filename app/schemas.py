@@ -242,6 +242,9 @@ class Quality(_Out):
     outline: float = Field(ge=0, le=1, description="share of pixels along the drawn table's edge that look like "
                                                    "their side (table or floor): the table lies where the camera "
                                                    "says")
+    fill: float = Field(ge=0, le=1, description="least share, over found objects unlike the table, of the "
+                                                "object's drawn pixels that do not look like table (something "
+                                                "thinner or flatter than the shape said); 1 where none qualifies")
     table_spread: float = Field(ge=0, description="mean colour distance of bare table from the table's colour, "
                                                   "shading removed (texture, noise, or not a table)")
     edge_contrast: float | None = Field(description="colour distance between table and floor; null where "

@@ -103,12 +103,19 @@ def battery_row(predictor: Predictor, seed: int, per_kind: int) -> dict:
     return {"images": len(images), "flagged": float(flagged.mean()), "per_kind": per}
 
 
+def fitted_sets(cal: dict) -> list[str]:
+    """The validation sets a stored calibration names (``training.calibrate``'s ``fitted_on``)."""
+    fitted = cal.get("fitted_on", {})
+    return ([fitted["data"]] if "data" in fitted else []) + list(fitted.get("labelled", []))
+
+
 def format_report(rows: dict[str, dict], bat: dict, args, cal: dict) -> str:
     pct = lambda x: f"{100 * x:.1f}%"  # noqa: E731
     lines = [f"# Trust: calibration, wrong answers, the in-world flag ({stamp()}, commit {git_commit()})", "",
              f"Command: `python -m bench.trust {' '.join(sys.argv[1:]) if args.argv is None else ' '.join(args.argv)}`",
-             f"Weights: `{args.weights}`; calibration fitted on `{cal.get('fitted_on', {}).get('data', '-')}` "
-             f"(temperatures {cal.get('temperature')}, trust {cal.get('trust')}).", "",
+             f"Weights: `{args.weights}`; calibration fitted on "
+             f"{', '.join(f'`{d}`' for d in fitted_sets(cal)) or '-'} (temperatures {cal.get('temperature')}, "
+             f"trust {cal.get('trust')}, world limits {cal.get('limits')}).", "",
              "| set | images | ECE presence | ECE shape | ECE colour | answers right | ECE trust "
              "| AUROC fit | AUROC trust | wrong (count/shape) | flagged | ms/image |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]

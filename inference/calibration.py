@@ -13,7 +13,7 @@ stored in the weights' ``.json`` (``meta.calibration``); weights without them ge
 - ``mirror``: the answers are read from each view and its mirror image, averaged
   (``inference.infer.mirror_average``); the three parts above are fitted to those answers.
 - ``limits``: the bounds of the world checks that set ``in_world``: the image fit, the
-  unexplained share, the spill, the table's spread and the outline agreement that 99.7% of
+  unexplained share, the spill, the fill, the table's spread and the outline agreement that 99.7% of
   validation images stay within, and the least table-floor contrast they show where floor is
   in view.
 """
@@ -34,7 +34,7 @@ LOG_P_FLOOR = -30.0  # the joint log-probability is clamped here (an answer the 
 @dataclass(frozen=True)
 class WorldLimits:
     """An image is in the world when its fit is at least ``min_fit``, its unexplained share at
-    most ``max_unexplained``, its spill at most ``max_spill``, its table spread at most
+    most ``max_unexplained``, its spill at most ``max_spill``, its fill at least ``min_fill``, its table spread at most
     ``max_spread``, its outline agreement at least ``min_outline`` and, where floor shows, its
     table-floor contrast at least ``min_edge`` (``inference.fit``). The defaults flag nothing."""
 
@@ -44,13 +44,14 @@ class WorldLimits:
     max_spread: float = math.inf
     min_outline: float = 0.0
     min_edge: float = 0.0
+    min_fill: float = 0.0
 
     def check(self, fit: Fit) -> torch.Tensor:
         """(B,) bool: which images pass every check."""
         edge_ok = torch.isnan(fit.edge_contrast) | (fit.edge_contrast >= self.min_edge)
         return (fit.image >= self.min_fit) & (fit.unexplained <= self.max_unexplained) \
             & (fit.spill <= self.max_spill) & (fit.table_spread <= self.max_spread) \
-            & (fit.outline >= self.min_outline) & edge_ok
+            & (fit.outline >= self.min_outline) & (fit.fill >= self.min_fill) & edge_ok
 
 
 @dataclass(frozen=True)

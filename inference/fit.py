@@ -25,12 +25,18 @@ is whether the image's pixels fall into the regions the answer draws.
   distance from the table colour, ``table_spread``), and where the view shows floor beyond the
   table, the two must differ (``edge_contrast``).
 
+- Fill, per image in [0, 1]: for each found object that stands clearly from the table (the
+  shading-free distance of its drawn region's mean colour from the table's exceeds ``OUTLIER``),
+  the share of its drawn pixels farther from the table colour, shading removed, than half that
+  distance; the least over such objects (1 where none qualifies). An object thinner or flatter
+  than the shape drawn for it (a pole read as a box, a spike read as a cone) leaves table showing
+  inside its drawn silhouette.
 - Outline, per image in [0, 1]: just inside and just outside the drawn table's edge, the share
   of pixels that look like the side they are drawn on (where table and floor differ clearly):
   the image's table must lie where the camera says it does.
 
 ``inference.calibration`` turns these into ``in_world``: an image is flagged when any of fit,
-unexplained share, spill, table spread, outline or edge contrast lies beyond what 99.7% of the
+unexplained share, spill, fill, table spread, outline or edge contrast lies beyond what 99.7% of the
 validation images show.
 """
 
@@ -73,6 +79,9 @@ class Fit:
     just outside the drawn table's edge (away from objects) that look like the side they are
     drawn on; 1 where the two are too alike to tell (the image's table must lie where the
     camera says it does: a turned or cropped image, or a wrong camera, breaks it).
+    fill: (B,) the least share, over found objects clearly unlike the table, of the object's
+    drawn pixels that do not look like table (1 where no object qualifies): table showing inside
+    a drawn silhouette (something thinner or flatter than the shape said).
     regions: the answers drawn (``Regions``), from which ``residual`` is computed when asked.
     """
 
@@ -83,6 +92,7 @@ class Fit:
     edge_contrast: torch.Tensor
     spill: torch.Tensor
     outline: torch.Tensor
+    fill: torch.Tensor
     regions: Regions
 
     @cached_property
@@ -211,6 +221,17 @@ def outline_agreement(r: Regions, n: int, spread: torch.Tensor) -> torch.Tensor:
     return torch.where(clear, agree, torch.ones_like(agree))
 
 
+def object_fill(scene: SceneBatch, r: Regions, d_free: torch.Tensor) -> torch.Tensor:
+    """``Fit.fill`` from the regions and every pixel's shading-free distance from the table
+    colour, ``d_free`` (B, s, s)."""
+    n = scene.num_slots
+    contrast = shading_free_distance(r.means[:, :n].transpose(1, 2)[..., None], r.means[:, n])[..., 0]  # (B, T)
+    level = (contrast / 2).clamp_min(OUTLIER / 2)
+    filled = share(d_free[:, None] > level[..., None, None], r.onehot[:, :n] > 0)
+    clear = scene.present & (r.area[:, :n] > 0) & (contrast > OUTLIER)
+    return torch.where(clear, filled, torch.ones_like(filled)).amin(1)
+
+
 def fit_answers(scene: SceneBatch, pixels: torch.Tensor, coverage: torch.Tensor, cameras: Cameras,
                 world: World, size: int = FIT_SIZE) -> Fit:
     """The fit of ``scene`` (B answers, T slots) to the images the network read: ``pixels``
@@ -231,7 +252,8 @@ def fit_answers(scene: SceneBatch, pixels: torch.Tensor, coverage: torch.Tensor,
 
     worst = torch.where(scene.present, objects, torch.ones_like(objects)).amin(1)
     image = worst * (1 - unexplained / UNEXPLAINED_SCALE).clamp(0.0, 1.0)
-    return Fit(image, objects, unexplained, spread, edge, spill, outline_agreement(r, n, spread), r)
+    return Fit(image, objects, unexplained, spread, edge, spill, outline_agreement(r, n, spread),
+               object_fill(scene, r, d_free), r)
 
 
 def residual_png(residual: torch.Tensor, scale: int = 4) -> str:

@@ -8,6 +8,7 @@ import math
 import shutil
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -25,7 +26,7 @@ from renderer.appearance import default_look
 from renderer.dataset import PhotoData, write_dataset
 from renderer.photo import render_photo
 from renderer.pinhole import spec_cameras
-from training.calibrate import fit_temperature
+from training.calibrate import fit_temperature, world_limits
 from training.calibrate import main as calibrate_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,11 +34,12 @@ WEIGHTS = ROOT / "weights" / "air.safetensors"
 SIZE = 80
 
 
-def _fit(scene, world):
-    """Image fits of scenes rendered by the photo renderer (default look) and compared with ``scene``."""
+def _fit(scene, world, shown=None):
+    """Image fits of scenes rendered by the photo renderer (default look) and compared with ``scene``.
+    shown: the world the image is rendered in (default: ``world``)."""
     cams = spec_cameras(world.camera, 1, SIZE, SIZE)
     g = torch.Generator().manual_seed(0)
-    image = render_photo(scene, world, cams, default_look(world, 1), g).permute(0, 3, 1, 2)
+    image = render_photo(scene, shown or world, cams, default_look(world, 1), g).permute(0, 3, 1, 2)
     return lambda answer: fit_answers(answer, image, torch.ones_like(image[:, :1]), cams, world)
 
 
@@ -76,6 +78,19 @@ def test_removed_object_is_left_unexplained(world, make_scene):
     fit = _fit(truth, world)
     removed = replace(truth, present=torch.tensor([[True, False]]))
     assert fit(truth).unexplained.item() < 0.005 < fit(removed).unexplained.item()
+
+
+def test_table_inside_a_drawn_silhouette_lowers_the_fill(world, make_scene):
+    """A pole (4 cm square, 30 cm tall) answered as the world's box (19 x 9.5 x 9.5 cm): table
+    shows inside the box drawn; the same answer on the box's own image is filled."""
+    truth = make_scene(("box", "red", 0.05, 0.0, 0.3), ("sphere", "blue", -0.15, 0.12, 0.0))
+    poles = replace(world, shapes=tuple(replace(s, size=(0.04, 0.04, 0.30)) if s.name == "box" else s
+                                        for s in world.shapes))
+    pole = replace(truth, position=truth.position.clone().index_put_((torch.tensor([0]), torch.tensor([0]),
+                                                                      torch.tensor([2])), torch.tensor(0.15)))
+    own = _fit(truth, world)(truth).fill.item()
+    thin = _fit(pole, world, shown=poles)(truth).fill.item()
+    assert own > 0.85 and thin < 0.6, (own, thin)
 
 
 def test_residual_is_a_png():
@@ -186,6 +201,25 @@ def test_labelled_sets_count_as_much_as_the_validation_set(tmp_path):
     assert fitted["fitted_on"]["others"][str(tmp_path / "wrong")]["scenes"] == 16
     assert fitted["fitted_on"]["others"][str(tmp_path / "wrong")]["answers_right"] < 0.5  # only empty scenes
     assert temps["wrong"] > 2 * temps["alone"]
+
+
+def test_world_limits_pool_every_validation_set():
+    """The limits are quantiles over the images of all the sets given, pooled: a second set whose
+    spill and fill run further widens those two bounds, and each bound keeps the share asked."""
+    rng = torch.Generator().manual_seed(0)
+
+    def fits(n, spill_top, fill_low):
+        u = torch.rand(n, generator=rng)
+        return SimpleNamespace(image=u, unexplained=0.01 * u, spill=spill_top * u, table_spread=0.02 * u,
+                               outline=1 - 0.3 * u, edge_contrast=0.1 + u, fill=1 - (1 - fill_low) * u)
+
+    own, other = fits(1000, 0.1, 0.7), fits(1000, 0.3, 0.4)
+    alone, pooled = world_limits([own], 0.99), world_limits([own, other], 0.99)
+    assert alone.max_spill < 0.1 < pooled.max_spill < 0.3
+    assert 0.4 < pooled.min_fill < 0.7 < alone.min_fill
+    kept = [(torch.cat([f.spill for f in (own, other)]) <= pooled.max_spill).float().mean(),
+            (torch.cat([f.fill for f in (own, other)]) >= pooled.min_fill).float().mean()]
+    assert all(abs(float(k) - 0.99) < 0.002 for k in kept)
 
 
 @pytest.fixture(scope="module")

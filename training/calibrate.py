@@ -13,9 +13,10 @@ same), then fits, in this order (``inference.calibration``):
    object matched to a true one;
 2. trust: a logistic regression of "the count and every shape and colour are right" on the
    answer's joint log-probability (with those temperatures) and its image fit;
-3. the world limits: the fit, unexplained share, spill, table spread and outline agreement that
-   ``--keep`` (99.7%) of the validation images stay within, and the least table-floor contrast
-   that as many show.
+3. the world limits: the fit, unexplained share, spill, fill, table spread and outline agreement
+   that ``--keep`` (99.7%) of the validation images stay within, and the least table-floor
+   contrast that as many show; the validation set and the labelled folders pooled, image by
+   image (a real camera's images are neither renderer's, so both bound the world).
 
 and writes them into the weights' ``.json`` (``meta.calibration``, with the expected calibration
 errors before and after). The ``.safetensors`` file, and so the model's version, do not change.
@@ -227,7 +228,7 @@ def world_limits(fits: list, keep: float) -> WorldLimits:
     return WorldLimits(min_fit=q(cat("image"), 1 - keep), max_unexplained=q(cat("unexplained"), keep),
                        max_spill=q(cat("spill"), keep), max_spread=q(cat("table_spread"), keep),
                        min_outline=q(cat("outline"), 1 - keep),
-                       min_edge=q(edge, 1 - keep) if len(edge) else 0.0)
+                       min_edge=q(edge, 1 - keep) if len(edge) else 0.0, min_fill=q(cat("fill"), 1 - keep))
 
 
 def calibrate(predictor: Predictor, data: SceneDataset, scenes: int, keep: float,
@@ -236,13 +237,13 @@ def calibrate(predictor: Predictor, data: SceneDataset, scenes: int, keep: float
 
     others: more labelled sets by name (``run_labelled``, e.g. another renderer's images) that the
     temperatures and trust are fitted on too, each set weighted the same as ``data``; the world
-    limits come from ``data`` alone (they define this renderer's world)."""
+    limits are fitted on all sets' images pooled."""
     sets = {"validation": run_validation(predictor, data, scenes), **(others or {})}
     temps = temperatures(list(sets.values()))
     feats = {name: answer_features(o, temps) for name, o in sets.items()}
     logp, fit, right = (torch.cat([f[i] for f in feats.values()]) for i in range(3))
     weight = torch.cat([torch.full((len(f[2]),), len(right) / (len(sets) * len(f[2]))) for f in feats.values()])
-    cal = Calibration(temps, fit_trust(logp, fit, right, weight), world_limits(feats["validation"][3], keep), True,
+    cal = Calibration(temps, fit_trust(logp, fit, right, weight), world_limits([f for v in feats.values() for f in v[3]], keep), True,
                       predictor.calibration.mirror)
     report = {}
     for name, o in sets.items():
