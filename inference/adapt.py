@@ -67,7 +67,7 @@ class AdaptConfig:
 
     steps: int = 1200
     batch: int = 16
-    lr: float = 2e-5
+    lr: float = 4e-5
     look_lr: float = 2e-2
     baseline_lr: float = 1e-3
     look_steps: int = 100
