@@ -44,7 +44,7 @@ import torch
 from torch.nn import functional as F
 
 from bench.methods import git_commit, stamp
-from bench.trust import to_pil
+from bench.trust import to_pil, to_uint8
 from inference.api import Predictor
 from inference.evaluate import cat_scenes, held_out_photos, score
 from renderer.photo import jpeg
@@ -109,8 +109,7 @@ def overexposure(img: torch.Tensor, cams: Cameras, g: torch.Generator) -> torch.
 
 
 def heavy_jpeg(img: torch.Tensor, cams: Cameras, g: torch.Generator) -> torch.Tensor:
-    u8 = (img.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()  # as bench.trust.to_pil
-    back = jpeg(u8, np.full(len(u8), 15))
+    back = jpeg(to_uint8(img), np.full(img.shape[0], 15))
     return torch.from_numpy(back).permute(0, 3, 1, 2).float() / 255
 
 

@@ -42,10 +42,14 @@ from training.calibrate import answer_batches, answer_right, calibration_errors,
 Item = tuple[Image.Image, Cameras | None]
 
 
+def to_uint8(pixels: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) float in [0, 1] -> (B, H, W, 3) uint8, as a camera's 8-bit frames."""
+    return (pixels.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
 def to_pil(pixels: torch.Tensor) -> list[Image.Image]:
     """(B, 3, H, W) float in [0, 1] -> PIL images (8 bits)."""
-    u8 = (pixels.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    return [Image.fromarray(a) for a in u8]
+    return [Image.fromarray(a) for a in to_uint8(pixels)]
 
 
 def own_photo_set(world, scenes: int, seed: int) -> tuple[list[Item], SceneBatch]:

@@ -243,7 +243,8 @@ def calibrate(predictor: Predictor, data: SceneDataset, scenes: int, keep: float
     feats = {name: answer_features(o, temps) for name, o in sets.items()}
     logp, fit, right = (torch.cat([f[i] for f in feats.values()]) for i in range(3))
     weight = torch.cat([torch.full((len(f[2]),), len(right) / (len(sets) * len(f[2]))) for f in feats.values()])
-    cal = Calibration(temps, fit_trust(logp, fit, right, weight), world_limits([f for v in feats.values() for f in v[3]], keep), True,
+    pooled = [f for v in feats.values() for f in v[3]]  # every set's fits, for the world limits
+    cal = Calibration(temps, fit_trust(logp, fit, right, weight), world_limits(pooled, keep), True,
                       predictor.calibration.mirror)
     report = {}
     for name, o in sets.items():
