@@ -246,9 +246,10 @@ class Quality(_Out):
                                                 "object's drawn pixels that do not look like table (something "
                                                 "thinner or flatter than the shape said); 1 where none qualifies")
     table_spread: float = Field(ge=0, description="mean colour distance of bare table from the table's colour, "
-                                                  "shading removed (texture, noise, or not a table)")
-    edge_contrast: float | None = Field(description="colour distance between table and floor; null where "
-                                                    "no floor is in view")
+                                                  "shading and pixel-to-pixel sensor noise removed (texture, "
+                                                  "patches, or not a table)")
+    edge_contrast: float | None = Field(description="colour distance between table and floor, scaled up in "
+                                                    "dim light; null where no floor is in view")
     residual_png: str | None = Field(None, description="with residual=true: |image - reconstruction| in the "
                                                        "network's view, base64 PNG")
 

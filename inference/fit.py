@@ -22,8 +22,11 @@ is whether the image's pixels fall into the regions the answer draws.
   so shadows do not count): the largest over the objects. An object larger than any of the
   world's, or something standing beside it, spills.
 - World checks: the table region must look like one surface (its pixels' mean shading-free
-  distance from the table colour, ``table_spread``), and where the view shows floor beyond the
-  table, the two must differ (``edge_contrast``).
+  distance from the table colour, with the share that is pixel-to-pixel sensor noise taken out,
+  ``table_spread``), and where the view shows floor beyond the table, the two must differ
+  (``edge_contrast``, their colour distance, scaled up in proportion when the scene is darker
+  than ``EDGE_LIGHT``: a dim exposure shrinks every difference alike). A camera's noise and
+  exposure are not the world's: a grainy or dark photo of a tabletop is still one.
 
 - Fill, per image in [0, 1]: for each found object that stands clearly from the table (the
   shading-free distance of its drawn region's mean colour from the table's exceeds ``OUTLIER``),
@@ -62,6 +65,7 @@ OUTLIER = 0.12  # shading-free colour distance (RGB in [0, 1]) beyond which a pi
 UNEXPLAINED_SCALE = 0.04  # unexplained table share that counts as a whole missed object
 CONTRAST_FULL = 0.10  # object-table colour distance at which contrast no longer lowers the fit
 OUTLINE_CONTRAST = 4.0  # table-floor contrast, in table spreads, above which the outline is checked
+EDGE_LIGHT = 0.4  # mean brightness of table and floor below which their contrast is scaled up (dim light)
 
 
 @dataclass(frozen=True)
@@ -70,8 +74,10 @@ class Fit:
 
     image: (B,) image fit in [0, 1] (1 = every pixel explained). objects: (B, T) object fit in
     [0, 1], 0 for absent slots. unexplained: (B,) share of the table region not explained.
-    table_spread: (B,) mean shading-free distance of table pixels from the table colour.
-    edge_contrast: (B,) colour distance between table and floor (nan where no floor shows).
+    table_spread: (B,) mean shading-free distance of table pixels from the table colour, sensor
+    noise discounted (``spread_beyond_noise``).
+    edge_contrast: (B,) colour distance between table and floor over their exposure (their mean
+    brightness over ``EDGE_LIGHT``, at most 1) (nan where no floor shows).
     spill: (B,) the largest share, over found objects, of a ring 2 to 3 pixels around the object
     that looks more like the object than like the surface drawn there, shading removed (an
     object larger than the world's, or another thing beside it).
@@ -120,14 +126,39 @@ class Regions:
         return (self.img - self.means[:, r, :, None, None]).square().sum(1)
 
 
-def shading_free_distance(pixels: torch.Tensor, colour: torch.Tensor, squared: bool = False) -> torch.Tensor:
-    """(B, s, s) distance of each pixel (B, 3, s, s) from ``colour`` (B, 3) scaled to the pixel's
+def shading_free_residual(pixels: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
+    """(B, 3, s, s) each pixel (B, 3, s, s) minus ``colour`` (B, 3) scaled to the pixel's
     brightness (between 0.4 and 1.4 times): a shadow or a brighter patch of the same surface is
-    near 0, a surface of another hue or of very different brightness is not. ``squared``: its square."""
+    near 0, a surface of another hue or of very different brightness is not."""
     c = colour[:, :, None, None]
     scale = ((pixels * c).sum(1, keepdim=True) / (c * c).sum(1, keepdim=True).clamp_min(1e-4)).clamp(0.4, 1.4)
-    d2 = (pixels - scale * c).square().sum(1)
+    return pixels - scale * c
+
+
+def shading_free_distance(pixels: torch.Tensor, colour: torch.Tensor, squared: bool = False) -> torch.Tensor:
+    """(B, s, s) the length of ``shading_free_residual``; ``squared``: its square."""
+    d2 = shading_free_residual(pixels, colour).square().sum(1)
     return d2 if squared else d2.sqrt()
+
+
+def spread_beyond_noise(residual: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """How far the pixels of ``mask`` (B, s, s) stray from their surface's colour, from their
+    residuals (B, 3, s, s): (B,) the mean residual length, and (B,) the same with sensor noise
+    discounted: scaled by the share of the mean squared residual that is not pixel-to-pixel
+    noise (one less half the mean squared difference between neighbouring residuals, their
+    variogram at one pixel, over the mean squared residual). Independent noise adds as much to
+    both and cancels; a smooth change across the surface (a gradient, a second surface, a patch)
+    is nearly all kept."""
+    length = residual.square().sum(1)
+    count = mask.sum((1, 2)).clamp_min(1)
+    mean_length = (length.sqrt() * mask).sum((1, 2)) / count
+    mean_square = (length * mask).sum((1, 2)) / count
+    semivariance = 0.0
+    for a, b, both in ((residual[..., 1:], residual[..., :-1], mask[..., 1:] & mask[..., :-1]),
+                       (residual[..., 1:, :], residual[..., :-1, :], mask[..., 1:, :] & mask[..., :-1, :])):
+        semivariance = semivariance + ((a - b).square().sum(1) * both).sum((1, 2)) / both.sum((1, 2)).clamp_min(1) / 4
+    structured = (1 - semivariance / mean_square.clamp_min(1e-12)).clamp(0.0, 1.0)
+    return mean_length, mean_length * structured.sqrt()
 
 
 def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
@@ -244,15 +275,19 @@ def fit_answers(scene: SceneBatch, pixels: torch.Tensor, coverage: torch.Tensor,
     table = r.means[:, n]
     drawn = r.onehot[:, :n].sum(1) > 0
     bare = (r.onehot[:, n] > 0) & ~dilate(drawn, 2)
-    d_free = shading_free_distance(r.img, table)
+    free = shading_free_residual(r.img, table)
+    d_free = free.square().sum(1).sqrt()
     unexplained = share(d_free > OUTLIER, bare, 0.0)
-    spread = (d_free * bare).sum((1, 2)) / bare.sum((1, 2)).clamp_min(1)
+    rough, spread = spread_beyond_noise(free, bare)
     has_floor = r.area[:, n + 1] >= 4
-    edge = torch.where(has_floor, (r.means[:, n + 1] - table).norm(dim=-1), torch.full_like(spread, float("nan")))
+    brightness = (r.means[:, n + 1] + table).mean(-1) / 2
+    exposure = (brightness / EDGE_LIGHT).clamp(0.1, 1.0)
+    edge = torch.where(has_floor, (r.means[:, n + 1] - table).norm(dim=-1) / exposure,
+                       torch.full_like(spread, float("nan")))
 
     worst = torch.where(scene.present, objects, torch.ones_like(objects)).amin(1)
     image = worst * (1 - unexplained / UNEXPLAINED_SCALE).clamp(0.0, 1.0)
-    return Fit(image, objects, unexplained, spread, edge, spill, outline_agreement(r, n, spread),
+    return Fit(image, objects, unexplained, spread, edge, spill, outline_agreement(r, n, rough),
                object_fill(scene, r, d_free), r)
 
 

@@ -93,6 +93,22 @@ def test_table_inside_a_drawn_silhouette_lowers_the_fill(world, make_scene):
     assert own > 0.85 and thin < 0.6, (own, thin)
 
 
+def test_sensor_noise_and_exposure_leave_the_table_checks_alone(world, make_scene):
+    """Pixel noise and a third of the exposure (a real camera in dim light) do not make the table
+    look less like one surface or less unlike the floor; a shading ramp across the table does."""
+    truth = make_scene(("cube", "red", 0.1, 0.1, 0.0), ("cone", "blue", -0.1, -0.1, 0.0))
+    cams = spec_cameras(world.camera, 1, SIZE, SIZE)
+    image = render_photo(truth, world, cams, default_look(world, 1), torch.Generator().manual_seed(0)).permute(0, 3, 1, 2)
+    ramp = torch.linspace(-0.25, 0.25, SIZE)[None, None, None, :] * torch.tensor([1.0, -1.0, 0.0])[None, :, None, None]
+    shown = {"clean": image, "noisy": (image + 0.1 * torch.randn(image.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1),
+             "dim": image / 3, "ramp": (image + ramp).clamp(0, 1)}
+    fits = {k: fit_answers(truth, v, torch.ones_like(v[:, :1]), cams, world) for k, v in shown.items()}
+    spread = {k: f.table_spread.item() for k, f in fits.items()}
+    edge = {k: f.edge_contrast.item() for k, f in fits.items()}
+    assert spread["noisy"] < spread["clean"] + 0.01 < spread["ramp"] - 0.02, spread
+    assert 0.8 < edge["dim"] / edge["clean"] < 1.25 and 0.8 < edge["noisy"] / edge["clean"] < 1.25, edge
+
+
 def test_residual_is_a_png():
     png = residual_png(torch.rand(3, 40, 40))
     import base64
