@@ -36,7 +36,9 @@ is whether the image's pixels fall into the regions the answer draws.
   inside its drawn silhouette.
 - Outline, per image in [0, 1]: just inside and just outside the drawn table's edge, the share
   of pixels that look like the side they are drawn on (where table and floor differ clearly):
-  the image's table must lie where the camera says it does.
+  the image's table must lie where the camera says it does. A smooth change of brightness
+  across the table (a lens's vignetting, a lamp's fall-off) is divided out first
+  (``flat_field``), so a darkened rim of table is not read as floor.
 
 ``inference.calibration`` turns these into ``in_world``: an image is flagged when any of fit,
 unexplained share, spill, fill, table spread, outline or edge contrast lies beyond what 99.7% of the
@@ -48,7 +50,7 @@ from __future__ import annotations
 import base64
 import io
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import NamedTuple
 
 import torch
@@ -237,6 +239,38 @@ def object_fits(scene: SceneBatch, r: Regions) -> tuple[torch.Tensor, torch.Tens
     return fits, spill.amax(1)
 
 
+def region_mean(img: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, 3) the mean colour of ``img`` (B, 3, s, s) over ``mask`` (B, s, s)."""
+    return torch.einsum("bhw,bchw->bc", mask.float(), img) / mask.sum((1, 2)).clamp_min(1)[:, None]
+
+
+@lru_cache(maxsize=4)
+def quadratic_terms(size: int) -> torch.Tensor:
+    """(s * s, 6) 1, u, v, u^2, v^2, uv at each pixel of an s x s view, u and v in [-1, 1]."""
+    v, u = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+    u, v = u.flatten(), v.flatten()
+    return torch.stack([torch.ones_like(u), u, v, u * u, v * v, u * v], 1)
+
+
+def flat_field(img: torch.Tensor, surface: torch.Tensor) -> torch.Tensor:
+    """(B, 3, s, s) ``img`` with a smooth change of light across the view divided out: the
+    brightness of the pixels of ``surface`` (B, s, s), one material, fitted by a quadratic in
+    the pixel coordinates (least squares), as a gain of mean 1 over them, at most halving or
+    doubling. Vignetting and a light's fall-off darken a surface toward the view's edges
+    without changing what it is."""
+    b, _, s, _ = img.shape
+    x = quadratic_terms(s).to(img.device)
+    w = surface.reshape(b, -1).float()
+    y = img.mean(1).reshape(b, -1)
+    normal = torch.einsum("pi,bp,pj->bij", x, w, x) + 1e-3 * torch.eye(6, device=img.device)
+    beta = torch.linalg.solve(normal, torch.einsum("pi,bp->bi", x, w * y))
+    light = beta @ x.T  # (B, s * s)
+    level = (light * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp_min(1)
+    gain = (light / level.clamp_min(1e-3)).clamp(0.5, 2.0)
+    gain = torch.where(w.sum(1, keepdim=True) >= 24, gain, torch.ones_like(gain))  # too little surface to fit
+    return img / gain.reshape(b, 1, s, s)
+
+
 def outline_agreement(r: Regions, n: int, spread: torch.Tensor) -> torch.Tensor:
     """``Fit.outline``: the bands one pixel wide either side of the drawn table's edge, away
     from objects (and their shadows: 3 pixels), each pixel nearer the colour of its side's mean."""
@@ -244,10 +278,13 @@ def outline_agreement(r: Regions, n: int, spread: torch.Tensor) -> torch.Tensor:
     clear_of_objects = ~dilate(r.onehot[:, :n].sum(1) > 0, 3)
     inner = table & dilate(floor, 1) & clear_of_objects
     outer = floor & dilate(table, 1) & clear_of_objects
-    d_table, d_floor = r.distance(n), r.distance(n + 1)
+    img = flat_field(r.img, table & clear_of_objects)
+    t_mean, f_mean = (region_mean(img, m) for m in (table, floor))
+    d_table = (img - t_mean[..., None, None]).square().sum(1)
+    d_floor = (img - f_mean[..., None, None]).square().sum(1)
     hits = (inner & (d_table < d_floor)) | (outer & (d_floor < d_table))
     agree = share(hits, inner | outer)
-    contrast = (r.means[:, n + 1] - r.means[:, n]).norm(dim=-1)
+    contrast = (f_mean - t_mean).norm(dim=-1)
     clear = (contrast > OUTLINE_CONTRAST * spread.clamp_min(0.01)) & ((inner | outer).sum((1, 2)) >= 8)
     return torch.where(clear, agree, torch.ones_like(agree))
 

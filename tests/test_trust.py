@@ -109,6 +109,24 @@ def test_sensor_noise_and_exposure_leave_the_table_checks_alone(world, make_scen
     assert 0.8 < edge["dim"] / edge["clean"] < 1.25 and 0.8 < edge["noisy"] / edge["clean"] < 1.25, edge
 
 
+def test_vignetting_leaves_the_table_edge_where_it_is(world):
+    """A lens darkening toward the corners (cos^4 of the angle off the axis) does not move the
+    table's edge: the outline agreement stays, on a floor only a little darker than the table."""
+    from renderer.prior import sample_scenes
+
+    cams = spec_cameras(world.camera, 4, SIZE, SIZE)
+    scene = sample_scenes(world, 4, seed=3, counts=[1, 2, 3])
+    look = default_look(world, 4)
+    look = replace(look, background_top=look.table_rgb * 0.92, background_bottom=look.table_rgb * 0.92)
+    image = render_photo(scene, world, cams, look, torch.Generator().manual_seed(0)).permute(0, 3, 1, 2)
+    centre = torch.arange(SIZE) + 0.5
+    u = (centre - cams.principal[:, :1]) / cams.focal[:, :1]
+    v = (centre - cams.principal[:, 1:]) / cams.focal[:, 1:]
+    vignetted = image / (1 + u[:, None, :] ** 2 + v[:, :, None] ** 2)[:, None] ** 2
+    clean, dark = (fit_answers(scene, im, torch.ones_like(im[:, :1]), cams, world).outline for im in (image, vignetted))
+    assert (clean > 0.9).all() and (dark > clean - 0.05).all(), (clean, dark)
+
+
 def test_residual_is_a_png():
     png = residual_png(torch.rand(3, 40, 40))
     import base64
