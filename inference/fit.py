@@ -273,7 +273,10 @@ def flat_field(img: torch.Tensor, surface: torch.Tensor) -> torch.Tensor:
 
 def outline_agreement(r: Regions, n: int, spread: torch.Tensor) -> torch.Tensor:
     """``Fit.outline``: the bands one pixel wide either side of the drawn table's edge, away
-    from objects (and their shadows: 3 pixels), each pixel nearer the colour of its side's mean."""
+    from objects (and their shadows: 3 pixels), each pixel nearer the colour of its side's mean,
+    in the image with the table's smooth change of light divided out (``flat_field``). Checked
+    where the two means differ by more than ``OUTLINE_CONTRAST`` times ``spread``, the table's
+    mean distance from its colour, noise included (noise blurs the comparison)."""
     table, floor = r.onehot[:, n] > 0, r.onehot[:, n + 1] > 0
     clear_of_objects = ~dilate(r.onehot[:, :n].sum(1) > 0, 3)
     inner = table & dilate(floor, 1) & clear_of_objects
