@@ -23,7 +23,16 @@ that, each as the physics of a camera makes it:
 - heavy JPEG: quality 15;
 - defocus: a Gaussian blur of 1% of the image height;
 - lens distortion left in: radial k1 = -0.08 (mild barrel) on an image that was not rectified,
-  which the README asks users to do first; measured to show what skipping it costs.
+  which the README asks users to do first; measured to show what skipping it costs;
+- white balance off: a camera set for daylight under a warm lamp (red x1.3, blue x0.7), or
+  for a lamp under cool daylight or LEDs (red x0.75, blue x1.25); the prior's white balance
+  stays within x0.92-1.08 per channel;
+- another tone curve: the image's values raised to 1/1.8 (a flat, lifted curve) or to 1.8 (a
+  contrasty one); the prior's display gamma stays within 0.8-1.25;
+- washed-out colour: saturation halved toward each pixel's grey (a cheap sensor, a hazy
+  lens, a camera's low-saturation profile);
+- veiling glare: stray light over the whole frame, 15% of full scale added, the rest scaled
+  to fit.
 
 Every image goes through the product path (``inference.api.Predictor``, calibrated, with its
 camera). Reported per effect: the accuracy metrics of ``inference.evaluate``, the share of
@@ -135,12 +144,33 @@ def barrel(img: torch.Tensor, cams: Cameras, g: torch.Generator, k1: float = -0.
     return _remap(img, (xu - x) * cams.focal[:, 0, None, None], (yu - y) * cams.focal[:, 1, None, None])
 
 
+def channel_gains(red: float, blue: float) -> Effect:
+    gains = torch.tensor([red, 1.0, blue])[None, :, None, None]
+    return lambda img, cams, g: (img * gains).clamp(0, 1)
+
+
+def tone_curve(power: float) -> Effect:
+    return lambda img, cams, g: img.clamp(0, 1) ** power
+
+
+def washed_out(img: torch.Tensor, cams: Cameras, g: torch.Generator) -> torch.Tensor:
+    return 0.5 * img + 0.5 * img.mean(1, keepdim=True)
+
+
+def veiling_glare(img: torch.Tensor, cams: Cameras, g: torch.Generator) -> torch.Tensor:
+    return 0.85 * img.clamp(0, 1) + 0.15
+
+
 EFFECTS: dict[str, Effect | None] = {
     "none (the held-out photo set)": None, "vignetting (cos^4)": vignetting, "motion blur (2% of width)": motion_blur,
     "chromatic aberration (0.4%)": chromatic_aberration, "low light (1/3 exposure, noise 0.06)": low_light,
     "high gain (noise 0.1)": high_gain,
     "overexposure (x1.8, clipped)": overexposure, "JPEG quality 15": heavy_jpeg, "defocus (1% of height)": defocus,
     "lens distortion not rectified (k1 -0.08)": barrel,
+    "white balance off, warm (R x1.3, B x0.7)": channel_gains(1.3, 0.7),
+    "white balance off, cool (R x0.75, B x1.25)": channel_gains(0.75, 1.25),
+    "flat tone curve (values ^ 1/1.8)": tone_curve(1 / 1.8), "contrasty tone curve (values ^ 1.8)": tone_curve(1.8),
+    "washed-out colour (saturation 50%)": washed_out, "veiling glare (+15%)": veiling_glare,
 }
 
 

@@ -51,3 +51,19 @@ def test_exposure_effects_scale_the_light_and_noise_has_its_stated_spread(cams):
     assert float(gained.std()) == pytest.approx(0.1, rel=0.1)
     assert torch.equal(ce.overexposure(mid, cams, g), torch.full_like(mid, 0.9))
     assert float(ce.overexposure(torch.ones_like(mid), cams, g).max()) == 1.0  # clipped
+
+
+def test_colour_effects_keep_grey_grey_or_move_it_as_stated(cams):
+    g = torch.Generator()
+    grey = torch.full((1, 3, 60, 80), 0.5)
+    red = torch.zeros(1, 3, 60, 80)
+    red[:, 0] = 0.8
+    warm = ce.EFFECTS["white balance off, warm (R x1.3, B x0.7)"](grey, cams, g)
+    assert warm[0, :, 0, 0].tolist() == pytest.approx([0.65, 0.5, 0.35])
+    flat = ce.EFFECTS["flat tone curve (values ^ 1/1.8)"](grey, cams, g)
+    assert float(flat.mean()) == pytest.approx(0.5 ** (1 / 1.8))  # lifted mid-tones; black and white stay
+    assert torch.equal(ce.washed_out(grey, cams, g), grey)  # grey has no colour to lose
+    washed = ce.washed_out(red, cams, g)
+    assert washed[0, :, 0, 0].tolist() == pytest.approx([0.4 + 0.8 / 6, 0.8 / 6, 0.8 / 6])
+    glared = ce.veiling_glare(torch.zeros_like(grey), cams, g)
+    assert float(glared.min()) == pytest.approx(0.15) and float(ce.veiling_glare(torch.ones_like(grey), cams, g).max()) == 1.0
