@@ -1,7 +1,8 @@
 """Untrusted bytes -> a checked PIL image, and PIL images -> PNG bytes.
 
 Only PNG and JPEG are decoded. The pixel count is read from the header and checked before any
-pixel is decompressed (the decompression-bomb guard); grey, RGBA, palette and 16-bit images are
+pixel is decompressed (the decompression-bomb guard), and so is the shorter side (at least
+``MIN_SIDE``); grey, RGBA, palette and 16-bit images are
 accepted here and converted later by ``inference.preprocess``.
 """
 
@@ -16,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from app.errors import PayloadTooLarge, Unprocessable, UnsupportedMediaType
 
 FORMATS = ("PNG", "JPEG")
+MIN_SIDE = 16  # pixels: below this an image is refused (a 1x1 image read as a green table with one object)
 _MAGIC = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG"}
 
 
@@ -52,6 +54,9 @@ def decode_image(data: bytes, max_pixels: int, loc: tuple[str | int, ...] = ("bo
                               f"{max(request_left, 0)} this request's earlier images left of its budget")
     if width < 1 or height < 1:
         raise Unprocessable(loc, f"image has no pixels ({width}x{height})")
+    if min(width, height) < MIN_SIDE:
+        raise Unprocessable(loc, f"image is {width}x{height}; the smallest side this service reads is {MIN_SIDE} "
+                                 "pixels (a smaller one cannot show a tabletop's objects)")
     if draft_side and image.format == "JPEG":
         scale = 1
         while scale < 8 and min(width, height) // (scale * 2) >= draft_side:

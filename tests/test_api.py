@@ -254,6 +254,8 @@ BAD_INFER = {
     "no_content_type": (table_png(), "", 415, "Content-Type"),
     "decompression_bomb": (bomb_png(), "image/png", 413, "pixels"),
     "more_pixels_than_allowed": (bomb_png(3000, 2000), "image/png", 413, "limit"),
+    "one_pixel": (table_png(1, 1), "image/png", 422, "smallest side"),
+    "a_sliver": (table_png(3000, 8), "image/png", 422, "smallest side"),
 }
 
 
