@@ -100,5 +100,8 @@ def test_malformed_pixel_tensors_are_protocol_errors_not_500s(server, spec, word
     with httpx.Client(base_url=server.url, timeout=30) as http:
         r = http.post("/v2/models/airscene/infer", json={"inputs": [{"name": "image", **spec}]})
         assert r.status_code == 422 and words in r.json()["error"], r.text
-        ok = {"name": "image", "datatype": "UINT8", "shape": [1, 1, 3], "data": [1e300, -5, 999]}  # clipped, not refused
+        ok = {"name": "image", "datatype": "UINT8", "shape": [16, 16, 3], "data": [1e300, -5, 999] * 256}  # clipped, not refused
         assert http.post("/v2/models/airscene/infer", json={"inputs": [ok]}).status_code == 200
+        tiny = {**ok, "shape": [1, 1, 3], "data": [1, 2, 3]}  # one pixel cannot show a tabletop
+        r = http.post("/v2/models/airscene/infer", json={"inputs": [tiny]})
+        assert r.status_code == 422 and "smallest side" in r.json()["error"], r.text
