@@ -143,18 +143,17 @@ def shading_free_distance(pixels: torch.Tensor, colour: torch.Tensor, squared: b
     return d2 if squared else d2.sqrt()
 
 
-def spread_beyond_noise(residual: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def spread_beyond_noise(residual: torch.Tensor, length: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """How far the pixels of ``mask`` (B, s, s) stray from their surface's colour, from their
-    residuals (B, 3, s, s): (B,) the mean residual length, and (B,) the same with sensor noise
-    discounted: scaled by the share of the mean squared residual that is not pixel-to-pixel
-    noise (one less half the mean squared difference between neighbouring residuals, their
+    residuals (B, 3, s, s) and the residuals' lengths (B, s, s): (B,) the mean residual length,
+    and (B,) the same with sensor noise discounted: scaled by the share of the mean squared
+    residual that is not pixel-to-pixel noise (one less half the mean squared difference between neighbouring residuals, their
     variogram at one pixel, over the mean squared residual). Independent noise adds as much to
     both and cancels; a smooth change across the surface (a gradient, a second surface, a patch)
     is nearly all kept."""
-    length = residual.square().sum(1)
     count = mask.sum((1, 2)).clamp_min(1)
-    mean_length = (length.sqrt() * mask).sum((1, 2)) / count
-    mean_square = (length * mask).sum((1, 2)) / count
+    mean_length = (length * mask).sum((1, 2)) / count
+    mean_square = (length.square() * mask).sum((1, 2)) / count
     semivariance = 0.0
     for a, b, both in ((residual[..., 1:], residual[..., :-1], mask[..., 1:] & mask[..., :-1]),
                        (residual[..., 1:, :], residual[..., :-1, :], mask[..., 1:, :] & mask[..., :-1, :])):
@@ -186,6 +185,12 @@ def share(hits: torch.Tensor, of: torch.Tensor, empty: float = 1.0) -> torch.Ten
                        torch.full_like(total, empty, dtype=torch.float))
 
 
+def region_means(masks: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
+    """(B, R, 3) the mean colour of ``img`` (B, 3, s, s) over each of ``masks`` (B, R, s, s), 0/1
+    (0 where a mask is empty)."""
+    return torch.einsum("brhw,bchw->brc", masks, img) / masks.sum((2, 3)).clamp_min(1)[..., None]
+
+
 def draw(scene: SceneBatch, pixels: torch.Tensor, coverage: torch.Tensor, cameras: Cameras, world: World,
          size: int) -> Regions:
     n = scene.num_slots
@@ -194,8 +199,7 @@ def draw(scene: SceneBatch, pixels: torch.Tensor, coverage: torch.Tensor, camera
     region = region_map(scene, world, cameras.resized(size, size).to(pixels.device))
     onehot = F.one_hot(region, n + 2).permute(0, 3, 1, 2).float() * seen[:, None].float()
     area = onehot.sum((2, 3))
-    means = torch.einsum("brhw,bchw->brc", onehot, img) / area.clamp_min(1)[..., None]
-    return Regions(img, onehot, area, means)
+    return Regions(img, onehot, area, region_means(onehot, img))
 
 
 class ObjectPixels(NamedTuple):
@@ -239,11 +243,6 @@ def object_fits(scene: SceneBatch, r: Regions) -> tuple[torch.Tensor, torch.Tens
     return fits, spill.amax(1)
 
 
-def region_mean(img: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(B, 3) the mean colour of ``img`` (B, 3, s, s) over ``mask`` (B, s, s)."""
-    return torch.einsum("bhw,bchw->bc", mask.float(), img) / mask.sum((1, 2)).clamp_min(1)[:, None]
-
-
 @lru_cache(maxsize=4)
 def quadratic_terms(size: int) -> torch.Tensor:
     """(s * s, 6) 1, u, v, u^2, v^2, uv at each pixel of an s x s view, u and v in [-1, 1]."""
@@ -261,13 +260,14 @@ def flat_field(img: torch.Tensor, surface: torch.Tensor) -> torch.Tensor:
     b, _, s, _ = img.shape
     x = quadratic_terms(s).to(img.device)
     w = surface.reshape(b, -1).float()
+    count = w.sum(1, keepdim=True)
     y = img.mean(1).reshape(b, -1)
     normal = torch.einsum("pi,bp,pj->bij", x, w, x) + 1e-3 * torch.eye(6, device=img.device)
     beta = torch.linalg.solve(normal, torch.einsum("pi,bp->bi", x, w * y))
     light = beta @ x.T  # (B, s * s)
-    level = (light * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp_min(1)
+    level = (light * w).sum(1, keepdim=True) / count.clamp_min(1)
     gain = (light / level.clamp_min(1e-3)).clamp(0.5, 2.0)
-    gain = torch.where(w.sum(1, keepdim=True) >= 24, gain, torch.ones_like(gain))  # too little surface to fit
+    gain = torch.where(count >= 24, gain, torch.ones_like(gain))  # too little surface to fit
     return img / gain.reshape(b, 1, s, s)
 
 
@@ -282,7 +282,7 @@ def outline_agreement(r: Regions, n: int, spread: torch.Tensor) -> torch.Tensor:
     inner = table & dilate(floor, 1) & clear_of_objects
     outer = floor & dilate(table, 1) & clear_of_objects
     img = flat_field(r.img, table & clear_of_objects)
-    t_mean, f_mean = (region_mean(img, m) for m in (table, floor))
+    t_mean, f_mean = region_means(torch.stack([table, floor], 1).float(), img).unbind(1)
     d_table = (img - t_mean[..., None, None]).square().sum(1)
     d_floor = (img - f_mean[..., None, None]).square().sum(1)
     hits = (inner & (d_table < d_floor)) | (outer & (d_floor < d_table))
@@ -318,7 +318,7 @@ def fit_answers(scene: SceneBatch, pixels: torch.Tensor, coverage: torch.Tensor,
     free = shading_free_residual(r.img, table)
     d_free = free.square().sum(1).sqrt()
     unexplained = share(d_free > OUTLIER, bare, 0.0)
-    rough, spread = spread_beyond_noise(free, bare)
+    rough, spread = spread_beyond_noise(free, d_free, bare)
     has_floor = r.area[:, n + 1] >= 4
     brightness = (r.means[:, n + 1] + table).mean(-1) / 2
     exposure = (brightness / EDGE_LIGHT).clamp(0.1, 1.0)
