@@ -180,13 +180,16 @@ def look_from(look: LookIn | None, world: World) -> Look | None:
         changes["light_rgb"] = torch.cat([rgb[:, None], base.light_rgb[:, 1:]], dim=1)
     one = lambda v: torch.tensor([v], dtype=torch.float32)  # noqa: E731
     for name, value in (("specular", look.specular), ("shadow_strength", look.shadow_strength),
-                        ("noise_std", look.noise_std)):
+                        ("noise_std", look.noise_std), ("gamma", look.gamma), ("saturation", look.saturation),
+                        ("glare", look.glare)):
         if value is not None:
             changes[name] = one(value)
     if look.ambient is not None:
         changes["ambient_rgb"] = torch.full((1, 3), look.ambient)
     if look.smooth is not None:
         changes["smooth"] = torch.tensor([look.smooth])
+    if look.white_balance is not None:
+        changes["white_balance"] = torch.tensor([look.white_balance])
     if look.table_rgb is not None:
         changes["table_rgb"] = torch.tensor([look.table_rgb]).clamp(0, 1)
     if look.background_rgb is not None:

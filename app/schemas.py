@@ -11,7 +11,7 @@ confidences and boxes; or the whole answer) is valid ``/render`` input.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, SerializerFunctionWrapHandler, model_serializer
 
@@ -117,6 +117,12 @@ class LookIn(_Body):
     background_rgb: list[FiniteFloat] | None = Field(None, min_length=3, max_length=3)
     shadow_strength: FiniteFloat | None = Field(None, ge=0, le=0.95, description="contact shadow darkness")
     noise_std: FiniteFloat | None = Field(None, ge=0, le=0.5, description="sensor noise, in [0, 1] pixel units")
+    white_balance: list[Annotated[FiniteFloat, Field(ge=0.25, le=4)]] | None = Field(
+        None, min_length=3, max_length=3, description="the camera's red, green, blue gains, each 0.25-4 (1, 1, 1: "
+                                                      "balanced for the light)")
+    gamma: FiniteFloat | None = Field(None, ge=0.3, le=3, description="tone curve: values raised to 1 / gamma")
+    saturation: FiniteFloat | None = Field(None, ge=0, le=2, description="colour saturation factor (0: grey)")
+    glare: FiniteFloat | None = Field(None, ge=0, le=0.5, description="veiling glare: share of full scale added")
 
 
 class RenderRequest(_Body):

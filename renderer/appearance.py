@@ -78,6 +78,15 @@ class LookPrior:
         log-uniformly from ``harsh_gain`` (a quarter of the light, or clipped at twice it) and
         the noise std is drawn from ``harsh_noise_std`` instead (a small sensor at high gain).
         At 0 (the default) nothing more is drawn, as for ``cast_shadow_probability``.
+    colour_probability: chance that the camera renders colour away from its calibration, as
+        cameras do when set for another light or with another picture profile: white balance
+        off along the warm-cool axis (red x e^t, blue x e^-t, t uniform in
+        ``colour_warmth``: e^0.4 is about a camera set for daylight under a 3000 K lamp) and
+        off green-magenta (green x e^u, u in ``colour_tint``); another tone curve (gamma drawn
+        log-uniformly from ``colour_gamma``); colour saturation scaled toward each pixel's grey
+        by a factor from ``colour_saturation`` (a hazy lens, a faded profile, a vivid one); and
+        veiling glare, stray light lifting the whole frame by a share from ``colour_glare``.
+        At 0 (the default) nothing more is drawn.
     """
 
     key_elevation_deg: Range = (20.0, 85.0)
@@ -115,12 +124,20 @@ class LookPrior:
     harsh_probability: float = 0.0
     harsh_gain: Range = (0.25, 2.0)
     harsh_noise_std: Range = (0.02, 0.08)
+    colour_probability: float = 0.0
+    colour_warmth: Range = (-0.4, 0.4)
+    colour_tint: Range = (-0.1, 0.1)
+    colour_gamma: Range = (0.5, 2.0)
+    colour_saturation: Range = (0.35, 1.3)
+    colour_glare: Range = (0.0, 0.2)
 
 
 # LookPrior fields whose chance at 0 draws nothing: a prior without them writes no such keys, so
 # datasets made before they existed resume and reproduce as they were
 OPTIONAL_DRAWS = {"cast_shadow_probability": ("cast_shadow_probability", "light_radius_deg"),
-                  "harsh_probability": ("harsh_probability", "harsh_gain", "harsh_noise_std")}
+                  "harsh_probability": ("harsh_probability", "harsh_gain", "harsh_noise_std"),
+                  "colour_probability": ("colour_probability", "colour_warmth", "colour_tint", "colour_gamma",
+                                         "colour_saturation", "colour_glare")}
 
 
 @dataclass(frozen=True)
@@ -137,7 +154,8 @@ class Look:
         ray-traced shadows (``renderer.photo.cast_shadow``) instead of the contact blob;
         light_radius_deg: (B,) the key light's angular radius (its shadows' penumbra).
     gain: (B,), gamma: (B,), white_balance: (B, 3), noise_std: (B,), blur_px: (B,),
-    jpeg_quality: (B,) int64, 0 = no JPEG.
+    jpeg_quality: (B,) int64, 0 = no JPEG. saturation: (B,) colour saturation factor after the
+    tone curve (1 = as rendered); glare: (B,) share of full scale added as veiling glare.
     """
 
     light_dir: torch.Tensor
@@ -161,6 +179,8 @@ class Look:
     noise_std: torch.Tensor
     blur_px: torch.Tensor
     jpeg_quality: torch.Tensor
+    saturation: torch.Tensor
+    glare: torch.Tensor
 
     @property
     def batch_size(self) -> int:
@@ -188,6 +208,7 @@ def default_look(world: World, batch: int) -> Look:
         shadow_strength=z, shadow_softness=torch.ones(batch), cast_shadow=torch.zeros(batch, dtype=torch.bool),
         light_radius_deg=z, gain=torch.ones(batch), gamma=torch.ones(batch),
         white_balance=torch.ones(batch, 3), noise_std=z, blur_px=z, jpeg_quality=torch.zeros(batch, dtype=torch.int64),
+        saturation=torch.ones(batch), glare=z,
     )
 
 
@@ -267,6 +288,7 @@ def sample_looks(prior: LookPrior, batch: int, g: torch.Generator) -> Look:
         gain=_u(prior.gain, b, g), gamma=_u(prior.gamma, b, g), white_balance=_u(prior.white_balance, (b, 3), g),
         noise_std=_u(prior.noise_std, b, g), blur_px=_u(prior.blur_px, b, g),
         jpeg_quality=torch.where(jpeg, _u(prior.jpeg_quality, b, g).round().long(), torch.zeros(b, dtype=torch.int64)),
+        saturation=torch.ones(b), glare=torch.zeros(b),
     )
     if prior.cast_shadow_probability > 0:  # drawn last, and only then: older seeds keep their looks
         look = replace(look, cast_shadow=torch.rand(b, generator=g) < prior.cast_shadow_probability,
@@ -278,4 +300,14 @@ def sample_looks(prior: LookPrior, batch: int, g: torch.Generator) -> Look:
         noise = _u(prior.harsh_noise_std, b, g)
         look = replace(look, gain=torch.where(harsh, look.gain * factor, look.gain),
                        noise_std=torch.where(harsh, noise, look.noise_std))
+    if prior.colour_probability > 0:  # drawn after the harsh sensor, and only then
+        off = (torch.rand(b, generator=g) < prior.colour_probability)
+        warmth, tint = _u(prior.colour_warmth, b, g), _u(prior.colour_tint, b, g)
+        balance = torch.exp(torch.stack([warmth, tint, -warmth], -1))
+        lo, hi = (math.log(v) for v in prior.colour_gamma)
+        gamma = torch.exp(_u((lo, hi), b, g))
+        saturation, glare = _u(prior.colour_saturation, b, g), _u(prior.colour_glare, b, g)
+        look = replace(look, white_balance=torch.where(off[:, None], look.white_balance * balance, look.white_balance),
+                       gamma=torch.where(off, gamma, look.gamma), saturation=torch.where(off, saturation, look.saturation),
+                       glare=torch.where(off, glare, look.glare))
     return look

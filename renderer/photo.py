@@ -160,10 +160,15 @@ def gaussian_blur(images: torch.Tensor, sigma_px: torch.Tensor) -> torch.Tensor:
 
 
 def apply_sensor(images: torch.Tensor, look: Look, g: torch.Generator) -> torch.Tensor:
-    """Linear (B, H, W, 3) -> the sensor's image: exposure gain and white balance, clipping,
-    display gamma, optics blur, then noise (drawn from ``g``), clipped to [0, 1]."""
-    img = images * (look.gain[:, None] * look.white_balance)[:, None, None, :].to(images)
+    """Linear (B, H, W, 3) -> the sensor's image: veiling glare, exposure gain and white
+    balance, clipping, display gamma, colour saturation, optics blur, then noise (drawn from
+    ``g``), clipped to [0, 1]."""
+    glare = look.glare.to(images)[:, None, None, None]
+    img = images * (1 - glare) + glare
+    img = img * (look.gain[:, None] * look.white_balance)[:, None, None, :].to(images)
     img = img.clamp(0, 1) ** (1 / look.gamma.to(images))[:, None, None, None]
+    sat, grey = look.saturation.to(images)[:, None, None, None], img.mean(-1, keepdim=True)
+    img = torch.where(sat == 1, img, (grey + (img - grey) * sat).clamp(0, 1))  # 1: bit for bit as before
     img = gaussian_blur(img, look.blur_px)
     noise = torch.randn(img.shape, generator=g).to(img) * look.noise_std.to(img)[:, None, None, None]
     return (img + noise).clamp(0, 1)

@@ -288,3 +288,16 @@ def test_the_answers_camera_block_is_kept_per_camera_and_never_mixed_up():
     for i in range(convert.ANSWER_CAMERAS + 1):  # bounded: it empties itself rather than grow
         convert.answer_camera(cams(0.5 + i * 1e-3, 50.0))
     assert len(convert._answer_cameras) <= convert.ANSWER_CAMERAS
+
+
+def test_render_takes_the_cameras_colour_rendering(http):
+    scene = {"objects": [{"shape": "cube", "color": "green", "position": {"x": 0.0, "y": 0.0}}], "width": 64}
+    png = lambda look: np.asarray(Image.open(io.BytesIO(http.post("/render", json={**scene, "look": look}).content)).convert("RGB")).astype(float)  # noqa: E731
+    plain, warm = png({}), png({"white_balance": [1.3, 1.0, 0.7]})
+    assert (warm[..., 0] - plain[..., 0]).mean() > 5 and (warm[..., 2] - plain[..., 2]).mean() < -5
+    grey = png({"saturation": 0.0})
+    assert np.abs(grey - grey.mean(-1, keepdims=True)).max() <= 1  # every pixel its own grey (8-bit rounding)
+    assert png({"glare": 0.2}).min() >= 0.2 * 255 - 1
+    for bad in ({"white_balance": [1.0, 1.0, 9.0]}, {"white_balance": [1.0, 1.0]}, {"saturation": -1}, {"glare": 0.9}):
+        r = http.post("/render", json={**scene, "look": bad})
+        assert r.status_code == 422, bad

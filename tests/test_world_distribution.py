@@ -245,6 +245,44 @@ def test_harsh_sensor_draws_come_last_and_reach_dim_bright_and_noisy_images():
     assert PhotoData(replace(prior, harsh_probability=0.3)).to_dict()["look"]["harsh_probability"] == 0.3
 
 
+def test_camera_colour_draws_come_last_and_reach_warm_cool_washed_out_and_glare():
+    prior = LookPrior(cast_shadow_probability=0.5, harsh_probability=0.3)
+    old = sample_looks(prior, 400, torch.Generator().manual_seed(5))
+    new = sample_looks(replace(prior, colour_probability=0.5), 400, torch.Generator().manual_seed(5))
+    moved = ("white_balance", "gamma", "saturation", "glare")
+    for f in fields(old):
+        if f.name not in moved:
+            assert torch.equal(getattr(old, f.name), getattr(new, f.name)), f.name
+    assert bool((old.saturation == 1).all()) and bool((old.glare == 0).all())
+    off = new.glare != old.glare
+    assert 150 < int(off.sum()) < 250
+    assert torch.equal(new.white_balance[~off], old.white_balance[~off]) and torch.equal(new.gamma[~off], old.gamma[~off])
+    red_over_blue = (new.white_balance[off, 0] / new.white_balance[off, 2]) / (old.white_balance[off, 0] / old.white_balance[off, 2])
+    assert float(red_over_blue.min()) < 0.5 and float(red_over_blue.max()) > 2.0  # warm and cool casts both drawn
+    assert float(red_over_blue.log().abs().max()) <= 2 * max(map(abs, prior.colour_warmth)) + 1e-5
+    assert float(new.gamma[off].min()) < 0.6 and float(new.gamma[off].max()) > 1.7
+    assert float(new.saturation[off].min()) < 0.45 and float(new.saturation[off].max()) > 1.2
+    assert 0.0 <= float(new.glare.min()) and float(new.glare.max()) <= prior.colour_glare[1]
+    assert "colour_probability" not in PhotoData(prior).to_dict()["look"]
+    assert PhotoData(replace(prior, colour_probability=0.4)).to_dict()["look"]["colour_probability"] == 0.4
+
+
+def test_sensor_saturation_and_glare_act_as_a_camera_would():
+    g = torch.Generator().manual_seed(11)
+    look = default_look(WORLD, 1)
+    cams = spec_cameras(WORLD.camera, 1, 48, 48)
+    scene = one_object("cube")
+    plain = render_photo(scene, WORLD, cams, look, g, supersample=1)
+    grey = render_photo(scene, WORLD, cams, replace(look, saturation=torch.tensor([0.0])), g, supersample=1)
+    half = render_photo(scene, WORLD, cams, replace(look, saturation=torch.tensor([0.5])), g, supersample=1)
+    glare = render_photo(scene, WORLD, cams, replace(look, glare=torch.tensor([0.2])), g, supersample=1)
+    spread = lambda img: float((img.amax(-1) - img.amin(-1)).max())  # noqa: E731
+    assert spread(plain) > 0.3 and spread(grey) < 1e-6
+    assert abs(spread(half) - spread(plain) / 2) < 0.01
+    assert torch.allclose(grey.mean(-1), plain.mean(-1), atol=1e-5)  # grey keeps each pixel's brightness
+    assert torch.allclose(glare, plain * 0.8 + 0.2, atol=1e-5)  # ideal sensor: glare lifts every pixel
+
+
 def test_smooth_shading_hides_a_spheres_facets():
     g = torch.Generator().manual_seed(10)
     look = default_look(WORLD, 1)
