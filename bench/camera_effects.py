@@ -4,8 +4,10 @@
 
 The look prior (``renderer.appearance.LookPrior``) already draws exposure, gamma, white balance,
 sensor noise up to 0.03, blur up to 0.7 pixels of the network's view and JPEG at quality 40-95
-(and the shipped weights' last training stage drew, in three images of ten, a quarter of the
-light to twice it with noise up to 0.08: ``LookPrior.harsh_probability``).
+(and the shipped weights' last training stages drew, in three images of ten, a quarter of the
+light to twice it with noise up to 0.08: ``LookPrior.harsh_probability``; and in four of ten a
+camera rendering colour off its calibration: white balance off by up to e^0.4 warm or cool,
+tone curves gamma 0.5-2, saturation x0.35-1.3, glare up to 20%: ``LookPrior.colour_probability``).
 This bench takes the held-out photo set (``inference.evaluate.held_out_photos``: envelope
 cameras, prior looks, each camera's own resolution) and adds, one at a time, effects beyond
 that, each as the physics of a camera makes it:
@@ -25,12 +27,14 @@ that, each as the physics of a camera makes it:
 - lens distortion left in: radial k1 = -0.08 (mild barrel) on an image that was not rectified,
   which the README asks users to do first; measured to show what skipping it costs;
 - white balance off: a camera set for daylight under a warm lamp (red x1.3, blue x0.7), or
-  for a lamp under cool daylight or LEDs (red x0.75, blue x1.25); the prior's white balance
-  stays within x0.92-1.08 per channel;
+  for a lamp under cool daylight or LEDs (red x0.75, blue x1.25); and, beyond even the colour
+  draws of the last stage (red over blue at most e^0.8), a camera set for daylight under a
+  2700 K bulb (red x1.6, blue x0.55: red over blue e^1.07);
 - another tone curve: the image's values raised to 1/1.8 (a flat, lifted curve) or to 1.8 (a
   contrasty one); the prior's display gamma stays within 0.8-1.25;
 - washed-out colour: saturation halved toward each pixel's grey (a cheap sensor, a hazy
-  lens, a camera's low-saturation profile);
+  lens, a camera's low-saturation profile), and cut to a quarter (beyond the colour draws'
+  x0.35);
 - veiling glare: stray light over the whole frame, 15% of full scale added, the rest scaled
   to fit.
 
@@ -153,8 +157,8 @@ def tone_curve(power: float) -> Effect:
     return lambda img, cams, g: img.clamp(0, 1) ** power
 
 
-def washed_out(img: torch.Tensor, cams: Cameras, g: torch.Generator) -> torch.Tensor:
-    return 0.5 * img + 0.5 * img.mean(1, keepdim=True)
+def washed_out(saturation: float) -> Effect:
+    return lambda img, cams, g: saturation * img + (1 - saturation) * img.mean(1, keepdim=True)
 
 
 def veiling_glare(img: torch.Tensor, cams: Cameras, g: torch.Generator) -> torch.Tensor:
@@ -169,8 +173,10 @@ EFFECTS: dict[str, Effect | None] = {
     "lens distortion not rectified (k1 -0.08)": barrel,
     "white balance off, warm (R x1.3, B x0.7)": channel_gains(1.3, 0.7),
     "white balance off, cool (R x0.75, B x1.25)": channel_gains(0.75, 1.25),
+    "white balance off, tungsten (R x1.6, B x0.55)": channel_gains(1.6, 0.55),
     "flat tone curve (values ^ 1/1.8)": tone_curve(1 / 1.8), "contrasty tone curve (values ^ 1.8)": tone_curve(1.8),
-    "washed-out colour (saturation 50%)": washed_out, "veiling glare (+15%)": veiling_glare,
+    "washed-out colour (saturation 50%)": washed_out(0.5), "washed-out colour (saturation 25%)": washed_out(0.25),
+    "veiling glare (+15%)": veiling_glare,
 }
 
 

@@ -62,8 +62,12 @@ def test_colour_effects_keep_grey_grey_or_move_it_as_stated(cams):
     assert warm[0, :, 0, 0].tolist() == pytest.approx([0.65, 0.5, 0.35])
     flat = ce.EFFECTS["flat tone curve (values ^ 1/1.8)"](grey, cams, g)
     assert float(flat.mean()) == pytest.approx(0.5 ** (1 / 1.8))  # lifted mid-tones; black and white stay
-    assert torch.equal(ce.washed_out(grey, cams, g), grey)  # grey has no colour to lose
-    washed = ce.washed_out(red, cams, g)
+    assert torch.equal(ce.washed_out(0.5)(grey, cams, g), grey)  # grey has no colour to lose
+    washed = ce.EFFECTS["washed-out colour (saturation 50%)"](red, cams, g)
     assert washed[0, :, 0, 0].tolist() == pytest.approx([0.4 + 0.8 / 6, 0.8 / 6, 0.8 / 6])
+    quarter = ce.EFFECTS["washed-out colour (saturation 25%)"](red, cams, g)
+    assert quarter[0, :, 0, 0].tolist() == pytest.approx([0.2 + 0.75 * 0.8 / 3, 0.75 * 0.8 / 3, 0.75 * 0.8 / 3])
+    tungsten = ce.EFFECTS["white balance off, tungsten (R x1.6, B x0.55)"](grey, cams, g)
+    assert tungsten[0, :, 0, 0].tolist() == pytest.approx([0.8, 0.5, 0.275])
     glared = ce.veiling_glare(torch.zeros_like(grey), cams, g)
     assert float(glared.min()) == pytest.approx(0.15) and float(ce.veiling_glare(torch.ones_like(grey), cams, g).max()) == 1.0
