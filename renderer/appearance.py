@@ -217,6 +217,11 @@ def _u(r: Range, n: int | tuple, g: torch.Generator) -> torch.Tensor:
     return r[0] + (r[1] - r[0]) * torch.rand(shape, generator=g)
 
 
+def _log_u(r: Range, n: int, g: torch.Generator) -> torch.Tensor:
+    """Drawn log-uniformly from ``r`` (both ends positive)."""
+    return torch.exp(_u((math.log(r[0]), math.log(r[1])), n, g))
+
+
 def _direction(elevation_deg: torch.Tensor, azimuth: torch.Tensor) -> torch.Tensor:
     el = torch.deg2rad(elevation_deg)
     return torch.stack([torch.cos(el) * torch.cos(azimuth), torch.cos(el) * torch.sin(azimuth), torch.sin(el)], -1)
@@ -295,17 +300,15 @@ def sample_looks(prior: LookPrior, batch: int, g: torch.Generator) -> Look:
                        light_radius_deg=_u(prior.light_radius_deg, b, g))
     if prior.harsh_probability > 0:  # drawn after the shadows, and only then
         harsh = torch.rand(b, generator=g) < prior.harsh_probability
-        lo, hi = (math.log(v) for v in prior.harsh_gain)
-        factor = torch.exp(_u((lo, hi), b, g))
+        factor = _log_u(prior.harsh_gain, b, g)
         noise = _u(prior.harsh_noise_std, b, g)
         look = replace(look, gain=torch.where(harsh, look.gain * factor, look.gain),
                        noise_std=torch.where(harsh, noise, look.noise_std))
     if prior.colour_probability > 0:  # drawn after the harsh sensor, and only then
-        off = (torch.rand(b, generator=g) < prior.colour_probability)
+        off = torch.rand(b, generator=g) < prior.colour_probability
         warmth, tint = _u(prior.colour_warmth, b, g), _u(prior.colour_tint, b, g)
         balance = torch.exp(torch.stack([warmth, tint, -warmth], -1))
-        lo, hi = (math.log(v) for v in prior.colour_gamma)
-        gamma = torch.exp(_u((lo, hi), b, g))
+        gamma = _log_u(prior.colour_gamma, b, g)
         saturation, glare = _u(prior.colour_saturation, b, g), _u(prior.colour_glare, b, g)
         look = replace(look, white_balance=torch.where(off[:, None], look.white_balance * balance, look.white_balance),
                        gamma=torch.where(off, gamma, look.gamma), saturation=torch.where(off, saturation, look.saturation),
