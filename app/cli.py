@@ -127,6 +127,8 @@ def _adapt_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=d.lr, help=f"the network's learning rate (default {d.lr})")
     p.add_argument("--threads", type=_whole(1), default=d.threads, help=f"torch CPU threads (default {d.threads})")
     p.add_argument("--seed", type=int, default=d.seed, help="the run's randomness")
+    p.add_argument("--device", default="auto", help="'auto' (CUDA when available, else the CPU), 'cpu', 'cuda' "
+                                                    "or 'cuda:N'")
     p.add_argument("--restart", action="store_true", help="ignore <out>.ckpt.pt and start over (default: resume)")
 
 
@@ -134,6 +136,7 @@ def _adapt(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from app.camera import load_camera_file, to_cameras
+    from app.engine import pick_device
     from inference.adapt import AdaptCollapse, AdaptConfig, adapt, image_files, load_views
     from inference.checkpoint import read_config
     from renderer.world import World
@@ -143,7 +146,13 @@ def _adapt(args: argparse.Namespace) -> int:
     camera = None if args.camera is None else load_camera_file(args.camera)
     files = image_files(args.images)
     views = load_views(files, world, None if camera is None else (lambda _p, h, w: to_cameras(camera, h, w)))
-    cfg = replace(AdaptConfig(), steps=args.steps, batch=args.batch, lr=args.lr, threads=args.threads, seed=args.seed)
+    try:
+        device = str(pick_device(args.device))
+    except (RuntimeError, ValueError) as e:
+        print(f"airscene: --device: {e}", file=sys.stderr)
+        return 2
+    cfg = replace(AdaptConfig(), steps=args.steps, batch=args.batch, lr=args.lr, threads=args.threads, seed=args.seed,
+                  device=device)
     try:
         summary = adapt(views, weights, args.out, cfg, resume=not args.restart)
     except AdaptCollapse as e:

@@ -63,7 +63,9 @@ class AdaptConfig:
     size: side of the likelihood's image (divides the view's side). sleep_weight: weight of the
     sleep half (0: ELBO only). collapse_window, collapse_share: the guard's window (steps) and
     the share of samples on one count that means collapse. checkpoint_every: steps between
-    checkpoints. seed: the run's randomness. threads: torch CPU threads."""
+    checkpoints. seed: the run's randomness. threads: torch CPU threads. device: where the network,
+    theta and the likelihood's renders run ('cpu', 'cuda', 'cuda:N'); the prior's scenes and the
+    sleep half's training-prior photos are drawn on the CPU (seeded as on the CPU) and moved there."""
 
     steps: int = 1200
     batch: int = 16
@@ -80,6 +82,7 @@ class AdaptConfig:
     checkpoint_every: int = 50
     seed: int = 0
     threads: int = 2
+    device: str = "cpu"
 
 
 class AdaptCollapse(RuntimeError):
@@ -152,16 +155,19 @@ def sleep_batch(v: ViewInput, world: World, look: LearnedLook, g: torch.Generato
     with training-prior looks. Coverage is full (the whole view is seen): the objects drawn lie
     in the view, not necessarily in the user's camera's image. -> (ViewInput, scenes)."""
     b = v.pixels.shape[0]
-    scenes = sample_scenes(world, b, generator=g, cameras=[v.view])
+    device = v.pixels.device
+    view = v.view.to("cpu")
+    scenes = sample_scenes(world, b, generator=g, cameras=[view])
     half = b // 2
     size = v.pixels.shape[-1]
     with torch.no_grad():  # both anti-aliased as the training photos are (drawn at twice the size)
-        own = look.render(scenes.select(slice(0, half)), v.view.select(slice(0, half)).resized(2 * size, 2 * size), 0.0, 1)
+        own = look.render(scenes.select(slice(0, half)).to(device),
+                          v.view.select(slice(0, half)).resized(2 * size, 2 * size), 0.0, 1)
         own = F.avg_pool2d(own.permute(0, 3, 1, 2), 2)
-        rest = render_photo(scenes.select(slice(half, b)), world, v.view.select(slice(half, b)),
+        rest = render_photo(scenes.select(slice(half, b)), world, view.select(slice(half, b)),
                             sample_looks(LookPrior(), b - half, g), g).permute(0, 3, 1, 2)
-    pixels = torch.cat([own, rest]).contiguous()
-    return ViewInput(pixels, torch.ones_like(pixels[:, :1]), v.features, v.view), scenes
+    pixels = torch.cat([own, rest.to(device)]).contiguous()
+    return ViewInput(pixels, torch.ones_like(pixels[:, :1]), v.features, v.view), scenes.to(device)
 
 
 def _optimizer(model: AIR, look: LearnedLook, baseline: Baseline, cfg: AdaptConfig) -> torch.optim.Adam:
@@ -195,7 +201,12 @@ class _Run:
         self.model, self.world, self.meta = load_weights(weights)
         if not self.model.config.view_inputs:
             raise ValueError(f"{weights} is a fixed-camera network; adaptation needs a view network")
-        self.look, self.baseline, self.nvil = LearnedLook(self.world), Baseline(), NVIL()
+        self.device = torch.device(cfg.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {cfg.device!r} asked for, but torch sees no CUDA device (use 'cpu')")
+        self.model.to(self.device)
+        self.look, self.baseline = LearnedLook(self.world).to(self.device), Baseline().to(self.device)
+        self.nvil = NVIL()
         self.opt = _optimizer(self.model, self.look, self.baseline, cfg)
         self.guard = CollapseGuard(cfg.collapse_window, cfg.collapse_share)
         self.g = torch.Generator().manual_seed(cfg.seed)
@@ -206,10 +217,11 @@ class _Run:
                     "history": self.history, "model": self.model.state_dict(), "look": self.look.state_dict(),
                     "baseline": self.baseline.state_dict(), "optimizer": self.opt.state_dict(),
                     "nvil": self.nvil.state(), "guard": self.guard.state(), "generator": self.g.get_state(),
-                    "torch_rng": torch.get_rng_state()}, path)
+                    "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}, path)
 
     def load(self, path: Path, cfg: AdaptConfig, images: int) -> None:
-        ck = torch.load(path, weights_only=False)
+        ck = torch.load(path, weights_only=False, map_location="cpu")  # load_state_dict moves it
         settings = lambda c: {k: v for k, v in c.items() if k != "steps"}  # noqa: E731
         if settings(ck["config"]) != settings(asdict(cfg)) or ck["images"] != images:
             raise ValueError(f"{path} is another run's checkpoint (other settings or images); "
@@ -222,13 +234,16 @@ class _Run:
         self.guard.load_state(ck["guard"])
         self.g.set_state(ck["generator"])
         torch.set_rng_state(ck["torch_rng"])
+        if ck.get("cuda_rng") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(ck["cuda_rng"], self.device)
         self.step, self.seconds, self.history = ck["step"], ck["seconds"], ck["history"]
 
     def train_step(self, images: ViewInput, cfg: AdaptConfig) -> tuple[dict, list[int]]:
         t0 = time.perf_counter()
         idx = torch.randint(images.pixels.shape[0], (min(cfg.batch, images.pixels.shape[0]),), generator=self.g)
+        batch = images[idx].to(self.device)
         train_network = self.step >= cfg.look_steps
-        loss, stats, counts = _step(self.model, self.look, self.baseline, self.nvil, images[idx], self.world,
+        loss, stats, counts = _step(self.model, self.look, self.baseline, self.nvil, batch, self.world,
                                     cfg, self.g, train_network)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -278,5 +293,5 @@ def adapt(images: ViewInput, weights: str | Path, out: str | Path, cfg: AdaptCon
     source = run.meta.get("calibration", {})
     if any(k in source for k in ("limits", "mirror")):
         kept["calibration"] = {k: source[k] for k in ("limits", "mirror") if k in source}
-    save_weights(run.model.eval(), run.world, out, {**kept, "adapted": summary})
+    save_weights(run.model.eval().cpu(), run.world, out, {**kept, "adapted": summary})
     return summary

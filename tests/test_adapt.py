@@ -142,6 +142,19 @@ def test_the_cli_adapts_a_folder_and_refuses_a_folder_without_images(folder, tmp
     assert "no images" in capsys.readouterr().err
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_a_device_this_machine_lacks_is_refused_with_a_clear_message(folder, tmp_path, capsys):
+    for device, said in (("cuda", "CUDA is not available"), ("gpu", "gpu")):
+        assert main(["adapt", "--images", str(folder), "--out", str(tmp_path / "x.safetensors"),
+                     "--device", device]) == 2
+        err = capsys.readouterr().err
+        assert "--device" in err and said in err
+    assert not (tmp_path / "x.safetensors").exists()
+    with pytest.raises(ValueError, match="no CUDA device"):
+        adapt(load_views(image_files(folder), World()), WEIGHTS, tmp_path / "y.safetensors",
+              replace(TINY, device="cuda"), progress=False)
+
+
 def test_the_collapse_guard_fires_on_a_collapse_and_not_on_a_steady_run():
     rng = np.random.default_rng(0)
     steady, collapsing = CollapseGuard(10, 0.9), CollapseGuard(10, 0.9)

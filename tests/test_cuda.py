@@ -5,6 +5,7 @@ on a GPU machine (README, "On a GPU")."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -14,9 +15,13 @@ from apiserver import LiveServer, settings_for
 from PIL import Image
 
 from app.config import DEFAULT_WEIGHTS
+from inference.adapt import AdaptConfig, adapt, load_views
 from inference.api import Predictor
 from inference.checkpoint import load_weights
+from renderer.appearance import default_look
 from renderer.dataset import write_dataset
+from renderer.photo import render_photo
+from renderer.pinhole import spec_cameras
 from renderer.prior import sample_scenes
 from renderer.render import render
 from renderer.world import World
@@ -97,3 +102,25 @@ def test_training_on_cuda_runs_resumes_and_exports_cpu_loadable_weights(tmp_path
     assert len(rows) == 1 + 4  # a header, then one row per step
     model, _, _ = load_weights(tmp_path / "w.safetensors", "cpu")
     assert all(p.device.type == "cpu" and torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_adaptation_on_cuda_runs_resumes_and_writes_cpu_servable_weights(tmp_path):
+    n = 6
+    _, world, _ = load_weights(DEFAULT_WEIGHTS)
+    cams = spec_cameras(world.camera, n, 128, 128)
+    g = torch.Generator().manual_seed(5)
+    scenes = sample_scenes(world, n, generator=g, cameras=[cams])
+    photos = render_photo(scenes, world, cams, default_look(world, n), g)  # (B, H, W, 3)
+    for i, img in enumerate((photos * 255).round().byte().numpy()):
+        Image.fromarray(img).save(tmp_path / f"{i:02d}.png")
+    views = load_views(sorted(tmp_path.glob("*.png")), world)
+    cfg = AdaptConfig(steps=4, batch=4, look_steps=1, checkpoint_every=1, threads=1, size=40, device="cuda")
+    out = tmp_path / "mine.safetensors"
+    half = adapt(views, DEFAULT_WEIGHTS, out, replace(cfg, steps=2), progress=False)
+    done = adapt(views, DEFAULT_WEIGHTS, out, cfg, progress=False)
+    assert (half["steps"], done["steps"]) == (2, 4) and done["look"]["noise_std"] > 0
+    model, _, meta = load_weights(out, "cpu")
+    assert meta["adapted"]["config"]["device"] == "cuda"
+    assert all(p.device.type == "cpu" and torch.isfinite(p).all() for p in model.parameters())
+    answers = Predictor.load(out, "cpu").infer([Image.open(tmp_path / "00.png")])
+    assert answers[0]["count"] == len(answers[0]["objects"])

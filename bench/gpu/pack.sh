@@ -2,7 +2,7 @@
 # Packs what a CUDA machine without a package registry lacks for bench/gpu/run.sh: this project's
 # runtime and test packages for CPython 3.12 on x86-64 Linux (torch itself excluded: the machine
 # has torch 2.11.0 with CUDA), installed into one folder, debug symbols stripped, as one
-# .gpu-pack/site.tar.xz (about 55 MB; the PyTorch3D wheel alone is 67 MB, over a 64 MiB carry).
+# .gpu-pack/site.tar.xz (the PyTorch3D wheel alone is 67 MB, over a 64 MiB carry).
 #   bash bench/gpu/pack.sh            (or: make gpu-pack)
 # Then, on the GPU machine, from a checkout with .gpu-pack beside it: bash bench/gpu/run.sh
 set -euo pipefail
@@ -29,6 +29,29 @@ PY
 )
 mapfile -t DEPS <<< "$DEPS"
 $PIP install "${TARGET[@]}" "${DEPS[@]}"
+# distributions the device tool's CUDA image already holds (/work/.library/device/KINDS.md, read
+# 2026-11-17): removed by their RECORD so the pack fits the 64 MiB the working tree travels in
+# beside the weights (PYTHONPATH puts the pack first, so a kept copy would shadow the machine's)
+"${PY:-.venv/bin/python}" - "$SITE" <<'PY'
+import csv, pathlib, re, shutil, sys
+site = pathlib.Path(sys.argv[1])
+present = {"annotated-doc", "anyio", "certifi", "click", "contourpy", "cycler", "fonttools", "h11", "httpcore",
+           "httpx", "idna", "iniconfig", "kiwisolver", "matplotlib", "numpy", "packaging", "pillow", "pluggy",
+           "prometheus-client", "pygments", "pyparsing", "pytest", "python-dateutil", "pyyaml", "safetensors",
+           "scipy", "six", "tqdm", "typing-extensions", "uvloop"}
+norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()  # noqa: E731
+for info in site.glob("*.dist-info"):
+    if norm(info.name.split("-")[0]) not in present:
+        continue
+    for row in csv.reader((info / "RECORD").read_text().splitlines()):
+        path = site / row[0] if row else site
+        if path.is_file() and site in path.resolve().parents:
+            path.unlink()
+    shutil.rmtree(info, ignore_errors=True)
+for folder in sorted(site.iterdir(), reverse=True):  # folders the removals emptied
+    if folder.is_dir() and not any(f.is_file() for f in folder.rglob("*")):
+        shutil.rmtree(folder)
+PY
 find "$SITE" -name '*.so*' -type f -exec strip --strip-debug {} + 2>/dev/null || true
 find "$SITE" \( -name '__pycache__' -o -name tests \) -type d -prune -exec rm -rf {} +
 rm -rf "$SITE"/bin
