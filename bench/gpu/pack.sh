@@ -34,7 +34,7 @@ $PIP install "${TARGET[@]}" "${DEPS[@]}"
 # beside the weights (PYTHONPATH puts the pack first, so a kept copy would shadow the machine's)
 "${PY:-.venv/bin/python}" - "$SITE" <<'PY'
 import csv, pathlib, re, shutil, sys
-site = pathlib.Path(sys.argv[1])
+site = pathlib.Path(sys.argv[1]).resolve()
 present = {"annotated-doc", "anyio", "certifi", "click", "contourpy", "cycler", "fonttools", "h11", "httpcore",
            "httpx", "idna", "iniconfig", "kiwisolver", "matplotlib", "numpy", "packaging", "pillow", "pluggy",
            "prometheus-client", "pygments", "pyparsing", "pytest", "python-dateutil", "pyyaml", "safetensors",
