@@ -88,7 +88,7 @@ def naive_renderer(world: World, mode: str, size: int, batch: int, device: str =
                                        blur_radius=settings.blur_radius)
         shader = SoftPhongShader(cameras=cameras, lights=lights, blend_params=BlendParams(
             sigma=settings.sigma_ndc2, background_color=world.background_rgb))
-    return MeshRenderer(MeshRasterizer(cameras=cameras, raster_settings=raster), shader)
+    return MeshRenderer(MeshRasterizer(cameras=cameras, raster_settings=raster), shader).to(device)  # materials too
 
 
 def naive_meshes(scene: SceneBatch, world: World) -> Meshes:

@@ -39,9 +39,9 @@ from inference.network import AIR
 from inference.infer import Inference, infer, to_scene
 from inference.preprocess import image_tensor, to_network_input, to_rgb
 from inference.refine import refine as refine_poses
-from inference.views import ViewInput, prefilter_factor, shrunk_camera, stack_inputs, view_cameras, warp_to_view
+from inference.views import ViewInput, shrunk_camera, stack_inputs, warp_plan, warp_to_view
 from renderer.camera import camera_bboxes, camera_dict
-from renderer.pinhole import Cameras, envelope_violations, spec_cameras
+from renderer.pinhole import Cameras, envelope_violations, join_cameras, spec_cameras
 from renderer.scene import SceneBatch, yaw_to_quat
 from renderer.world import World
 
@@ -238,7 +238,7 @@ class Predictor:
         if not self.takes_cameras:
             return Prepared(crop, None, used, w, h, crop if refine else None)
         cam = used.resized(image.height, image.width)
-        factor = prefilter_factor(cam, view_cameras(cam, self.world))
+        factor = warp_plan(cam, self.world).factor
         if factor > 1:  # box-filter in PIL on 8 bits first: far cheaper than on the float tensor
             image = to_rgb(reduce_first(image, factor))
             cam = shrunk_camera(cam, factor, image.height, image.width)
@@ -261,10 +261,21 @@ class Predictor:
         fit = self.fit(scene, pixels, view)
         trust = cal.trust_of(joint_log_prob(out.confidence, out.shape_prob, out.color_prob, scene.present), fit.image)
         infer_ms = (time.perf_counter() - t0) * 1000 - sum(refine_ms)
-        boxes = torch.cat([camera_bboxes(scene.select(slice(i, i + 1)), self.world, it.camera.to(self.device))
-                           for i, it in enumerate(items)])
+        boxes = self._boxes(scene, items)
         return Answer(scene, out.confidence, out.shape_prob, out.color_prob, boxes, fit, trust,
                       cal.limits.check(fit), infer_ms, refine_ms, out)
+
+    def _boxes(self, scene: SceneBatch, items: Sequence[Prepared]) -> torch.Tensor:
+        """Each object's box in its own image, one projection per image size."""
+        by_size: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for i, it in enumerate(items):
+            by_size[(it.camera.height, it.camera.width)].append(i)
+        boxes = torch.zeros(*scene.present.shape, 4, device=scene.position.device)
+        for idx in by_size.values():
+            sel = torch.tensor(idx, device=scene.position.device)
+            cams = join_cameras([items[i].camera for i in idx]).to(self.device)
+            boxes[sel] = camera_bboxes(scene.select(sel), self.world, cams)
+        return boxes
 
     def fit(self, scene: SceneBatch, pixels: torch.Tensor, view: ViewInput | None) -> Fit:
         """``inference.fit`` of answers to what the network read: a view network's views, or a

@@ -17,13 +17,16 @@ learning), and the yaw gets the ray's azimuth back.
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from renderer.pinhole import Cameras, canonical_cameras, coverage, spec_cameras, warp_images
+from renderer.pinhole import (Cameras, canonical_cameras, coverage, join_cameras, sample_grid, sampling_grid,
+                              spec_cameras)
 from renderer.scene import SceneBatch
 from renderer.world import World
 
@@ -116,30 +119,81 @@ def shrunk_camera(camera: Cameras, factor: int, height: int, width: int) -> Came
     return Cameras(camera.position, camera.rotation, camera.focal / factor, camera.principal / factor, height, width)
 
 
+@dataclass(frozen=True)
+class WarpPlan:
+    """What warping one camera's images to their view needs, the pixels aside: the view, the
+    box-filter factor, and the sampling grid (1, S, S, 2) with its coverage (1, 1, S, S) for
+    the camera of the filtered image. A plan depends on the camera and the world alone."""
+
+    view: Cameras
+    factor: int
+    grid: torch.Tensor
+    cover: torch.Tensor
+    features: torch.Tensor
+
+
+class _Plans:
+    """The last few cameras' plans (most requests come from a handful of cameras, and the
+    geometry costs more than the warp itself); thread-safe, least recently used dropped."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size, self.lock, self.plans = size, threading.Lock(), OrderedDict()
+
+    def get(self, camera: Cameras, world: World) -> WarpPlan:
+        parts = (camera.position, camera.rotation, camera.focal, camera.principal)
+        numbers = torch.cat([x.detach().reshape(-1).double().cpu() for x in parts])
+        key = (numbers.numpy().tobytes(), camera.height, camera.width, camera.position.device.type,
+               world.image_size, world.view_half_width)
+        with self.lock:
+            plan = self.plans.get(key)
+            if plan is not None:
+                self.plans.move_to_end(key)
+                return plan
+        plan = _make_plan(camera, world)
+        with self.lock:
+            self.plans[key] = plan
+            while len(self.plans) > self.size:
+                self.plans.popitem(last=False)
+        return plan
+
+
+_PLANS = _Plans()
+
+
+def _make_plan(camera: Cameras, world: World) -> WarpPlan:
+    view = view_cameras(camera, world)
+    factor = prefilter_factor(camera, view)
+    if factor > 1:
+        camera = shrunk_camera(camera, factor, camera.height // factor, camera.width // factor)
+    grid, inside = sampling_grid(camera, view)
+    return WarpPlan(view, factor, grid, inside[:, None].float(), camera_features(view))
+
+
+def warp_plan(camera: Cameras, world: World) -> WarpPlan:
+    """The (remembered) ``WarpPlan`` of one camera (batch of 1) for images of its size."""
+    if camera.batch_size != 1:
+        raise ValueError(f"warp_to_view takes one camera, got {camera.batch_size}")
+    return _PLANS.get(camera, world)
+
+
 def warp_to_view(image: torch.Tensor, camera: Cameras, world: World) -> ViewInput:
     """One camera image (3, H, W) float in [0, 1] with its camera (batch of 1) -> its
     ``ViewInput`` (batch of 1). The image is first box-filtered down while it is more than
     1.5 times finer than the view (bilinear resampling alone would alias)."""
-    if camera.batch_size != 1:
-        raise ValueError(f"warp_to_view takes one camera, got {camera.batch_size}")
-    view = view_cameras(camera, world)
-    factor = prefilter_factor(camera, view)
+    if tuple(image.shape[-2:]) != (camera.height, camera.width):
+        raise ValueError(f"the image is {tuple(image.shape[-2:])} but its camera is {(camera.height, camera.width)}")
+    plan = warp_plan(camera, world)
     src = image[None]
-    if factor > 1:
-        h, w = image.shape[-2] // factor, image.shape[-1] // factor
-        src = F.adaptive_avg_pool2d(src[..., : h * factor, : w * factor], (h, w))
-        camera = shrunk_camera(camera, factor, h, w)
-    pixels, inside = warp_images(src, camera, view)
-    cover = inside[:, None].to(pixels.dtype)
-    return ViewInput(pixels, cover, camera_features(view), view)
+    if plan.factor > 1:
+        h, w = image.shape[-2] // plan.factor, image.shape[-1] // plan.factor
+        src = F.adaptive_avg_pool2d(src[..., : h * plan.factor, : w * plan.factor], (h, w))
+    pixels = sample_grid(src, plan.grid, plan.cover)
+    return ViewInput(pixels, plan.cover.to(pixels.dtype).clone(), plan.features.clone(), plan.view)
 
 
 def stack_inputs(inputs: list[ViewInput]) -> ViewInput:
     """Join single-image inputs into one batch."""
-    views = [i.view for i in inputs]
-    view = Cameras(torch.cat([v.position for v in views]), torch.cat([v.rotation for v in views]),
-                   torch.cat([v.focal for v in views]), torch.cat([v.principal for v in views]),
-                   views[0].height, views[0].width)
+    view = join_cameras([i.view for i in inputs])
     return ViewInput(torch.cat([i.pixels for i in inputs]), torch.cat([i.coverage for i in inputs]),
                      torch.cat([i.features for i in inputs]), view)
 

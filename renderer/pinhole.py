@@ -130,6 +130,16 @@ class Cameras:
                 "roll_deg": torch.rad2deg(roll), "skew": (self.focal[:, 0] / self.focal[:, 1] - 1).abs()}
 
 
+def join_cameras(cameras: list[Cameras]) -> Cameras:
+    """Batches of cameras for images of one size, joined into one batch."""
+    sizes = {(c.height, c.width) for c in cameras}
+    if len(sizes) != 1:
+        raise ValueError(f"cameras for images of one size only, got {sorted(sizes)}")
+    return Cameras(torch.cat([c.position for c in cameras]), torch.cat([c.rotation for c in cameras]),
+                   torch.cat([c.focal for c in cameras]), torch.cat([c.principal for c in cameras]),
+                   cameras[0].height, cameras[0].width)
+
+
 def look_at_cameras(eye: torch.Tensor, target: torch.Tensor, fov_deg: torch.Tensor, height: int, width: int,
                     roll_deg: torch.Tensor | None = None) -> Cameras:
     """Cameras at ``eye`` (B, 3) looking at ``target`` (B, 3), level but for ``roll_deg`` (B,)
@@ -270,8 +280,20 @@ def warp_images(images: torch.Tensor, src: Cameras, dst: Cameras) -> tuple[torch
     the destination (bilinear sampling does not filter)."""
     if images.shape[-2:] != (src.height, src.width):
         raise ValueError(f"images are {tuple(images.shape[-2:])} but the cameras are {(src.height, src.width)}")
+    grid, inside = sampling_grid(src, dst)
+    return sample_grid(images, grid, inside[:, None]), inside
+
+
+def sampling_grid(src: Cameras, dst: Cameras) -> tuple[torch.Tensor, torch.Tensor]:
+    """``warp_images``' geometry alone: the (B, H_dst, W_dst, 2) ``grid_sample`` grid into the
+    ``src`` images and the (B, H_dst, W_dst) bool coverage."""
     uv = source_pixels(src, dst)
     grid = torch.stack([uv[..., 0] / src.width * 2 - 1, uv[..., 1] / src.height * 2 - 1], dim=-1)
+    return grid, (grid.abs() <= 1).all(dim=-1)
+
+
+def sample_grid(images: torch.Tensor, grid: torch.Tensor, cover: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples of ``images`` (B, C, H, W) at ``grid`` (``sampling_grid``), times the
+    coverage ``cover`` (B, 1, H_dst, W_dst): zero where the source image shows nothing."""
     out = F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
-    inside = (grid.abs() <= 1).all(dim=-1)
-    return out * inside[:, None], inside
+    return out * cover.to(out.dtype)

@@ -9,13 +9,16 @@ from dataclasses import fields, replace
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
-from inference.views import to_table, to_view, view_cameras, warp_to_view, wrap
+from inference.views import (prefilter_factor, shrunk_camera, to_table, to_view, view_cameras, warp_plan,
+                             warp_to_view, wrap)
 from renderer.appearance import LookPrior, default_look, kelvin_rgb, rgb_to_hsv, sample_looks, shade_palette
 from renderer.dataset import PhotoData, SceneDataset, write_dataset
 from renderer.photo import cast_shadow, render_photo
 from renderer.pinhole import (
-    canonical_cameras, envelope_violations, homography, look_at_cameras, sample_cameras, spec_cameras,
+    Cameras, canonical_cameras, envelope_violations, homography, look_at_cameras, sample_cameras, spec_cameras,
+    warp_images,
 )
 from renderer.meshes import mesh_library
 from renderer.prior import in_view, sample_scenes
@@ -107,6 +110,28 @@ def test_warped_camera_image_matches_the_view_rendered_directly():
         seen = v.coverage[0, 0] > 0
         assert seen.float().mean() > 0.5
         assert float((v.pixels[0].permute(1, 2, 0) - direct[i]).abs()[seen].mean()) < 0.02
+
+
+def test_a_cameras_warp_is_remembered_and_gives_what_a_fresh_warp_gives():
+    g = torch.Generator().manual_seed(8)
+    cams = sample_cameras(WORLD.envelope, 3, g, 480, 640)  # 480 x 640: box-filtered before the warp
+    images = torch.rand(3, 3, 480, 640, generator=g)
+    for i in range(3):
+        cam = cams.select(slice(i, i + 1))
+        view = view_cameras(cam, WORLD)
+        factor = prefilter_factor(cam, view)
+        src = F.avg_pool2d(images[i : i + 1], factor)
+        fresh, inside = warp_images(src, shrunk_camera(cam, factor, 480 // factor, 640 // factor), view)
+        first = warp_to_view(images[i], cam, WORLD)
+        assert warp_plan(cam, WORLD) is warp_plan(cam, WORLD)  # computed once
+        first.coverage.zero_()  # what a caller does to its answer must not reach the next one
+        again = warp_to_view(images[i], cam, WORLD)
+        assert factor > 1 and torch.allclose(again.pixels, fresh, atol=1e-6)
+        assert torch.equal(again.pixels, first.pixels) and torch.equal(again.coverage[:, 0], inside.float())
+    moved = Cameras(cams.position[:1] + 0.01, cams.rotation[:1], cams.focal[:1], cams.principal[:1], 480, 640)
+    assert warp_plan(moved, WORLD) is not warp_plan(cams.select(slice(0, 1)), WORLD)
+    with pytest.raises(ValueError, match="its camera is"):
+        warp_to_view(images[0, :, :240], cams.select(slice(0, 1)), WORLD)
 
 
 def test_view_answers_lift_back_to_the_table():
