@@ -7,7 +7,7 @@ batches grow by themselves.
 
 Before running, the collector waits at most ``max_wait_s`` for more items (up to ``max_batch``),
 but only for items already on their way: requests that were admitted and are still decoding
-(``announce``/``withdraw``). A lone request never waits, so concurrency 1 pays nothing for
+(``announce``, then ``submit(..., announced=n)`` or ``withdraw``). A lone request never waits, so concurrency 1 pays nothing for
 batching; a burst is gathered into one forward pass.
 """
 
@@ -111,13 +111,20 @@ class MicroBatcher(Generic[Item, Result]):
         self._arriving += n
 
     def withdraw(self, n: int) -> None:
-        """Undo ``announce`` (call it right before ``submit``, or when preparing failed)."""
+        """Undo ``announce`` for items that will not come (preparing them failed)."""
         self._arriving -= n
         self._wakeup.set()  # a batch waiting for these should not wait any longer
 
-    async def submit(self, items: Sequence[Item]) -> list[Timed[Result]]:
-        """Queue ``items`` and wait for their results (in order)."""
-        self.check_room(len(items))
+    async def submit(self, items: Sequence[Item], announced: int = 0) -> list[Timed[Result]]:
+        """Queue ``items`` and wait for their results (in order). ``announced``: how many of them
+        were announced; they stop counting as on their way in the same step as they are queued
+        (withdrawn first, a waiting batch could wake and leave without them)."""
+        self._arriving -= announced
+        try:
+            self.check_room(len(items))
+        except QueueFull:
+            self._wakeup.set()
+            raise
         loop = asyncio.get_running_loop()
         jobs = [_Job(item, loop.create_future()) for item in items]
         self._pending.extend(jobs)

@@ -219,9 +219,10 @@ class ModelService:
             try:
                 loop = asyncio.get_running_loop()
                 decoded = await loop.run_in_executor(self._decode, self._decode_all, engine, images, params, loc, specs)
-            finally:
+            except BaseException:
                 self.batcher.withdraw(len(images))
-            results = await self.batcher.submit([item for item, _ in decoded])
+                raise
+            results = await self.batcher.submit([item for item, _ in decoded], announced=len(images))
         except QueueFull as e:
             raise Unavailable(str(e), e.retry_after_s) from None
         finally:

@@ -32,8 +32,7 @@ def test_items_announced_together_share_one_batch():
         b.announce(3)  # three requests are decoding
         tasks = []
         for i in range(3):
-            b.withdraw(1)
-            tasks.append(asyncio.ensure_future(b.submit([i])))
+            tasks.append(asyncio.ensure_future(b.submit([i], announced=1)))
             await asyncio.sleep(0.005)
         out = await asyncio.gather(*tasks)
         await b.stop()
@@ -43,6 +42,32 @@ def test_items_announced_together_share_one_batch():
     out = asyncio.run(main())
     assert [[t.result for t in r] for r in out] == [[0], [10], [20]]
     assert seen == [[0, 1, 2]]
+
+
+def test_an_announced_item_that_never_comes_does_not_hold_the_batch_back():
+    seen: list[list[int]] = []
+
+    def run(items):
+        seen.append(list(items))
+        return items
+
+    async def main():
+        b, pool = make(run, max_wait_s=5.0)
+        b.start()
+        b.announce(2)  # two requests are decoding; the second one's image will turn out bad
+        t0 = asyncio.get_running_loop().time()
+        task = asyncio.ensure_future(b.submit([7], announced=1))
+        await asyncio.sleep(0.01)
+        b.withdraw(1)
+        out = await task
+        waited = asyncio.get_running_loop().time() - t0
+        await b.stop()
+        pool.shutdown()
+        return out, waited
+
+    out, waited = asyncio.run(main())
+    assert [t.result for t in out] == [7] and seen == [[7]]
+    assert waited < 1.0  # not the 5 s the batch would wait for an item still on its way
 
 
 def test_a_failing_batch_fails_its_requests_and_the_next_batch_still_runs():
