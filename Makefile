@@ -28,7 +28,7 @@ reliability: $(STAMP)
 	$(PY) -m bench.reliability
 
 # The GPU path (README, "On a GPU"): gpu-pack packs what a registry-less CUDA machine lacks into
-# .gpu-pack/ (about 55 MB); gpu-bench runs the CUDA tests, bench.serve, bench.render and training
+# .gpu-pack/ (about 13 MB); gpu-bench runs the CUDA tests, bench.serve, bench.render, training
 # iterations/s there in about ten minutes (bench/gpu/run.sh; results in $$OUT/gpu or bench/results/gpu).
 gpu-pack: $(STAMP)
 	bash bench/gpu/pack.sh
