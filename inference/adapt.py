@@ -222,7 +222,8 @@ class _Run:
 
     def load(self, path: Path, cfg: AdaptConfig, images: int) -> None:
         ck = torch.load(path, weights_only=False, map_location="cpu")  # load_state_dict moves it
-        settings = lambda c: {k: v for k, v in c.items() if k != "steps"}  # noqa: E731
+        # steps may grow; where it runs (and on how many threads) does not make it another run
+        settings = lambda c: {k: v for k, v in c.items() if k not in ("steps", "device", "threads")}  # noqa: E731
         if settings(ck["config"]) != settings(asdict(cfg)) or ck["images"] != images:
             raise ValueError(f"{path} is another run's checkpoint (other settings or images); "
                              "remove it, pass the same settings, or restart")
@@ -264,8 +265,8 @@ def adapt(images: ViewInput, weights: str | Path, out: str | Path, cfg: AdaptCon
     """Adapt ``weights`` to ``images`` (views, ``load_views``); write ``out`` (+ its .json) and
     return the run's summary (the learned look, steps, seconds). Checkpoints to
     ``<out>.ckpt.pt`` and, with ``resume``, continues from it (the same settings and images; only
-    ``steps`` may grow). ``callback(step, model, stats)`` runs after every step. Raises
-    ``AdaptCollapse`` when the count distribution collapses."""
+    ``steps`` may grow, ``device`` and ``threads`` may change). ``callback(step, model, stats)``
+    runs after every step. Raises ``AdaptCollapse`` when the count distribution collapses."""
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)  # the baseline's initial weights and q's draws: a run is reproducible
     run = _Run(weights, cfg)
