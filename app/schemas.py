@@ -112,6 +112,8 @@ class LookIn(_Body):
     key_light: KeyLightIn | None = None
     ambient: FiniteFloat | None = Field(None, ge=0, le=2)
     smooth: bool | None = Field(None, description="smooth-shade curved surfaces")
+    apex_up: bool | None = Field(None, description="with smooth: shade a cone's apex as per-vertex mesh normals do "
+                                                   "(averaged, straight up), as most mesh renderers draw it")
     specular: FiniteFloat | None = Field(None, ge=0, le=2, description="highlight strength")
     table_rgb: list[FiniteFloat] | None = Field(None, min_length=3, max_length=3)
     background_rgb: list[FiniteFloat] | None = Field(None, min_length=3, max_length=3)

@@ -87,6 +87,11 @@ class LookPrior:
         by a factor from ``colour_saturation`` (a hazy lens, a faded profile, a vivid one); and
         veiling glare, stray light lifting the whole frame by a share from ``colour_glare``.
         At 0 (the default) nothing more is drawn.
+    apex_probability: chance that a cone's apex is shaded as a mesh with per-vertex normals
+        shades it (the normals of the faces around the apex averaged: straight up), as most
+        mesh renderers do (Blender's smooth shading among them): the top of a smooth cone then
+        shades like a dome. A true cone's surface normal at its apex is its face's, as drawn
+        otherwise. Acts on smooth-shaded images only. At 0 (the default) nothing more is drawn.
     """
 
     key_elevation_deg: Range = (20.0, 85.0)
@@ -130,6 +135,7 @@ class LookPrior:
     colour_gamma: Range = (0.5, 2.0)
     colour_saturation: Range = (0.35, 1.3)
     colour_glare: Range = (0.0, 0.2)
+    apex_probability: float = 0.0
 
 
 # LookPrior fields whose chance at 0 draws nothing: a prior without them writes no such keys, so
@@ -137,7 +143,8 @@ class LookPrior:
 OPTIONAL_DRAWS = {"cast_shadow_probability": ("cast_shadow_probability", "light_radius_deg"),
                   "harsh_probability": ("harsh_probability", "harsh_gain", "harsh_noise_std"),
                   "colour_probability": ("colour_probability", "colour_warmth", "colour_tint", "colour_gamma",
-                                         "colour_saturation", "colour_glare")}
+                                         "colour_saturation", "colour_glare"),
+                  "apex_probability": ("apex_probability",)}
 
 
 @dataclass(frozen=True)
@@ -156,6 +163,7 @@ class Look:
     gain: (B,), gamma: (B,), white_balance: (B, 3), noise_std: (B,), blur_px: (B,),
     jpeg_quality: (B,) int64, 0 = no JPEG. saturation: (B,) colour saturation factor after the
     tone curve (1 = as rendered); glare: (B,) share of full scale added as veiling glare.
+    apex_up: (B,) bool, cones' apex normals averaged (``LookPrior.apex_probability``).
     """
 
     light_dir: torch.Tensor
@@ -181,6 +189,7 @@ class Look:
     jpeg_quality: torch.Tensor
     saturation: torch.Tensor
     glare: torch.Tensor
+    apex_up: torch.Tensor
 
     @property
     def batch_size(self) -> int:
@@ -208,7 +217,7 @@ def default_look(world: World, batch: int) -> Look:
         shadow_strength=z, shadow_softness=torch.ones(batch), cast_shadow=torch.zeros(batch, dtype=torch.bool),
         light_radius_deg=z, gain=torch.ones(batch), gamma=torch.ones(batch),
         white_balance=torch.ones(batch, 3), noise_std=z, blur_px=z, jpeg_quality=torch.zeros(batch, dtype=torch.int64),
-        saturation=torch.ones(batch), glare=z,
+        saturation=torch.ones(batch), glare=z, apex_up=torch.zeros(batch, dtype=torch.bool),
     )
 
 
@@ -293,7 +302,7 @@ def sample_looks(prior: LookPrior, batch: int, g: torch.Generator) -> Look:
         gain=_u(prior.gain, b, g), gamma=_u(prior.gamma, b, g), white_balance=_u(prior.white_balance, (b, 3), g),
         noise_std=_u(prior.noise_std, b, g), blur_px=_u(prior.blur_px, b, g),
         jpeg_quality=torch.where(jpeg, _u(prior.jpeg_quality, b, g).round().long(), torch.zeros(b, dtype=torch.int64)),
-        saturation=torch.ones(b), glare=torch.zeros(b),
+        saturation=torch.ones(b), glare=torch.zeros(b), apex_up=torch.zeros(b, dtype=torch.bool),
     )
     if prior.cast_shadow_probability > 0:  # drawn last, and only then: older seeds keep their looks
         look = replace(look, cast_shadow=torch.rand(b, generator=g) < prior.cast_shadow_probability,
@@ -313,4 +322,6 @@ def sample_looks(prior: LookPrior, batch: int, g: torch.Generator) -> Look:
         look = replace(look, white_balance=torch.where(off[:, None], look.white_balance * balance, look.white_balance),
                        gamma=torch.where(off, gamma, look.gamma), saturation=torch.where(off, saturation, look.saturation),
                        glare=torch.where(off, glare, look.glare))
+    if prior.apex_probability > 0:  # drawn after the colour rendering, and only then
+        look = replace(look, apex_up=look.smooth & (torch.rand(b, generator=g) < prior.apex_probability))
     return look

@@ -302,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--colour", type=float, default=0.0, metavar="P",
                    help="with --photo: chance that an image's camera renders colour off its calibration: white "
                         "balance, tone curve, saturation, veiling glare (LookPrior.colour_probability)")
+    p.add_argument("--apex", type=float, default=0.0, metavar="P",
+                   help="with --photo: chance that a smooth-shaded image's cones have their apex shaded as a mesh "
+                        "with per-vertex normals shades it (LookPrior.apex_probability)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="render the chunks as Ray tasks: on a cluster at ADDRESS ('auto', 'ray://host:10001'), "
@@ -315,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    for flag, chance in (("--cast-shadows", args.cast_shadows), ("--harsh", args.harsh), ("--colour", args.colour)):
+    for flag, chance in (("--cast-shadows", args.cast_shadows), ("--harsh", args.harsh), ("--colour", args.colour),
+                         ("--apex", args.apex)):
         if not 0.0 <= chance <= 1.0 or (chance and not args.photo):
             print(f"error: {flag} takes a chance in [0, 1], with --photo", file=sys.stderr)
             return 2
@@ -328,7 +332,8 @@ def main(argv: list[str] | None = None) -> int:
             chunks = ray_chunks(None if args.ray == "local" else args.ray)
         write_dataset(args.out, args.count, args.seed, world, args.chunk, args.supersample, counts,
                       photo=PhotoData(LookPrior(cast_shadow_probability=args.cast_shadows,
-                                                harsh_probability=args.harsh, colour_probability=args.colour),
+                                                harsh_probability=args.harsh, colour_probability=args.colour,
+                                                apex_probability=args.apex),
                                       supersample=args.supersample) if args.photo else None, chunks=chunks)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -144,6 +144,8 @@ class MeshLibrary:
     num_verts, num_faces: (S,) int64, the real counts.
     normals: (S, F, 3, 3) float32, smooth-shading normal at each face corner (``corner_normals``);
         zeros on padding faces.
+    apex: (S, F, 3) bool, the corners at a cone's apex (where per-vertex normals averaged over
+        the faces around it point straight up: ``Look.apex_up``).
     footprint_radius: (S,) float32, radius of the smallest origin-centred disc that covers the
         shape's footprint on the table (for any yaw): the prior keeps these discs apart.
     """
@@ -154,6 +156,7 @@ class MeshLibrary:
     num_faces: torch.Tensor
     footprint_radius: torch.Tensor
     normals: torch.Tensor
+    apex: torch.Tensor
 
 
 @lru_cache(maxsize=16)
@@ -165,10 +168,14 @@ def mesh_library(world: World, detail: int = 1) -> MeshLibrary:
     verts = torch.zeros(len(meshes), v_max, 3)
     faces = torch.zeros(len(meshes), f_max, 3, dtype=torch.int64)
     normals = torch.zeros(len(meshes), f_max, 3, 3)
+    apex = torch.zeros(len(meshes), f_max, 3, dtype=torch.bool)
     for s, (v, f) in enumerate(meshes):
         verts[s, : v.shape[0]] = v
         faces[s, : f.shape[0]] = f
         normals[s, : f.shape[0]] = corner_normals(world.shapes[s], v, f)
+        if world.shapes[s].name == "cone":  # the one vertex on the axis above the base
+            tri = v[f]
+            apex[s, : f.shape[0]] = (tri[..., :2].norm(dim=-1) < 1e-6) & (tri[..., 2] > tri[..., 2].amin() + 1e-6)
     return MeshLibrary(
         verts=verts,
         faces=faces,
@@ -176,4 +183,5 @@ def mesh_library(world: World, detail: int = 1) -> MeshLibrary:
         num_faces=torch.tensor([f.shape[0] for _, f in meshes]),
         footprint_radius=torch.stack([v[:, :2].norm(dim=-1).max() for v, _ in meshes]),
         normals=normals,
+        apex=apex,
     )

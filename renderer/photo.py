@@ -107,7 +107,11 @@ class PhotoShader(nn.Module):
         face = p2f.clamp_min(0)
         bary = fragments.bary_coords[..., 0, :]  # (B, H, W, 3)
         point = (bary[..., None] * packed.corners[face]).sum(-2)  # (B, H, W, 3) world
-        smooth_n = (bary[..., None] * packed.normals[face]).sum(-2)
+        corner_n = packed.normals[face]  # (B, H, W, 3, 3)
+        if look.apex_up.any():  # per-vertex normals averaged at a cone's apex: straight up there
+            up_here = packed.apex[face] & look.apex_up.to(face.device)[:, None, None, None]
+            corner_n = torch.where(up_here[..., None], torch.tensor([0.0, 0.0, 1.0]).to(corner_n), corner_n)
+        smooth_n = (bary[..., None] * corner_n).sum(-2)
         smooth_n = smooth_n / smooth_n.norm(dim=-1, keepdim=True).clamp_min(1e-9)
         normal = torch.where(look.smooth[:, None, None, None], smooth_n, packed.face_normals()[face])
         is_table = packed.slot[face] == scene.num_slots

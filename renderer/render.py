@@ -98,6 +98,7 @@ class PackedScene:
         absent slots are left out, so the rasteriser never loops over them).
     corners: (P, 3, 3) world coordinates of each packed face's three vertices (P = real faces).
     normals: (P, 3, 3) smooth-shading normal at each corner, world frame (``MeshLibrary.normals``).
+    apex: (P, 3) bool, the corners at a cone's apex (``MeshLibrary.apex``).
     albedo: (P, 3) base RGB. slot: (P,) int64, the face's slot (N for the table).
     """
 
@@ -106,6 +107,7 @@ class PackedScene:
     normals: torch.Tensor
     albedo: torch.Tensor
     slot: torch.Tensor
+    apex: torch.Tensor
 
     def face_normals(self) -> torch.Tensor:
         """(P, 3) unit normal of each packed face (flat shading)."""
@@ -146,6 +148,8 @@ def pack_scene(scene: SceneBatch, world: World, detail: int = 1) -> PackedScene:
                           torch.full((2,), n, device=device)]).expand(b, -1)
     up = torch.tensor([0.0, 0.0, 1.0], device=device, dtype=verts.dtype)
     all_normals = torch.cat([normals.reshape(b, n * f_max, 3, 3), up.expand(b, 2, 3, 3)], dim=1)
+    all_apex = torch.cat([lib.apex.to(device)[scene.shape].reshape(b, n * f_max, 3),
+                          torch.zeros(b, 2, 3, dtype=torch.bool, device=device)], dim=1)
     palette = palette_rgb(world, device, verts.dtype)
     albedo = torch.cat([
         (palette[scene.color] if scene.albedo is None else scene.albedo.to(verts.dtype))[:, :, None, :]
@@ -166,7 +170,7 @@ def pack_scene(scene: SceneBatch, world: World, detail: int = 1) -> PackedScene:
         return torch.gather(x, 1, idx)[keep]
 
     return PackedScene(Meshes(verts=all_verts, faces=faces_padded), packed(tri), packed(all_normals),
-                       packed(albedo), packed(all_slot))
+                       packed(albedo), packed(all_slot), packed(all_apex))
 
 
 def scene_meshes(scene: SceneBatch, world: World) -> tuple[Meshes, torch.Tensor, torch.Tensor]:

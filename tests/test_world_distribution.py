@@ -23,6 +23,7 @@ from renderer.pinhole import (
 from renderer.meshes import mesh_library
 from renderer.prior import in_view, sample_scenes
 from renderer.render import RasterSettings, SceneRasterizer, pack_scene
+from renderer.raycast import region_map
 from renderer.scene import SceneBatch
 from renderer.world import CameraEnvelope, World
 
@@ -306,6 +307,38 @@ def test_sensor_saturation_and_glare_act_as_a_camera_would():
     assert abs(spread(half) - spread(plain) / 2) < 0.01
     assert torch.allclose(grey.mean(-1), plain.mean(-1), atol=1e-5)  # grey keeps each pixel's brightness
     assert torch.allclose(glare, plain * 0.8 + 0.2, atol=1e-5)  # ideal sensor: glare lifts every pixel
+
+
+def test_apex_draws_come_last_and_mark_smooth_images_only():
+    prior = LookPrior(cast_shadow_probability=0.5, harsh_probability=0.3, colour_probability=0.4)
+    old = sample_looks(prior, 400, torch.Generator().manual_seed(5))
+    new = sample_looks(replace(prior, apex_probability=0.5), 400, torch.Generator().manual_seed(5))
+    for f in fields(old):
+        if f.name != "apex_up":
+            assert torch.equal(getattr(old, f.name), getattr(new, f.name)), f.name
+    assert not bool(old.apex_up.any()) and not bool((new.apex_up & ~new.smooth).any())
+    assert 0.35 < float(new.apex_up[new.smooth].float().mean()) < 0.65
+    assert "apex_probability" not in PhotoData(prior).to_dict()["look"]
+    assert PhotoData(replace(prior, apex_probability=0.5)).to_dict()["look"]["apex_probability"] == 0.5
+
+
+def test_an_averaged_apex_shades_a_cones_top_like_a_dome_and_nothing_else():
+    g = torch.Generator().manual_seed(2)
+    eye = torch.tensor([[0.0, -0.25, 1.2]])  # from high above, as the views where cones pass for spheres
+    cams = look_at_cameras(eye, torch.zeros(1, 3), torch.tensor([20.0]), 64, 64)
+    look = replace(default_look(WORLD, 1), smooth=torch.tensor([True]), light_dir=torch.tensor([[[0.6, 0.0, 0.8]]]))
+    up = replace(look, apex_up=torch.tensor([True]))
+    draw = lambda scene, lk: render_photo(scene, WORLD, cams, lk, g, supersample=1)  # noqa: E731
+    cone, apex_cone = draw(one_object("cone"), look), draw(one_object("cone"), up)
+    moved = (apex_cone - cone).abs().amax(-1)[0]
+    assert float(moved.max()) > 0.05  # the top of the cone shades differently
+    cone_pixels = region_map(one_object("cone"), WORLD, cams)[0] == 0  # where the cone is seen
+    cone_pixels = F.max_pool2d(cone_pixels[None, None].float(), 3, 1, 1)[0, 0] > 0  # and its edge's pixels
+    assert bool((moved[~cone_pixels] == 0).all())  # table and background untouched
+    for shape in ("sphere", "cylinder", "cube"):
+        assert torch.equal(draw(one_object(shape), look), draw(one_object(shape), up)), shape
+    flat = replace(up, smooth=torch.tensor([False]))
+    assert torch.equal(draw(one_object("cone"), flat), draw(one_object("cone"), replace(look, smooth=torch.tensor([False]))))
 
 
 def test_smooth_shading_hides_a_spheres_facets():
