@@ -277,7 +277,7 @@ def reduced_world(world: World, max_objects: int | None = None, image_size: int 
     return world.with_(**changes)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--count", type=int, required=True, help="number of scenes to render")
     p.add_argument("--seed", type=int, default=0, help="seed of the scene prior")
@@ -310,7 +310,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="render the chunks as Ray tasks: on a cluster at ADDRESS ('auto', 'ray://host:10001'), "
                         "or, without one, on a local cluster started here (needs the 'ray' extra); the files "
                         "are the same as without")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
