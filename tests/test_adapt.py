@@ -223,3 +223,15 @@ def test_the_learned_look_casts_each_objects_shadow_away_from_the_light():
     assert plus_x > 0.99 and minus_x < 0.9
     plus_x, minus_x = table_brightness([-1.0, 0.0, 0.8])
     assert minus_x > 0.99 and plus_x < 0.9
+
+
+def test_the_step_timer_times_network_steps_after_the_warm_up(capsys):
+    from bench import adapt_speed
+
+    assert adapt_speed.main(["--device", "cpu", "--steps", "5", "--cpu-steps", "0", "--images", "4", "--batch", "2",
+                             "--size", "64", "--threads", "1"]) == 0
+    row = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("cpu")]
+    assert len(row) == 1 and row[0][1] == "2"  # 5 steps, the first 3 (look-only and the first network step) untimed
+    assert 0 < float(row[0][2]) < 60
+    with pytest.raises(SystemExit):
+        adapt_speed.main(["--steps", "3"])
