@@ -188,8 +188,9 @@ def look_from(look: LookIn | None, world: World) -> Look | None:
         changes["ambient_rgb"] = torch.full((1, 3), look.ambient)
     if look.smooth is not None:
         changes["smooth"] = torch.tensor([look.smooth])
-    if look.apex_up is not None:
-        changes["apex_up"] = torch.tensor([look.apex_up])
+    for name, flag in (("apex_up", look.apex_up), ("welded", look.welded)):
+        if flag is not None:
+            changes[name] = torch.tensor([flag])
     if look.white_balance is not None:
         changes["white_balance"] = torch.tensor([look.white_balance])
     if look.table_rgb is not None:

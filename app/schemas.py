@@ -114,6 +114,9 @@ class LookIn(_Body):
     smooth: bool | None = Field(None, description="smooth-shade curved surfaces")
     apex_up: bool | None = Field(None, description="with smooth: shade a cone's apex as per-vertex mesh normals do "
                                                    "(averaged, straight up), as most mesh renderers draw it")
+    welded: bool | None = Field(None, description="with smooth: every edge soft, vertex normals averaged over the "
+                                                  "faces meeting there (a mesh tool's default smooth shading: "
+                                                  "rounded-looking edges and rims)")
     specular: FiniteFloat | None = Field(None, ge=0, le=2, description="highlight strength")
     table_rgb: list[FiniteFloat] | None = Field(None, min_length=3, max_length=3)
     background_rgb: list[FiniteFloat] | None = Field(None, min_length=3, max_length=3)

@@ -92,6 +92,12 @@ class LookPrior:
         mesh renderers do (Blender's smooth shading among them): the top of a smooth cone then
         shades like a dome. A true cone's surface normal at its apex is its face's, as drawn
         otherwise. Acts on smooth-shaded images only. At 0 (the default) nothing more is drawn.
+    welded_probability: chance that a smooth-shaded image's meshes have every edge soft, their
+        vertex normals averaged over all faces meeting at a point (``renderer.meshes.welded_normals``),
+        as a mesh tool gives when no edge is marked sharp (Blender's "shade smooth", trimesh's
+        and Open3D's vertex normals, so pyrender's smooth meshes): a cube's edges and corners,
+        a cylinder's rims and a cone's base rim shade rounded, the apex as with ``apex_up``.
+        Acts on smooth-shaded images only. At 0 (the default) nothing more is drawn.
     """
 
     key_elevation_deg: Range = (20.0, 85.0)
@@ -136,6 +142,7 @@ class LookPrior:
     colour_saturation: Range = (0.35, 1.3)
     colour_glare: Range = (0.0, 0.2)
     apex_probability: float = 0.0
+    welded_probability: float = 0.0
 
 
 # LookPrior fields whose chance at 0 draws nothing: a prior without them writes no such keys, so
@@ -144,7 +151,8 @@ OPTIONAL_DRAWS = {"cast_shadow_probability": ("cast_shadow_probability", "light_
                   "harsh_probability": ("harsh_probability", "harsh_gain", "harsh_noise_std"),
                   "colour_probability": ("colour_probability", "colour_warmth", "colour_tint", "colour_gamma",
                                          "colour_saturation", "colour_glare"),
-                  "apex_probability": ("apex_probability",)}
+                  "apex_probability": ("apex_probability",),
+                  "welded_probability": ("welded_probability",)}
 
 
 @dataclass(frozen=True)
@@ -164,6 +172,7 @@ class Look:
     jpeg_quality: (B,) int64, 0 = no JPEG. saturation: (B,) colour saturation factor after the
     tone curve (1 = as rendered); glare: (B,) share of full scale added as veiling glare.
     apex_up: (B,) bool, cones' apex normals averaged (``LookPrior.apex_probability``).
+    welded: (B,) bool, every edge soft (``LookPrior.welded_probability``; implies ``apex_up``).
     """
 
     light_dir: torch.Tensor
@@ -190,6 +199,7 @@ class Look:
     saturation: torch.Tensor
     glare: torch.Tensor
     apex_up: torch.Tensor
+    welded: torch.Tensor
 
     @property
     def batch_size(self) -> int:
@@ -218,6 +228,7 @@ def default_look(world: World, batch: int) -> Look:
         light_radius_deg=z, gain=torch.ones(batch), gamma=torch.ones(batch),
         white_balance=torch.ones(batch, 3), noise_std=z, blur_px=z, jpeg_quality=torch.zeros(batch, dtype=torch.int64),
         saturation=torch.ones(batch), glare=z, apex_up=torch.zeros(batch, dtype=torch.bool),
+        welded=torch.zeros(batch, dtype=torch.bool),
     )
 
 
@@ -303,6 +314,7 @@ def sample_looks(prior: LookPrior, batch: int, g: torch.Generator) -> Look:
         noise_std=_u(prior.noise_std, b, g), blur_px=_u(prior.blur_px, b, g),
         jpeg_quality=torch.where(jpeg, _u(prior.jpeg_quality, b, g).round().long(), torch.zeros(b, dtype=torch.int64)),
         saturation=torch.ones(b), glare=torch.zeros(b), apex_up=torch.zeros(b, dtype=torch.bool),
+        welded=torch.zeros(b, dtype=torch.bool),
     )
     if prior.cast_shadow_probability > 0:  # drawn last, and only then: older seeds keep their looks
         look = replace(look, cast_shadow=torch.rand(b, generator=g) < prior.cast_shadow_probability,
@@ -324,4 +336,6 @@ def sample_looks(prior: LookPrior, batch: int, g: torch.Generator) -> Look:
                        glare=torch.where(off, glare, look.glare))
     if prior.apex_probability > 0:  # drawn after the colour rendering, and only then
         look = replace(look, apex_up=look.smooth & (torch.rand(b, generator=g) < prior.apex_probability))
+    if prior.welded_probability > 0:  # drawn after the apex, and only then
+        look = replace(look, welded=look.smooth & (torch.rand(b, generator=g) < prior.welded_probability))
     return look

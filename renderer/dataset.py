@@ -305,6 +305,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--apex", type=float, default=0.0, metavar="P",
                    help="with --photo: chance that a smooth-shaded image's cones have their apex shaded as a mesh "
                         "with per-vertex normals shades it (LookPrior.apex_probability)")
+    p.add_argument("--welded", type=float, default=0.0, metavar="P",
+                   help="with --photo: chance that a smooth-shaded image's meshes have every edge soft, vertex "
+                        "normals averaged as mesh tools do by default (LookPrior.welded_probability)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="render the chunks as Ray tasks: on a cluster at ADDRESS ('auto', 'ray://host:10001'), "
@@ -323,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for flag, chance in (("--cast-shadows", args.cast_shadows), ("--harsh", args.harsh), ("--colour", args.colour),
-                         ("--apex", args.apex)):
+                         ("--apex", args.apex), ("--welded", args.welded)):
         if not 0.0 <= chance <= 1.0 or (chance and not args.photo):
             print(f"error: {flag} takes a chance in [0, 1], with --photo", file=sys.stderr)
             return 2
@@ -337,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         write_dataset(args.out, args.count, args.seed, world, args.chunk, args.supersample, counts,
                       photo=PhotoData(LookPrior(cast_shadow_probability=args.cast_shadows,
                                                 harsh_probability=args.harsh, colour_probability=args.colour,
-                                                apex_probability=args.apex),
+                                                apex_probability=args.apex, welded_probability=args.welded),
                                       supersample=args.supersample) if args.photo else None, chunks=chunks)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

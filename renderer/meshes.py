@@ -134,6 +134,25 @@ def corner_normals(spec: ShapeSpec, verts: torch.Tensor, faces: torch.Tensor) ->
     return out / out.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
+def welded_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """(F, 3, 3) normal at each face corner as a mesh tool computes vertex normals for smooth
+    shading when every edge is soft (Blender's "shade smooth" without sharp edges, trimesh's or
+    Open3D's vertex normals): the normals of all faces meeting at a point, weighted by the
+    face's angle there, averaged over every vertex at that point (welded). A cube's corners and
+    edges, a cylinder's rims and a cone's apex and base rim then shade rounded."""
+    tri = verts[faces]  # (F, 3, 3)
+    flat = torch.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=-1)
+    flat = flat / flat.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    e1, e2 = tri.roll(-1, dims=1) - tri, tri.roll(1, dims=1) - tri  # the two edges from each corner
+    cos = (e1 * e2).sum(-1) / (e1.norm(dim=-1) * e2.norm(dim=-1)).clamp_min(1e-12)
+    angle = torch.acos(cos.clamp(-1.0, 1.0))  # (F, 3)
+    point = torch.unique(torch.round(verts * 1e5).to(torch.int64), dim=0, return_inverse=True)[1]  # (V,)
+    total = torch.zeros(int(point.max()) + 1, 3).index_add_(
+        0, point[faces].reshape(-1), (angle[..., None] * flat[:, None, :]).reshape(-1, 3))
+    out = total[point[faces]]
+    return out / out.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
 @dataclass(frozen=True)
 class MeshLibrary:
     """All shapes of a world, padded to common sizes.
@@ -146,6 +165,7 @@ class MeshLibrary:
         zeros on padding faces.
     apex: (S, F, 3) bool, the corners at a cone's apex (where per-vertex normals averaged over
         the faces around it point straight up: ``Look.apex_up``).
+    welded: (S, F, 3, 3) float32, every edge soft (``welded_normals``: ``Look.welded``).
     footprint_radius: (S,) float32, radius of the smallest origin-centred disc that covers the
         shape's footprint on the table (for any yaw): the prior keeps these discs apart.
     """
@@ -157,6 +177,7 @@ class MeshLibrary:
     footprint_radius: torch.Tensor
     normals: torch.Tensor
     apex: torch.Tensor
+    welded: torch.Tensor
 
 
 @lru_cache(maxsize=16)
@@ -169,10 +190,12 @@ def mesh_library(world: World, detail: int = 1) -> MeshLibrary:
     faces = torch.zeros(len(meshes), f_max, 3, dtype=torch.int64)
     normals = torch.zeros(len(meshes), f_max, 3, 3)
     apex = torch.zeros(len(meshes), f_max, 3, dtype=torch.bool)
+    welded = torch.zeros(len(meshes), f_max, 3, 3)
     for s, (v, f) in enumerate(meshes):
         verts[s, : v.shape[0]] = v
         faces[s, : f.shape[0]] = f
         normals[s, : f.shape[0]] = corner_normals(world.shapes[s], v, f)
+        welded[s, : f.shape[0]] = welded_normals(v, f)
         if world.shapes[s].name == "cone":  # the one vertex on the axis above the base
             tri = v[f]
             apex[s, : f.shape[0]] = (tri[..., :2].norm(dim=-1) < 1e-6) & (tri[..., 2] > tri[..., 2].amin() + 1e-6)
@@ -184,4 +207,5 @@ def mesh_library(world: World, detail: int = 1) -> MeshLibrary:
         footprint_radius=torch.stack([v[:, :2].norm(dim=-1).max() for v, _ in meshes]),
         normals=normals,
         apex=apex,
+        welded=welded,
     )

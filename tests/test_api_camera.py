@@ -303,10 +303,11 @@ def test_render_takes_the_cameras_colour_rendering(http):
         assert r.status_code == 422, bad
 
 
-def test_render_shades_a_cones_apex_as_asked(http):
-    scene = {"objects": [{"shape": "cone", "color": "red", "position": {"x": 0.0, "y": 0.0}}], "width": 64}
+@pytest.mark.parametrize("shape, flag", [("cone", "apex_up"), ("cube", "welded")])
+def test_render_shades_mesh_normals_as_asked(http, shape, flag):
+    scene = {"objects": [{"shape": shape, "color": "red", "position": {"x": 0.0, "y": 0.0}}], "width": 64}
     png = lambda look: np.asarray(Image.open(io.BytesIO(http.post("/render", json={**scene, "look": look}).content)).convert("RGB")).astype(float)  # noqa: E731
-    smooth, dome = png({"smooth": True}), png({"smooth": True, "apex_up": True})
-    assert np.abs(dome - smooth).max() > 10  # the apex's shading changed
-    assert np.array_equal(png({"smooth": False, "apex_up": True}), png({"smooth": False}))  # flat faces: no vertex normals
-    assert http.post("/render", json={**scene, "look": {"apex_up": "sometimes"}}).status_code == 422
+    smooth, averaged = png({"smooth": True}), png({"smooth": True, flag: True})
+    assert np.abs(averaged - smooth).max() > 10  # the shading changed
+    assert np.array_equal(png({"smooth": False, flag: True}), png({"smooth": False}))  # flat faces: no vertex normals
+    assert http.post("/render", json={**scene, "look": {flag: "sometimes"}}).status_code == 422

@@ -20,7 +20,7 @@ from renderer.pinhole import (
     Cameras, canonical_cameras, envelope_violations, homography, look_at_cameras, sample_cameras, spec_cameras,
     warp_images,
 )
-from renderer.meshes import mesh_library
+from renderer.meshes import corner_normals, mesh_library, primitive, welded_normals
 from renderer.prior import in_view, sample_scenes
 from renderer.render import RasterSettings, SceneRasterizer, pack_scene
 from renderer.raycast import region_map
@@ -309,17 +309,53 @@ def test_sensor_saturation_and_glare_act_as_a_camera_would():
     assert torch.allclose(glare, plain * 0.8 + 0.2, atol=1e-5)  # ideal sensor: glare lifts every pixel
 
 
-def test_apex_draws_come_last_and_mark_smooth_images_only():
-    prior = LookPrior(cast_shadow_probability=0.5, harsh_probability=0.3, colour_probability=0.4)
+@pytest.mark.parametrize("chance, flag, before", [("apex_probability", "apex_up", {}),
+                                                  ("welded_probability", "welded", {"apex_probability": 0.5})])
+def test_mesh_normal_draws_come_last_and_mark_smooth_images_only(chance, flag, before):
+    prior = LookPrior(cast_shadow_probability=0.5, harsh_probability=0.3, colour_probability=0.4, **before)
     old = sample_looks(prior, 400, torch.Generator().manual_seed(5))
-    new = sample_looks(replace(prior, apex_probability=0.5), 400, torch.Generator().manual_seed(5))
+    new = sample_looks(replace(prior, **{chance: 0.5}), 400, torch.Generator().manual_seed(5))
     for f in fields(old):
-        if f.name != "apex_up":
+        if f.name != flag:
             assert torch.equal(getattr(old, f.name), getattr(new, f.name)), f.name
-    assert not bool(old.apex_up.any()) and not bool((new.apex_up & ~new.smooth).any())
-    assert 0.35 < float(new.apex_up[new.smooth].float().mean()) < 0.65
-    assert "apex_probability" not in PhotoData(prior).to_dict()["look"]
-    assert PhotoData(replace(prior, apex_probability=0.5)).to_dict()["look"]["apex_probability"] == 0.5
+    old_flag, new_flag = getattr(old, flag), getattr(new, flag)
+    assert not bool(old_flag.any()) and not bool((new_flag & ~new.smooth).any())
+    assert 0.35 < float(new_flag[new.smooth].float().mean()) < 0.65
+    assert chance not in PhotoData(prior).to_dict()["look"]
+    assert PhotoData(replace(prior, **{chance: 0.5})).to_dict()["look"][chance] == 0.5
+
+
+def test_welded_normals_average_every_face_at_a_point():
+    cube = next(s for s in WORLD.shapes if s.name == "cube")
+    verts, faces = primitive(cube)
+    normals = welded_normals(verts, faces)
+    corner = verts[faces] / verts[faces].norm(dim=-1, keepdim=True)  # a cube's corner: the diagonal
+    assert torch.allclose(normals, corner, atol=1e-5)
+    sphere = next(s for s in WORLD.shapes if s.name == "sphere")
+    verts, faces = primitive(sphere, detail=2)
+    true = corner_normals(sphere, verts, faces)  # a smooth surface: the average is nearly its normal
+    assert float((welded_normals(verts, faces) - true).norm(dim=-1).max()) < 0.05
+    cone = next(s for s in WORLD.shapes if s.name == "cone")
+    verts, faces = primitive(cone)
+    tip = verts[faces][..., 2] == verts[:, 2].max()
+    assert torch.allclose(welded_normals(verts, faces)[tip], torch.tensor([0.0, 0.0, 1.0]), atol=1e-5)
+
+
+def test_welded_shading_rounds_a_cubes_faces_and_leaves_the_rest():
+    g = torch.Generator().manual_seed(2)
+    cams = look_at_cameras(torch.tensor([[0.5, -0.4, 0.6]]), torch.zeros(1, 3), torch.tensor([25.0]), 64, 64)
+    look = replace(default_look(WORLD, 1), smooth=torch.tensor([True]), light_dir=torch.tensor([[[0.6, 0.0, 0.8]]]))
+    welded = replace(look, welded=torch.tensor([True]))
+    draw = lambda scene, lk: render_photo(scene, WORLD, cams, lk, g, supersample=1)  # noqa: E731
+    cube, rounded = draw(one_object("cube"), look), draw(one_object("cube"), welded)
+    seen = region_map(one_object("cube"), WORLD, cams)[0] == 0
+    inside = F.max_pool2d((~seen)[None, None].float(), 3, 1, 1)[0, 0] == 0  # clear of the outline
+    near = F.max_pool2d(seen[None, None].float(), 3, 1, 1)[0, 0] > 0  # the cube and its edge's pixels
+    moved = (rounded - cube).abs().amax(-1)[0]
+    assert float(moved[inside].mean()) > 0.03  # the faces shade as if rounded
+    assert bool((moved[~near] == 0).all())  # table and background untouched
+    flat = replace(welded, smooth=torch.tensor([False]))
+    assert torch.equal(draw(one_object("cube"), flat), draw(one_object("cube"), replace(look, smooth=torch.tensor([False]))))
 
 
 def test_an_averaged_apex_shades_a_cones_top_like_a_dome_and_nothing_else():
