@@ -14,6 +14,7 @@ confusion for each. The model card quotes a run of this.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import replace
 
 import torch
@@ -21,32 +22,35 @@ import torch
 from inference.calibration import Calibration
 from inference.checkpoint import load_weights
 from inference.evaluate import air_predict, cat_scenes, draw_photo_scenes, evaluate, render_photos, score
-from renderer.appearance import LookPrior
+from renderer.appearance import Look, LookPrior
 
 CHUNK = 100
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def arguments(argv: list[str] | None, description: str) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--weights", default="weights/air.safetensors")
     ap.add_argument("--scenes", type=int, default=400)
     ap.add_argument("--seed", type=int, default=777)
     ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def compare_looks(args: argparse.Namespace, prior: LookPrior, variants: dict[str, Callable[[Look], Look]]) -> None:
+    """Score the weights on the same drawn scenes, cameras and looks rendered once per variant
+    (each a change of the drawn look, rendered with the same random numbers); print each."""
     torch.set_num_threads(args.threads)
     model, world, meta = load_weights(args.weights)
     model.eval()
     predict = air_predict(model, world, mirror=Calibration.from_meta(meta).mirror)
     g = torch.Generator().manual_seed(args.seed)
-    prior = LookPrior(cast_shadow_probability=1.0)
-    found: dict[str, tuple[list, list]] = {"contact blob": ([], []), "cast shadow": ([], [])}
+    found: dict[str, tuple[list, list]] = {name: ([], []) for name in variants}
     for lo in range(0, args.scenes, CHUNK):
         n = min(CHUNK, args.scenes - lo)
         cams, scene, shaded, look = draw_photo_scenes(world, n, g, prior, 120, 160)
         seed = int(torch.randint(0, 2**31, (1,), generator=g))
-        blob = replace(look, cast_shadow=torch.zeros(n, dtype=torch.bool))
-        for name, lk in (("contact blob", blob), ("cast shadow", look)):
-            images = render_photos(shaded, world, cams, lk, torch.Generator().manual_seed(seed), 2)
+        for name, change in variants.items():
+            images = render_photos(shaded, world, cams, change(look), torch.Generator().manual_seed(seed), 2)
             _, pred = evaluate(predict, images, scene, world)
             found[name][0].append(pred)
             found[name][1].append(scene)
@@ -57,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
         print("  shape confusion (rows true, cols predicted):", " ".join(s["shape_confusion"]["labels"]))
         for label, row in zip(s["shape_confusion"]["labels"], s["shape_confusion"]["rows_true_cols_pred"]):
             print(f"  {label:9s}" + "".join(f"{v:6d}" for v in row))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments(argv, __doc__.split("\n\n")[0])
+    blob = lambda look: replace(look, cast_shadow=torch.zeros_like(look.cast_shadow))  # noqa: E731
+    compare_looks(args, LookPrior(cast_shadow_probability=1.0), {"contact blob": blob, "cast shadow": lambda look: look})
     return 0
 
 
