@@ -14,29 +14,37 @@ and its pinhole intrinsics for the image it took:
 - ``width``, ``height``: the image size the intrinsics are for (default: the image sent). An
   image sent at another size with the same aspect scales the intrinsics; another aspect is
   refused.
+- optionally the lens distortion as ``camera_info`` states it: ``D`` (k1, k2, p1, p2[, k3[, k4,
+  k5, k6]]) and ``distortion_model`` (``plumb_bob`` or ``rational_polynomial``; omitted, it
+  follows from the number of terms). The image is read through it (no need to rectify first);
+  a distortion that is not one-to-one out to the image's corners, or that moves them by more
+  than a factor of 2, is refused. ``equidistant`` (fisheye) lenses are not supported: rectify.
 
 The fields an ``/infer`` answer adds to its ``camera`` (``look_at``, ``distance_m``,
 ``elevation_deg``, ``optical_frame``...) are accepted and ignored, so an answer's camera can be
-sent back. Distortion is not modelled: rectify the image first (``image_rect``).
+sent back.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError, model_validator
 
 from app.errors import Unprocessable
 
-from renderer.pinhole import Cameras
+from renderer.pinhole import DISTORTION_TERMS, Cameras, lens_stretch
 from renderer.scene import quat_to_matrix
 
 # the body frame's axes seen from the optical frame: optical x = -body y, y = -body z, z = body x
 _BODY_FROM_OPTICAL = torch.tensor([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]], dtype=torch.float64)
 MAX_CAMERA_CHARS = 4096  # a camera is a few hundred characters
+MAX_TANGENTIAL = 0.1
+MAX_LENS_STRETCH = 2.0  # the lens may move the image's corners by up to this factor, in or out
+DISTORTION_MODELS = {"plumb_bob": (0, 4, 5), "rational_polynomial": (0, 4, 5, 8)}  # model: term counts allowed
 
 
 class Point(BaseModel):
@@ -72,6 +80,10 @@ class CameraIn(BaseModel):
     K: list[FiniteFloat] | None = Field(None, min_length=9, max_length=9,
                                        description="ROS camera_info K, row-major [fx 0 cx; 0 fy cy; 0 0 1]")
     fov_deg: FiniteFloat | None = Field(None, gt=1, lt=179, description="vertical field of view, degrees")
+    D: list[Annotated[FiniteFloat, Field(ge=-100, le=100)]] | None = Field(
+        None, max_length=8, description="lens distortion as camera_info's D: k1, k2, p1, p2[, k3[, k4, k5, k6]]")
+    distortion_model: str | None = Field(None, description="camera_info's distortion_model: 'plumb_bob' or "
+                                                           "'rational_polynomial' (default: from the length of D)")
     width: int | None = Field(None, ge=1, le=100_000, description="image width the intrinsics are for")
     height: int | None = Field(None, ge=1, le=100_000, description="image height the intrinsics are for")
     look_at: dict | None = Field(None, description="ignored (an answer's camera carries it)")
@@ -99,6 +111,15 @@ class CameraIn(BaseModel):
             raise ValueError("orientation must be a non-zero quaternion")
         if (self.width is None) != (self.height is None):
             raise ValueError("give both width and height, or neither")
+        terms = len(self.D or [])
+        model = self.distortion_model or ("rational_polynomial" if terms == 8 else "plumb_bob")
+        if model not in DISTORTION_MODELS:
+            raise ValueError(f"distortion_model {model[:40]!r} is not supported; supported: "
+                             f"{sorted(DISTORTION_MODELS)} (rectify fisheye images first)")
+        if terms not in DISTORTION_MODELS[model]:
+            raise ValueError(f"D has {terms} terms; {model} takes {' or '.join(map(str, DISTORTION_MODELS[model][1:]))}")
+        if terms and max(abs(v) for v in self.D[2:4]) > MAX_TANGENTIAL:
+            raise ValueError(f"D's tangential terms p1, p2 must be within +-{MAX_TANGENTIAL:g} (a lens's are ~0.001)")
         return self
 
 
@@ -127,10 +148,34 @@ def to_cameras(camera: CameraIn, height: int, width: int) -> Cameras:
                              f"another aspect ratio (crop or resize the intrinsics too)")
     p = camera.position
     cams = Cameras(torch.tensor([[p.x, p.y, p.z]]), rot[None].float(), torch.tensor([[fx * sx, fy * sy]]),
-                   torch.tensor([[cx * sx, cy * sy]]), height, width)
+                   torch.tensor([[cx * sx, cy * sy]]), height, width, lens(camera))
     if not bool(cams.finite().all()):
         raise ValueError("the camera's numbers are too large to compute with (not finite as 32-bit floats)")
+    if cams.distortion is not None:
+        check_lens(cams)
     return cams
+
+
+def lens(camera: CameraIn) -> torch.Tensor | None:
+    """(1, 8) distortion coefficients in ``renderer.pinhole.distort``'s order, or None where D
+    is absent or all zeros."""
+    d = list(camera.D or [])
+    if not any(d):
+        return None
+    return torch.tensor([d + [0.0] * (DISTORTION_TERMS - len(d))], dtype=torch.float32)
+
+
+def check_lens(cams: Cameras) -> None:
+    """ValueError where the lens of ``cams`` (one camera) cannot be undone over its image."""
+    corners = torch.tensor([[0.0, 0.0], [cams.width, 0.0], [0.0, cams.height], [cams.width, cams.height]])
+    radius = ((corners - cams.principal[0]) / cams.focal[0]).norm(dim=-1).amax()
+    stretch = float(lens_stretch(cams.lens(), radius[None])[0])
+    if not math.isfinite(stretch):
+        raise ValueError("camera D: the lens distortion is not one-to-one out to the image's corners "
+                         "(it would show some directions twice); check D, or rectify the image first")
+    if not 1 / MAX_LENS_STRETCH <= stretch <= MAX_LENS_STRETCH:
+        raise ValueError(f"camera D: the lens distortion moves the image's corners by a factor of {stretch:.3g}; "
+                         f"at most {MAX_LENS_STRETCH:g} either way is supported (rectify the image first)")
 
 
 def parse_camera(text: str, loc: tuple[str | int, ...]) -> CameraIn:

@@ -220,6 +220,8 @@ class CameraInfo(_Out):
     distance_m: float
     elevation_deg: float
     optical_frame: str
+    distortion_model: str | None = Field(None, description="the lens model of D, where the camera stated one")
+    D: list[float] | None = Field(None, description="lens distortion the image was read through (camera_info's D)")
 
 
 class ImageSize(_Out):

@@ -160,13 +160,17 @@ def camera_dict(cameras) -> dict:
         "fx": fx, "fy": fy, "cx": cx, "cy": cy,
         "look_at": {k: r6(v) for k, v in zip("xyz", look_at.tolist())}, "distance_m": r6(d["distance"]),
         "elevation_deg": round(d["elevation_deg"], 4), "optical_frame": "x right, y down, z forward",
+        **({} if cameras.distortion is None else
+           {"distortion_model": "rational_polynomial" if bool(cameras.distortion[0, 5:].any()) else "plumb_bob",
+            "D": [round(float(v), 6) + 0.0 for v in cameras.distortion[0, :8 if bool(cameras.distortion[0, 5:].any()) else 5]]}),
     }
 
 
 def cameras_from_dict(d: dict):
     """The inverse of ``camera_dict``: a dict with ``position`` {x, y, z}, ``orientation``
     {x, y, z, w} (the optical frame in the table frame), ``fx``, ``fy``, ``cx``, ``cy``,
-    ``width``, ``height`` -> a ``renderer.pinhole.Cameras`` batch of one (other keys ignored)."""
+    ``width``, ``height``, and optionally ``D`` (lens distortion) -> a ``renderer.pinhole.Cameras``
+    batch of one (other keys ignored)."""
     from renderer.pinhole import Cameras  # local: pinhole imports this module's neighbours
     from renderer.scene import quat_to_matrix
 
@@ -174,4 +178,5 @@ def cameras_from_dict(d: dict):
     rot = quat_to_matrix(torch.tensor([q["x"], q["y"], q["z"], q["w"]], dtype=torch.float64)).float()
     return Cameras(torch.tensor([[p["x"], p["y"], p["z"]]], dtype=torch.float32), rot[None],
                    torch.tensor([[d["fx"], d["fy"]]], dtype=torch.float32),
-                   torch.tensor([[d["cx"], d["cy"]]], dtype=torch.float32), int(d["height"]), int(d["width"]))
+                   torch.tensor([[d["cx"], d["cy"]]], dtype=torch.float32), int(d["height"]), int(d["width"]),
+                   torch.tensor([list(d["D"]) + [0.0] * (8 - len(d["D"]))], dtype=torch.float32) if any(d.get("D") or []) else None)

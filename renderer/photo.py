@@ -29,7 +29,7 @@ from torch.nn import functional as F
 
 from renderer.appearance import Look
 from renderer.meshes import mesh_library
-from renderer.pinhole import Cameras
+from renderer.pinhole import Cameras, lens_canvas
 from renderer.raycast import ray_entries
 from renderer.render import PackedScene, RasterSettings, SceneRasterizer, pack_scene
 from renderer.scene import SceneBatch
@@ -203,7 +203,20 @@ def photo_jpeg(scene: SceneBatch, world: World, cameras: Cameras, look: Look, g:
 def render_photo(scene: SceneBatch, world: World, cameras: Cameras, look: Look, g: torch.Generator,
                  detail: int = 1, supersample: int = 2) -> torch.Tensor:
     """(B, H, W, 3) float in [0, 1]: the scenes seen by ``cameras`` under ``look``, rendered at
-    ``supersample`` times the size and box-filtered, then through the sensor (no JPEG)."""
+    ``supersample`` times the size and box-filtered, through the cameras' lens distortion where
+    they have one (``renderer.pinhole.lens_canvas``: drawn by an ideal pinhole on a wider image,
+    then resampled), then through the sensor (no JPEG)."""
+    if cameras.distortion is not None:
+        ideal, grid = lens_canvas(cameras)
+        img = _photo_light(scene, world, ideal, look, detail, supersample).permute(0, 3, 1, 2)
+        img = F.grid_sample(img, grid.to(img), mode="bilinear", padding_mode="border", align_corners=False)
+        return apply_sensor(img.permute(0, 2, 3, 1), look, g)
+    return apply_sensor(_photo_light(scene, world, cameras, look, detail, supersample), look, g)
+
+
+def _photo_light(scene: SceneBatch, world: World, cameras: Cameras, look: Look, detail: int,
+                 supersample: int) -> torch.Tensor:
+    """``render_photo`` before the sensor, for ideal pinhole cameras."""
     big = cameras.resized(cameras.height * supersample, cameras.width * supersample)
     packed = pack_scene(scene, world, detail)
     settings = RasterSettings(big.height, big.width, perspective_correct=True)
@@ -211,4 +224,4 @@ def render_photo(scene: SceneBatch, world: World, cameras: Cameras, look: Look, 
     img = PhotoShader()(fragments, packed, look, big, scene, world)
     if supersample > 1:
         img = F.avg_pool2d(img.permute(0, 3, 1, 2), supersample).permute(0, 2, 3, 1)
-    return apply_sensor(img, look, g)
+    return img

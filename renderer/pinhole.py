@@ -7,6 +7,11 @@ camera_info ``K`` applies as given: ``u = fx * x / z + cx``, ``v = fy * y / z + 
 
 PyTorch3D's conventions (view +x left, +y up, row-vector transforms) stay inside ``p3d()``.
 
+Lens distortion, where a camera states it (``Cameras.distortion``), is the model of ROS
+``camera_info`` and OpenCV (``plumb_bob`` with 5 terms, ``rational_polynomial`` with 8, in the
+order k1, k2, p1, p2, k3, k4, k5, k6): a point at ideal normalised image coordinates (x, y)
+appears at ``distort(x, y)``. Projection and the warp to the view apply it; rays invert it.
+
 The network reads every image through a *canonical view* (``canonical_cameras``): a virtual
 camera at the same centre that looks at the table centre, level (no roll), with a focal length
 that makes the table span the same part of the image at any distance. A turn of a camera about
@@ -27,6 +32,47 @@ from torch.nn import functional as F
 from renderer.world import CameraEnvelope, CameraSpec
 
 UP = (0.0, 0.0, 1.0)
+DISTORTION_TERMS = 8  # k1, k2, p1, p2, k3, k4, k5, k6
+
+
+def distort(xy: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """Ideal normalised image points (B, P, 2) -> where the lens shows them, for coefficients
+    ``d`` (B, 8): radial (1 + k1 r^2 + k2 r^4 + k3 r^6) / (1 + k4 r^2 + k5 r^4 + k6 r^6) and
+    tangential p1, p2 (OpenCV's and ROS's model)."""
+    x, y = xy[..., 0], xy[..., 1]
+    k1, k2, p1, p2, k3, k4, k5, k6 = (d[:, i, None].to(xy) for i in range(DISTORTION_TERMS))
+    r2 = x * x + y * y
+    radial = (1 + r2 * (k1 + r2 * (k2 + r2 * k3))) / (1 + r2 * (k4 + r2 * (k5 + r2 * k6)))
+    return torch.stack([x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x),
+                        y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y], dim=-1)
+
+
+def undistort(xy: torch.Tensor, d: torch.Tensor, iterations: int = 30) -> torch.Tensor:
+    """The inverse of ``distort`` (B, P, 2), by fixed-point iteration as OpenCV's
+    ``undistortPoints`` (exact to well under a thousandth of a pixel for the distortions
+    ``lens_folds`` lets through)."""
+    guess = xy
+    for _ in range(iterations):
+        guess = guess + (xy - distort(guess, d))
+    return guess
+
+
+def lens_stretch(d: torch.Tensor, corner_radius: torch.Tensor) -> torch.Tensor:
+    """(B,) float64: how far the radial distortion ``d`` (B, 8) moves the image's corners, as
+    the ratio of their ideal radius to the radius the lens shows them at (``corner_radius`` (B,),
+    normalised): above 1 for barrel distortion, below for pincushion. NaN where the distortion
+    is not one-to-one out to the corners (the image would show some directions twice, and no
+    warp undoes that)."""
+    r = torch.linspace(0, 1, 1025, dtype=torch.float64)[None, :] * (3 * corner_radius.double()[:, None])
+    radial = d.double().clone().index_fill_(1, torch.tensor([2, 3], device=d.device), 0.0)  # tangential aside
+    shown = distort(torch.stack([r, torch.zeros_like(r)], -1), radial)[..., 0]
+    reached = torch.cummax((shown >= corner_radius.double()[:, None]).int(), 1).values.bool()
+    first = reached.int().argmax(1)  # the first sample at or past the corners
+    rising = (shown[:, 1:] - shown[:, :-1]) > 0
+    before = torch.arange(r.shape[1] - 1)[None, :] < first[:, None]
+    one_to_one = reached.any(1) & ~(before & ~rising).any(1)
+    ideal = r.gather(1, first[:, None])[:, 0]
+    return torch.where(one_to_one, ideal / corner_radius.double().clamp_min(1e-12), torch.full_like(ideal, math.nan))
 
 
 @dataclass(frozen=True)
@@ -39,6 +85,8 @@ class Cameras:
     focal: (B, 2) float32, (fx, fy) in pixels.
     principal: (B, 2) float32, (cx, cy) in pixels.
     height, width: image size in pixels.
+    distortion: (B, 8) lens distortion (``distort``; k1, k2, p1, p2, k3, k4, k5, k6), or None
+        for an ideal pinhole (all zeros).
     """
 
     position: torch.Tensor
@@ -47,6 +95,7 @@ class Cameras:
     principal: torch.Tensor
     height: int
     width: int
+    distortion: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -54,21 +103,34 @@ class Cameras:
 
     def finite(self) -> torch.Tensor:
         """(B,) bool: every number of the camera (pose and intrinsics) is finite in its dtype."""
-        parts = (self.position, self.rotation.flatten(1), self.focal, self.principal)
+        parts = (self.position, self.rotation.flatten(1), self.focal, self.principal, self.lens())
         return torch.cat([torch.isfinite(x).reshape(self.batch_size, -1) for x in parts], dim=1).all(1)
 
+    def lens(self) -> torch.Tensor:
+        """(B, 8) distortion coefficients, zeros for an ideal pinhole."""
+        if self.distortion is not None:
+            return self.distortion
+        return torch.zeros(self.batch_size, DISTORTION_TERMS, device=self.focal.device)
+
     def select(self, index: torch.Tensor | slice) -> Cameras:
-        return Cameras(self.position[index], self.rotation[index], self.focal[index],
-                       self.principal[index], self.height, self.width)
+        return Cameras(self.position[index], self.rotation[index], self.focal[index], self.principal[index],
+                       self.height, self.width, None if self.distortion is None else self.distortion[index])
 
     def to(self, device: torch.device | str) -> Cameras:
         return Cameras(self.position.to(device), self.rotation.to(device), self.focal.to(device),
-                       self.principal.to(device), self.height, self.width)
+                       self.principal.to(device), self.height, self.width,
+                       None if self.distortion is None else self.distortion.to(device))
 
     def resized(self, height: int, width: int) -> Cameras:
-        """The same cameras for the image scaled to ``height x width`` (intrinsics scale)."""
+        """The same cameras for the image scaled to ``height x width`` (intrinsics scale; the
+        distortion, in normalised coordinates, stays)."""
         scale = torch.tensor([width / self.width, height / self.height], device=self.focal.device)
-        return Cameras(self.position, self.rotation, self.focal * scale, self.principal * scale, height, width)
+        return Cameras(self.position, self.rotation, self.focal * scale, self.principal * scale, height, width,
+                       self.distortion)
+
+    def ideal(self) -> Cameras:
+        """The same cameras without their lens distortion."""
+        return Cameras(self.position, self.rotation, self.focal, self.principal, self.height, self.width)
 
     def project(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """World points (B, ..., 3) -> pixels (B, ..., 2) as (u, v), and depth (B, ..., ) metres
@@ -78,7 +140,10 @@ class Cameras:
         cam = flat @ self.rotation.to(points)  # (B, P, 3) optical coordinates
         depth = cam[..., 2]
         z = torch.where(depth.abs() < 1e-9, torch.full_like(depth, 1e-9), depth)
-        uv = cam[..., :2] / z[..., None] * self.focal[:, None, :].to(points) + self.principal[:, None, :].to(points)
+        xy = cam[..., :2] / z[..., None]
+        if self.distortion is not None:
+            xy = distort(xy, self.distortion)
+        uv = xy * self.focal[:, None, :].to(points) + self.principal[:, None, :].to(points)
         return uv.reshape(*points.shape[:-1], 2), depth.reshape(points.shape[:-1])
 
     def rays(self, uv: torch.Tensor) -> torch.Tensor:
@@ -87,6 +152,8 @@ class Cameras:
         b = uv.shape[0]
         flat = uv.reshape(b, -1, 2)
         xy = (flat - self.principal[:, None, :].to(uv)) / self.focal[:, None, :].to(uv)
+        if self.distortion is not None:
+            xy = undistort(xy, self.distortion)
         opt = torch.cat([xy, torch.ones_like(xy[..., :1])], dim=-1)  # (B, P, 3)
         return (opt @ self.rotation.to(uv).transpose(1, 2)).reshape(*uv.shape[:-1], 3)
 
@@ -130,14 +197,37 @@ class Cameras:
                 "roll_deg": torch.rad2deg(roll), "skew": (self.focal[:, 0] / self.focal[:, 1] - 1).abs()}
 
 
+def lens_canvas(cameras: Cameras, margin: int = 2, most: float = 4.0) -> tuple[Cameras, torch.Tensor]:
+    """How to draw the images of cameras with lens distortion: an ideal pinhole camera for each
+    (the same pose and focal length, its image widened to take in every direction the lens
+    shows), and the (B, H, W, 2) ``grid_sample`` grid into those images that gives each
+    camera's own, distorted, image. ValueError where the widened image would be more than
+    ``most`` times the size on a side."""
+    h, w = cameras.height, cameras.width
+    dev = cameras.focal.device
+    v, u = torch.meshgrid(torch.arange(h, device=dev) + 0.5, torch.arange(w, device=dev) + 0.5, indexing="ij")
+    uv = torch.stack([u, v], dim=-1).reshape(1, -1, 2)
+    f, c = cameras.focal[:, None, :], cameras.principal[:, None, :]
+    ideal_uv = undistort((uv - c) / f, cameras.lens()) * f + c  # (B, H*W, 2)
+    lo = ideal_uv.amin(1).floor() - margin
+    size = (ideal_uv.amax(1).ceil() + margin - lo).amax(0)  # one canvas size (width, height) for all
+    if not bool(torch.isfinite(size).all()) or size[0] > most * w or size[1] > most * h:
+        raise ValueError(f"the lens distortion spreads a {w}x{h} image over more than {most:g} times its size")
+    ideal = Cameras(cameras.position, cameras.rotation, cameras.focal, cameras.principal - lo,
+                    int(size[1]), int(size[0]))
+    grid = (ideal_uv - lo[:, None, :]) / size * 2 - 1
+    return ideal, grid.reshape(-1, h, w, 2)
+
+
 def join_cameras(cameras: list[Cameras]) -> Cameras:
     """Batches of cameras for images of one size, joined into one batch."""
     sizes = {(c.height, c.width) for c in cameras}
     if len(sizes) != 1:
         raise ValueError(f"cameras for images of one size only, got {sorted(sizes)}")
+    lens = None if all(c.distortion is None for c in cameras) else torch.cat([c.lens() for c in cameras])
     return Cameras(torch.cat([c.position for c in cameras]), torch.cat([c.rotation for c in cameras]),
                    torch.cat([c.focal for c in cameras]), torch.cat([c.principal for c in cameras]),
-                   cameras[0].height, cameras[0].width)
+                   cameras[0].height, cameras[0].width, lens)
 
 
 def look_at_cameras(eye: torch.Tensor, target: torch.Tensor, fov_deg: torch.Tensor, height: int, width: int,
@@ -253,8 +343,9 @@ def homography(src: Cameras, dst: Cameras) -> torch.Tensor:
 
 
 def source_pixels(src: Cameras, dst: Cameras) -> torch.Tensor:
-    """(B, H_dst, W_dst, 2): where each pixel centre of ``dst`` falls in the ``src`` image, as
-    (u, v) pixels (NaN-free; points behind ``src`` are sent far outside the image)."""
+    """(B, H_dst, W_dst, 2): where each pixel centre of ``dst`` (an ideal pinhole) falls in the
+    ``src`` image, through ``src``'s lens where it has one, as (u, v) pixels (NaN-free; points
+    behind ``src`` are sent far outside the image)."""
     h, w = dst.height, dst.width
     dev = dst.focal.device
     v, u = torch.meshgrid(torch.arange(h, device=dev) + 0.5, torch.arange(w, device=dev) + 0.5, indexing="ij")
@@ -263,6 +354,12 @@ def source_pixels(src: Cameras, dst: Cameras) -> torch.Tensor:
     q = pix @ m.transpose(1, 2)  # (B, H*W, 3)
     ahead = q[..., 2] > 1e-6
     uv = q[..., :2] / torch.where(ahead, q[..., 2], torch.ones_like(q[..., 2]))[..., None]
+    if src.distortion is not None:  # a lens shows some far-off directions back inside: not those
+        f, c = src.focal[:, None, :].to(uv), src.principal[:, None, :].to(uv)
+        xy = ((uv - c) / f).clamp(-10, 10)
+        shown = distort(xy, src.distortion)
+        ahead = ahead & ((undistort(shown, src.distortion) - xy).norm(dim=-1) < 1e-3)
+        uv = shown * f + c
     uv = torch.where(ahead[..., None], uv, torch.full_like(uv, -1e6))
     return uv.reshape(-1, h, w, 2)
 
