@@ -116,7 +116,8 @@ def prefilter_factor(camera: Cameras, view: Cameras) -> int:
 def shrunk_camera(camera: Cameras, factor: int, height: int, width: int) -> Cameras:
     """The camera of its image box-filtered by ``factor`` (pixel corners map to corners), now
     ``height`` x ``width``."""
-    return Cameras(camera.position, camera.rotation, camera.focal / factor, camera.principal / factor, height, width)
+    return Cameras(camera.position, camera.rotation, camera.focal / factor, camera.principal / factor, height, width,
+                   camera.distortion)
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ class _Plans:
         self.size, self.lock, self.plans = size, threading.Lock(), OrderedDict()
 
     def get(self, camera: Cameras, world: World) -> WarpPlan:
-        parts = (camera.position, camera.rotation, camera.focal, camera.principal)
+        parts = (camera.position, camera.rotation, camera.focal, camera.principal, camera.lens())
         numbers = torch.cat([x.detach().reshape(-1).double().cpu() for x in parts])
         key = (numbers.numpy().tobytes(), camera.height, camera.width, camera.position.device.type,
                world.image_size, world.view_half_width)
