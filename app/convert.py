@@ -15,6 +15,7 @@ from functools import lru_cache
 
 import torch
 
+from app.camera import DISTORTION_MODELS, MAX_LENS_STRETCH, MAX_TANGENTIAL
 from app.engine import Engine, InferResult
 from app.errors import Unprocessable
 from app.schemas import (
@@ -162,7 +163,11 @@ def envelope_info(world: World, takes_cameras: bool) -> dict:
     env.pop("train_margin")
     return {**env, "azimuth_deg": [0.0, 360.0], "convention": "elevation of the optical axis below the horizon; "
             "distance from the camera to where the optical axis meets the table; look_at_radius: how far that "
-            "point may lie from the table centre; fov_deg vertical; aspect = width / height"}
+            "point may lie from the table centre; fov_deg vertical; aspect = width / height",
+            "distortion": {"models": sorted(DISTORTION_MODELS), "max_corner_stretch": MAX_LENS_STRETCH,
+                           "max_tangential": MAX_TANGENTIAL,
+                           "note": "lens distortion stated as camera_info D is read through; it must be one-to-one "
+                                   "out to the image's corners; fisheye (equidistant) lenses are not supported"}}
 
 
 def look_from(look: LookIn | None, world: World) -> Look | None:

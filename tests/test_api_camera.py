@@ -203,6 +203,7 @@ def test_v1_model_states_the_camera_envelope(http):
     assert env["elevation_deg"][0] <= 35 and env["elevation_deg"][1] >= 80
     assert env["distance"][0] <= 0.8 and env["distance"][1] >= 1.5
     assert env["fov_deg"][0] <= 35 and env["fov_deg"][1] >= 65
+    assert env["distortion"]["models"] == ["plumb_bob", "rational_polynomial"]
 
 
 def test_render_from_a_camera_under_a_look_has_the_cameras_size(http):
