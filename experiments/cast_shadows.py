@@ -33,6 +33,9 @@ def arguments(argv: list[str] | None, description: str) -> argparse.Namespace:
     ap.add_argument("--scenes", type=int, default=400)
     ap.add_argument("--seed", type=int, default=777)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--mirror", choices=("weights", "on", "off"), default="weights",
+                    help="read each image with its mirror image as the weights' calibration says, or always, "
+                         "or never (compare uncalibrated candidates with the shipped weights at 'on')")
     return ap.parse_args(argv)
 
 
@@ -42,7 +45,8 @@ def compare_looks(args: argparse.Namespace, prior: LookPrior, variants: dict[str
     torch.set_num_threads(args.threads)
     model, world, meta = load_weights(args.weights)
     model.eval()
-    predict = air_predict(model, world, mirror=Calibration.from_meta(meta).mirror)
+    mirror = Calibration.from_meta(meta).mirror if args.mirror == "weights" else args.mirror == "on"
+    predict = air_predict(model, world, mirror=mirror)
     g = torch.Generator().manual_seed(args.seed)
     found: dict[str, tuple[list, list]] = {name: ([], []) for name in variants}
     for lo in range(0, args.scenes, CHUNK):
