@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError,
 
 from app.errors import Unprocessable
 
-from renderer.pinhole import DISTORTION_TERMS, Cameras, lens_stretch
+from renderer.pinhole import Cameras, lens_coefficients, lens_stretch
 from renderer.scene import quat_to_matrix
 
 # the body frame's axes seen from the optical frame: optical x = -body y, y = -body z, z = body x
@@ -148,21 +148,12 @@ def to_cameras(camera: CameraIn, height: int, width: int) -> Cameras:
                              f"another aspect ratio (crop or resize the intrinsics too)")
     p = camera.position
     cams = Cameras(torch.tensor([[p.x, p.y, p.z]]), rot[None].float(), torch.tensor([[fx * sx, fy * sy]]),
-                   torch.tensor([[cx * sx, cy * sy]]), height, width, lens(camera))
+                   torch.tensor([[cx * sx, cy * sy]]), height, width, lens_coefficients(camera.D))
     if not bool(cams.finite().all()):
         raise ValueError("the camera's numbers are too large to compute with (not finite as 32-bit floats)")
     if cams.distortion is not None:
         check_lens(cams)
     return cams
-
-
-def lens(camera: CameraIn) -> torch.Tensor | None:
-    """(1, 8) distortion coefficients in ``renderer.pinhole.distort``'s order, or None where D
-    is absent or all zeros."""
-    d = list(camera.D or [])
-    if not any(d):
-        return None
-    return torch.tensor([d + [0.0] * (DISTORTION_TERMS - len(d))], dtype=torch.float32)
 
 
 def check_lens(cams: Cameras) -> None:

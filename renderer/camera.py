@@ -160,10 +160,16 @@ def camera_dict(cameras) -> dict:
         "fx": fx, "fy": fy, "cx": cx, "cy": cy,
         "look_at": {k: r6(v) for k, v in zip("xyz", look_at.tolist())}, "distance_m": r6(d["distance"]),
         "elevation_deg": round(d["elevation_deg"], 4), "optical_frame": "x right, y down, z forward",
-        **({} if cameras.distortion is None else
-           {"distortion_model": "rational_polynomial" if bool(cameras.distortion[0, 5:].any()) else "plumb_bob",
-            "D": [round(float(v), 6) + 0.0 for v in cameras.distortion[0, :8 if bool(cameras.distortion[0, 5:].any()) else 5]]}),
+        **({} if cameras.distortion is None else lens_dict(cameras.distortion[0])),
     }
+
+
+def lens_dict(d: torch.Tensor) -> dict:
+    """One camera's distortion coefficients (8,) as ``camera_info`` states them: the model (8
+    terms where k4-k6 are used, else plumb_bob's 5) and D."""
+    rational = bool(d[5:].any())
+    return {"distortion_model": "rational_polynomial" if rational else "plumb_bob",
+            "D": [round(float(v), 6) + 0.0 for v in d[: 8 if rational else 5]]}
 
 
 def cameras_from_dict(d: dict):
@@ -171,7 +177,7 @@ def cameras_from_dict(d: dict):
     {x, y, z, w} (the optical frame in the table frame), ``fx``, ``fy``, ``cx``, ``cy``,
     ``width``, ``height``, and optionally ``D`` (lens distortion) -> a ``renderer.pinhole.Cameras``
     batch of one (other keys ignored)."""
-    from renderer.pinhole import Cameras  # local: pinhole imports this module's neighbours
+    from renderer.pinhole import Cameras, lens_coefficients  # local: pinhole imports this module's neighbours
     from renderer.scene import quat_to_matrix
 
     q, p = d["orientation"], d["position"]
@@ -179,4 +185,4 @@ def cameras_from_dict(d: dict):
     return Cameras(torch.tensor([[p["x"], p["y"], p["z"]]], dtype=torch.float32), rot[None],
                    torch.tensor([[d["fx"], d["fy"]]], dtype=torch.float32),
                    torch.tensor([[d["cx"], d["cy"]]], dtype=torch.float32), int(d["height"]), int(d["width"]),
-                   torch.tensor([list(d["D"]) + [0.0] * (8 - len(d["D"]))], dtype=torch.float32) if any(d.get("D") or []) else None)
+                   lens_coefficients(d.get("D")))

@@ -108,8 +108,6 @@ class PhotoShader(nn.Module):
         bary = fragments.bary_coords[..., 0, :]  # (B, H, W, 3)
         point = (bary[..., None] * packed.corners[face]).sum(-2)  # (B, H, W, 3) world
         corner_n = packed.normals[face]  # (B, H, W, 3, 3)
-        if look.welded.any():  # every edge soft: the mesh tool's averaged vertex normals
-            corner_n = torch.where(look.welded.to(face.device)[:, None, None, None, None], packed.welded[face], corner_n)
         if look.apex_up.any():  # per-vertex normals averaged at a cone's apex: straight up there
             up_here = packed.apex[face] & look.apex_up.to(face.device)[:, None, None, None]
             corner_n = torch.where(up_here[..., None], torch.tensor([0.0, 0.0, 1.0]).to(corner_n), corner_n)
@@ -218,7 +216,7 @@ def _photo_light(scene: SceneBatch, world: World, cameras: Cameras, look: Look, 
                  supersample: int) -> torch.Tensor:
     """``render_photo`` before the sensor, for ideal pinhole cameras."""
     big = cameras.resized(cameras.height * supersample, cameras.width * supersample)
-    packed = pack_scene(scene, world, detail)
+    packed = pack_scene(scene, world, detail, look.welded)
     settings = RasterSettings(big.height, big.width, perspective_correct=True)
     fragments = SceneRasterizer(world, settings)(packed.meshes, big)
     img = PhotoShader()(fragments, packed, look, big, scene, world)

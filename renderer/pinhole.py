@@ -23,6 +23,7 @@ without approximation; only the camera's elevation and distance remain for the n
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -49,12 +50,21 @@ def distort(xy: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
 
 def undistort(xy: torch.Tensor, d: torch.Tensor, iterations: int = 30) -> torch.Tensor:
     """The inverse of ``distort`` (B, P, 2), by fixed-point iteration as OpenCV's
-    ``undistortPoints`` (exact to well under a thousandth of a pixel for the distortions
-    ``lens_folds`` lets through)."""
+    ``undistortPoints``; exact to well under a thousandth of a pixel for moderate distortion,
+    e.g. k1 = -0.25; where convergence matters, check the round trip, as ``source_pixels`` does)."""
     guess = xy
     for _ in range(iterations):
         guess = guess + (xy - distort(guess, d))
     return guess
+
+
+def lens_coefficients(d: Sequence[float] | None) -> torch.Tensor | None:
+    """``camera_info``'s D (4, 5 or 8 terms) -> (1, 8) coefficients in ``distort``'s order, zeros
+    after the terms given; None where D is absent or all zeros (an ideal pinhole)."""
+    d = list(d or [])
+    if not any(d):
+        return None
+    return torch.tensor([d + [0.0] * (DISTORTION_TERMS - len(d))], dtype=torch.float32)
 
 
 def lens_stretch(d: torch.Tensor, corner_radius: torch.Tensor) -> torch.Tensor:

@@ -97,9 +97,9 @@ class PackedScene:
         2 table faces, padded with -1 to the longest scene (padding faces of the templates and
         absent slots are left out, so the rasteriser never loops over them).
     corners: (P, 3, 3) world coordinates of each packed face's three vertices (P = real faces).
-    normals: (P, 3, 3) smooth-shading normal at each corner, world frame (``MeshLibrary.normals``).
+    normals: (P, 3, 3) smooth-shading normal at each corner, world frame (``MeshLibrary.normals``,
+        or ``MeshLibrary.welded`` in the scenes ``pack_scene`` was asked to weld).
     apex: (P, 3) bool, the corners at a cone's apex (``MeshLibrary.apex``).
-    welded: (P, 3, 3) corner normals with every edge soft, world frame (``MeshLibrary.welded``).
     albedo: (P, 3) base RGB. slot: (P,) int64, the face's slot (N for the table).
     """
 
@@ -109,7 +109,6 @@ class PackedScene:
     albedo: torch.Tensor
     slot: torch.Tensor
     apex: torch.Tensor
-    welded: torch.Tensor
 
     def face_normals(self) -> torch.Tensor:
         """(P, 3) unit normal of each packed face (flat shading)."""
@@ -118,9 +117,10 @@ class PackedScene:
         return normal / (normal.norm(dim=-1, keepdim=True) + 1e-12)
 
 
-def pack_scene(scene: SceneBatch, world: World, detail: int = 1) -> PackedScene:
+def pack_scene(scene: SceneBatch, world: World, detail: int = 1, welded: torch.Tensor | None = None) -> PackedScene:
     """Batch -> ``PackedScene``, built in batched operations (nothing per image). ``detail``
-    picks the tessellation of curved shapes (``mesh_library``)."""
+    picks the tessellation of curved shapes (``mesh_library``); ``welded`` (B,) bool, the scenes
+    whose smooth-shading normals have every edge soft (``MeshLibrary.welded``, ``Look.welded``)."""
     scene.validate(world)
     scene = scene.blank_absent()  # absent slots may hold out-of-range indices or NaNs
     lib = mesh_library(world, detail)
@@ -137,8 +137,11 @@ def pack_scene(scene: SceneBatch, world: World, detail: int = 1) -> PackedScene:
     faces = faces + (torch.arange(n, device=device) * v_max)[None, :, None, None]
     real = (torch.arange(f_max, device=device) < lib.num_faces.to(device)[scene.shape][..., None]) \
         & scene.present[..., None]  # (B, N, F)
-    normals = torch.einsum("bnij,bnfcj->bnfci", rot, lib.normals.to(device, verts.dtype)[scene.shape])
-    welded = torch.einsum("bnij,bnfcj->bnfci", rot, lib.welded.to(device, verts.dtype)[scene.shape])
+    corner = lib.normals.to(device, verts.dtype)[scene.shape]  # (B, N, F, 3, 3) object frame
+    if welded is not None and bool(welded.any()):
+        soft = lib.welded.to(device, verts.dtype)[scene.shape]
+        corner = torch.where(welded.to(device)[:, None, None, None, None], soft, corner)
+    normals = torch.einsum("bnij,bnfcj->bnfci", rot, corner)
 
     half = world.table_size / 2
     table_v = torch.tensor([[-half, -half, 0.0], [half, -half, 0.0], [half, half, 0.0], [-half, half, 0.0]],
@@ -151,7 +154,6 @@ def pack_scene(scene: SceneBatch, world: World, detail: int = 1) -> PackedScene:
                           torch.full((2,), n, device=device)]).expand(b, -1)
     up = torch.tensor([0.0, 0.0, 1.0], device=device, dtype=verts.dtype)
     all_normals = torch.cat([normals.reshape(b, n * f_max, 3, 3), up.expand(b, 2, 3, 3)], dim=1)
-    all_welded = torch.cat([welded.reshape(b, n * f_max, 3, 3), up.expand(b, 2, 3, 3)], dim=1)
     all_apex = torch.cat([lib.apex.to(device)[scene.shape].reshape(b, n * f_max, 3),
                           torch.zeros(b, 2, 3, dtype=torch.bool, device=device)], dim=1)
     palette = palette_rgb(world, device, verts.dtype)
@@ -174,7 +176,7 @@ def pack_scene(scene: SceneBatch, world: World, detail: int = 1) -> PackedScene:
         return torch.gather(x, 1, idx)[keep]
 
     return PackedScene(Meshes(verts=all_verts, faces=faces_padded), packed(tri), packed(all_normals),
-                       packed(albedo), packed(all_slot), packed(all_apex), packed(all_welded))
+                       packed(albedo), packed(all_slot), packed(all_apex))
 
 
 def scene_meshes(scene: SceneBatch, world: World) -> tuple[Meshes, torch.Tensor, torch.Tensor]:
