@@ -3,7 +3,7 @@
     airscene serve [--host 127.0.0.1] [--port 8000] [--weights W]
     airscene infer IMAGE... [--url URL] [--refine N] [--min-confidence C] [--format json|ros]
     airscene render SCENE.json -o OUT.png [--width W] [--height H] [--url URL]
-    airscene adapt --images DIR [--camera cam.json] [--weights W] --out MINE.safetensors [--steps N]
+    airscene adapt --images DIR [--camera cam.json] [--weights W] --out MINE.safetensors [--steps N] [--keep K]
 
 ``infer`` and ``render`` run the model in this process unless ``--url`` names a running server.
 A SCENE.json is ``{"objects": [...]}``, an /infer answer, or a bare list of objects.
@@ -106,6 +106,17 @@ def _whole(minimum: int) -> Any:
     return parse
 
 
+def _share(text: str) -> float:
+    """argparse type: a number within [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{value} is not within [0, 1]")
+    return value
+
+
 def _remote_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", help="a running server (default: run the model in this process)")
     p.add_argument("--api-key", default=os.environ.get("AIRSCENE_API_KEY"), help="bearer key for --url "
@@ -126,6 +137,9 @@ def _adapt_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=_whole(1), default=d.batch, help=f"images per step (default {d.batch})")
     p.add_argument("--lr", type=float, default=d.lr, help=f"the network's learning rate (default {d.lr})")
     p.add_argument("--threads", type=_whole(1), default=d.threads, help=f"torch CPU threads (default {d.threads})")
+    p.add_argument("--keep", type=_share, default=d.keep,
+                   help=f"share of the starting weights mixed into the weights written, 0..1 (default {d.keep}; "
+                        "0: the network as adaptation left it)")
     p.add_argument("--seed", type=int, default=d.seed, help="the run's randomness")
     p.add_argument("--device", default="auto", help="'auto' (CUDA when available, else the CPU), 'cpu', 'cuda' "
                                                     "or 'cuda:N'")
@@ -151,8 +165,8 @@ def _adapt(args: argparse.Namespace) -> int:
     except (RuntimeError, ValueError) as e:
         print(f"airscene: --device: {e}", file=sys.stderr)
         return 2
-    cfg = replace(AdaptConfig(), steps=args.steps, batch=args.batch, lr=args.lr, threads=args.threads, seed=args.seed,
-                  device=device)
+    cfg = replace(AdaptConfig(), steps=args.steps, batch=args.batch, lr=args.lr, threads=args.threads, keep=args.keep,
+                  seed=args.seed, device=device)
     try:
         summary = adapt(views, weights, args.out, cfg, resume=not args.restart)
     except AdaptCollapse as e:

@@ -38,7 +38,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from inference.amortised import amortised_loss
-from inference.checkpoint import load_weights, save_weights
+from inference.checkpoint import interpolate, load_weights, save_weights
 from inference.elbo import NVIL, Baseline, elbo_terms
 from inference.network import AIR
 from inference.preprocess import image_tensor
@@ -63,7 +63,10 @@ class AdaptConfig:
     size: side of the likelihood's image (divides the view's side). sleep_weight: weight of the
     sleep half (0: ELBO only). collapse_window, collapse_share: the guard's window (steps) and
     the share of samples on one count that means collapse. checkpoint_every: steps between
-    checkpoints. seed: the run's randomness. threads: torch CPU threads. device: where the network,
+    checkpoints. keep: the share of the starting weights mixed back into the weights written
+    (``inference.checkpoint.interpolate``; 0 writes the network as adaptation left it): a fine-tune
+    averaged with its start keeps more of what the start knew and, on our development images of a
+    shifted look, lost nothing of what adaptation gained (model card). seed: the run's randomness. threads: torch CPU threads. device: where the network,
     theta and the likelihood's renders run ('cpu', 'cuda', 'cuda:N'); the prior's scenes and the
     sleep half's training-prior photos are drawn on the CPU (seeded as on the CPU) and moved there."""
 
@@ -80,6 +83,7 @@ class AdaptConfig:
     collapse_window: int = 50
     collapse_share: float = 0.9
     checkpoint_every: int = 50
+    keep: float = 0.5
     seed: int = 0
     threads: int = 2
     device: str = "cpu"
@@ -222,8 +226,8 @@ class _Run:
 
     def load(self, path: Path, cfg: AdaptConfig, images: int) -> None:
         ck = torch.load(path, weights_only=False, map_location="cpu")  # load_state_dict moves it
-        # steps may grow; where it runs (and on how many threads) does not make it another run
-        settings = lambda c: {k: v for k, v in c.items() if k not in ("steps", "device", "threads")}  # noqa: E731
+        # steps may grow; where it runs (and on how many threads) and what is written do not make it another run
+        settings = lambda c: {k: v for k, v in c.items() if k not in ("steps", "device", "threads", "keep")}  # noqa: E731
         if settings(ck["config"]) != settings(asdict(cfg)) or ck["images"] != images:
             raise ValueError(f"{path} is another run's checkpoint (other settings or images); "
                              "remove it, pass the same settings, or restart")
@@ -265,8 +269,11 @@ def adapt(images: ViewInput, weights: str | Path, out: str | Path, cfg: AdaptCon
     """Adapt ``weights`` to ``images`` (views, ``load_views``); write ``out`` (+ its .json) and
     return the run's summary (the learned look, steps, seconds). Checkpoints to
     ``<out>.ckpt.pt`` and, with ``resume``, continues from it (the same settings and images; only
-    ``steps`` may grow, ``device`` and ``threads`` may change). ``callback(step, model, stats)``
+    ``steps`` may grow, ``device``, ``threads`` and ``keep`` may change: a finished run resumed with
+    another ``keep`` writes that mix). ``callback(step, model, stats)``
     runs after every step. Raises ``AdaptCollapse`` when the count distribution collapses."""
+    if not 0.0 <= cfg.keep <= 1.0:
+        raise ValueError(f"keep must be within [0, 1], got {cfg.keep}")
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)  # the baseline's initial weights and q's draws: a run is reproducible
     run = _Run(weights, cfg)
@@ -294,5 +301,9 @@ def adapt(images: ViewInput, weights: str | Path, out: str | Path, cfg: AdaptCon
     source = run.meta.get("calibration", {})
     if any(k in source for k in ("limits", "mirror")):
         kept["calibration"] = {k: source[k] for k in ("limits", "mirror") if k in source}
-    save_weights(run.model.eval().cpu(), run.world, out, {**kept, "adapted": summary})
+    model = run.model.eval().cpu()
+    if cfg.keep > 0:
+        start, _, _ = load_weights(weights)
+        model.load_state_dict(interpolate(model, start, cfg.keep))
+    save_weights(model, run.world, out, {**kept, "adapted": summary})
     return summary

@@ -74,3 +74,16 @@ def load_weights(path: str | Path, device: torch.device | str = "cpu",
     model = network(network.config_type.from_dict(doc["air"]))
     load_tensors(model, path)
     return model.to(device).eval(), World.from_dict(doc["world"]), doc.get("meta", {})
+
+
+def interpolate(a: AIR, b: AIR, alpha: float) -> dict[str, torch.Tensor]:
+    """The state dict (1 - alpha) * a + alpha * b over every floating tensor (the others, counters,
+    are a's): a "model soup" of a fine-tune and the weights it started from, which lie in one
+    basin of the loss (Wortsman et al., "Model soups", ICML 2022; "Robust fine-tuning of
+    zero-shot models", CVPR 2022). ValueError unless the two have the same tensors."""
+    sa, sb = a.state_dict(), b.state_dict()
+    if a.config != b.config or sa.keys() != sb.keys() or any(sa[k].shape != sb[k].shape for k in sa):
+        raise ValueError("the two weight files are not the same architecture")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be within [0, 1], got {alpha}")
+    return {k: torch.lerp(sa[k], sb[k].to(sa[k].device), alpha) if sa[k].is_floating_point() else sa[k] for k in sa}

@@ -1,6 +1,6 @@
 """How well an answer explains its image: the generative model's check on the network.
 
-The answer is rendered with the image's own camera (in the network's view, at a reduced size;
+The answer is rendered with the image's own camera (in the network's view, at its own resolution;
 ``renderer.raycast``) as a map of regions: each found object, the table, and what lies beyond the table. Nothing of
 the look is assumed: each region's colour is read off the image itself (its mean), so a warm
 light, a dark table or another renderer's shading do not count against the answer; what counts
@@ -62,11 +62,11 @@ from renderer.raycast import region_map
 from renderer.scene import SceneBatch
 from renderer.world import World
 
-FIT_SIZE = 40  # the side of the view the fit is computed in
 OUTLIER = 0.12  # shading-free colour distance (RGB in [0, 1]) beyond which a pixel is not table
 UNEXPLAINED_SCALE = 0.04  # unexplained table share that counts as a whole missed object
 CONTRAST_FULL = 0.10  # object-table colour distance at which contrast no longer lowers the fit
 OUTLINE_CONTRAST = 4.0  # table-floor contrast, in table spreads, above which the outline is checked
+OUTLINE_BANDS = 40  # the outline's bands are this many times narrower than the view (and at least a pixel)
 EDGE_LIGHT = 0.4  # mean brightness of table and floor below which their contrast is scaled up (dim light)
 
 
@@ -272,15 +272,17 @@ def flat_field(img: torch.Tensor, surface: torch.Tensor) -> torch.Tensor:
 
 
 def outline_agreement(r: Regions, n: int, spread: torch.Tensor) -> torch.Tensor:
-    """``Fit.outline``: the bands one pixel wide either side of the drawn table's edge, away
+    """``Fit.outline``: the bands either side of the drawn table's edge (1 / ``OUTLINE_BANDS`` of
+    the view's side wide: two pixels in an 80-pixel view), away
     from objects (and their shadows: 3 pixels), each pixel nearer the colour of its side's mean,
     in the image with the table's smooth change of light divided out (``flat_field``). Checked
     where the two means differ by more than ``OUTLINE_CONTRAST`` times ``spread``, the table's
     mean distance from its colour, noise included (noise blurs the comparison)."""
     table, floor = r.onehot[:, n] > 0, r.onehot[:, n + 1] > 0
     clear_of_objects = ~dilate(r.onehot[:, :n].sum(1) > 0, 3)
-    inner = table & dilate(floor, 1) & clear_of_objects
-    outer = floor & dilate(table, 1) & clear_of_objects
+    band = max(1, r.img.shape[-1] // OUTLINE_BANDS)
+    inner = table & dilate(floor, band) & clear_of_objects
+    outer = floor & dilate(table, band) & clear_of_objects
     img = flat_field(r.img, table & clear_of_objects)
     t_mean, f_mean = region_means(torch.stack([table, floor], 1).float(), img).unbind(1)
     d_table = (img - t_mean[..., None, None]).square().sum(1)
@@ -304,10 +306,13 @@ def object_fill(scene: SceneBatch, r: Regions, d_free: torch.Tensor) -> torch.Te
 
 
 def fit_answers(scene: SceneBatch, pixels: torch.Tensor, coverage: torch.Tensor, cameras: Cameras,
-                world: World, size: int = FIT_SIZE) -> Fit:
+                world: World, size: int | None = None) -> Fit:
     """The fit of ``scene`` (B answers, T slots) to the images the network read: ``pixels``
-    (B, 3, S, S) in [0, 1] and ``coverage`` (B, 1, S, S) 0/1, seen by ``cameras`` (S x S)."""
+    (B, 3, S, S) in [0, 1] and ``coverage`` (B, 1, S, S) 0/1, seen by ``cameras`` (S x S).
+    ``size``: the side the fit is computed at, S by default (a divisor of S keeps pixel noise
+    independent from pixel to pixel, as ``spread_beyond_noise`` assumes)."""
     n = scene.num_slots
+    size = size or pixels.shape[-1]
     r = draw(scene, pixels, coverage, cameras, world, size)
     objects, spill = object_fits(scene, r)
 

@@ -200,6 +200,29 @@ def test_adapted_weights_answer_like_the_network_they_came_from_after_zero_netwo
     assert torch.equal(a.pres, b.pres) and torch.equal(a.shape, b.shape) and torch.allclose(a.position, b.position)
 
 
+def test_the_weights_written_mix_back_the_start_and_a_finished_run_rewrites_another_mix(folder, tmp_path):
+    """``keep`` 0 writes the network as adapted; resuming the finished run with keep 0.25 writes
+    0.75 x that + 0.25 x the start, tensor by tensor, without another step; outside [0, 1] it
+    is refused before any work, and the command line says so."""
+    shipped, world, _ = load_weights(WEIGHTS)
+    views = load_views(image_files(folder), world)
+    out = tmp_path / "k.safetensors"
+    adapt(views, WEIGHTS, out, replace(TINY, keep=0.0), progress=False)
+    raw = load_weights(out)[0].state_dict()
+    summary = adapt(views, WEIGHTS, out, replace(TINY, keep=0.25), progress=False)
+    mixed = load_weights(out)[0].state_dict()
+    assert summary["steps"] == TINY.steps and summary["config"]["keep"] == 0.25
+    moved = [k for k, v in raw.items() if v.is_floating_point() and not torch.equal(v, shipped.state_dict()[k])]
+    assert moved
+    for k in moved:
+        torch.testing.assert_close(mixed[k], 0.75 * raw[k] + 0.25 * shipped.state_dict()[k])
+    with pytest.raises(ValueError, match="keep"):
+        adapt(views, WEIGHTS, tmp_path / "x.safetensors", replace(TINY, keep=1.5), progress=False)
+    assert not (tmp_path / "x.safetensors.ckpt.pt").exists()
+    with pytest.raises(SystemExit):
+        main(["adapt", "--images", str(folder), "--out", str(tmp_path / "y.safetensors"), "--keep", "nan"])
+
+
 def test_the_learned_look_casts_each_objects_shadow_away_from_the_light():
     world = World().with_(image_size=64)
     from renderer.pinhole import canonical_cameras

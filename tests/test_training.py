@@ -484,9 +484,9 @@ def test_the_enumerated_recipe_trains_a_dair_network_with_finite_gradients():
 def test_soup_interpolates_two_weight_files_and_refuses_other_architectures(tmp_path):
     """``training.soup``: alpha 0 is the first file, 1 the second, 0.5 their mean, tensor by
     tensor; the written file names both sources; a different architecture is refused."""
+    from inference.checkpoint import interpolate as soup
     from inference.checkpoint import load_weights, save_weights
     from training.soup import main as soup_main
-    from training.soup import soup
 
     world = World()
     torch.manual_seed(0)

@@ -270,6 +270,23 @@ def test_flag_fires_on_blank_noise_and_foreign_images(predictor):
     assert np.mean(flagged) >= 0.6
 
 
+def test_flag_fires_when_the_view_does_not_match_the_camera(predictor):
+    """Our own scenes, cropped and enlarged or turned, sent as if whole from the world's camera:
+    the table's edge is not where that camera puts it, so the outline (or another check) flags
+    most of them (a wrong camera stated looks the same)."""
+    world = predictor.world
+    from renderer.prior import sample_scenes
+
+    scene = sample_scenes(world, 4, seed=21, counts=[1, 2, 3])
+    cams = spec_cameras(world.camera, 4, 240, 320)
+    img = render_photo(scene, world, cams, default_look(world, 4), torch.Generator().manual_seed(2))
+    whole = [Image.fromarray(f) for f in (img.clamp(0, 1) * 255).round().to(torch.uint8).numpy()]
+    shown = [im.crop((40, 30, 280, 210)).resize(im.size, Image.Resampling.BICUBIC) for im in whole]
+    shown += [im.rotate(90, expand=True) for im in whole]
+    assert sum(a["quality"]["in_world"] for a in predictor.infer(whole)) >= 3
+    assert sum(not a["quality"]["in_world"] for a in predictor.infer(shown)) >= 7  # 6 of 8 at the earlier 40x40
+
+
 def test_in_world_images_pass_and_answers_carry_fit_and_trust(predictor):
     world = predictor.world
     from renderer.prior import sample_scenes

@@ -17,18 +17,7 @@ from pathlib import Path
 import torch
 
 from inference.api import file_sha256, weights_version
-from inference.checkpoint import load_weights, save_weights
-from inference.network import AIR
-
-
-def soup(a: AIR, b: AIR, alpha: float) -> dict[str, torch.Tensor]:
-    """The interpolated state dict; ValueError unless the two have the same tensors."""
-    sa, sb = a.state_dict(), b.state_dict()
-    if a.config != b.config or sa.keys() != sb.keys() or any(sa[k].shape != sb[k].shape for k in sa):
-        raise ValueError("the two weight files are not the same architecture")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be within [0, 1], got {alpha}")
-    return {k: torch.lerp(sa[k], sb[k], alpha) if sa[k].is_floating_point() else sa[k] for k in sa}
+from inference.checkpoint import interpolate, load_weights, save_weights
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     if world_a.to_dict() != world_b.to_dict():
         ap.error("the two weight files were trained for different worlds")
     try:
-        state = soup(ma, mb, args.alpha)
+        state = interpolate(ma, mb, args.alpha)
     except ValueError as e:
         ap.error(str(e))
     sources = [{"file": p.name, "version": weights_version(m, file_sha256(p)), "iter": meta.get("iter")}
