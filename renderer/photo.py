@@ -62,6 +62,7 @@ def contact_shadow(xy: torch.Tensor, scene: SceneBatch, world: World, look: Look
 
 # where the shadow rays leave across the key light's disc, in units of its angular radius: the
 # centre and a ring (a fixed pattern, so a render needs no random numbers)
+RASTER_PIXELS = 20_000_000  # most supersampled pixels rasterised at once (their fragments take ~30 bytes each)
 LIGHT_DISC = torch.tensor([[0.0, 0.0]] + [[0.75 * math.cos(a), 0.75 * math.sin(a)]
                                           for a in (k * math.pi / 3 for k in range(6))])
 
@@ -214,8 +215,14 @@ def render_photo(scene: SceneBatch, world: World, cameras: Cameras, look: Look, 
 
 def _photo_light(scene: SceneBatch, world: World, cameras: Cameras, look: Look, detail: int,
                  supersample: int) -> torch.Tensor:
-    """``render_photo`` before the sensor, for ideal pinhole cameras."""
+    """``render_photo`` before the sensor, for ideal pinhole cameras; a batch of more than
+    ``RASTER_PIXELS`` supersampled pixels in pieces (each image is drawn alone either way)."""
     big = cameras.resized(cameras.height * supersample, cameras.width * supersample)
+    per = max(1, RASTER_PIXELS // (big.height * big.width))
+    if scene.batch_size > per:
+        return torch.cat([_photo_light(scene.select(slice(i, i + per)), world, cameras.select(slice(i, i + per)),
+                                       look.select(slice(i, i + per)), detail, supersample)
+                          for i in range(0, scene.batch_size, per)])
     packed = pack_scene(scene, world, detail, look.welded)
     settings = RasterSettings(big.height, big.width, perspective_correct=True)
     fragments = SceneRasterizer(world, settings)(packed.meshes, big)

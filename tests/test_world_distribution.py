@@ -408,3 +408,23 @@ def test_photo_dataset_is_seeded_and_resumes_to_the_same_bytes(tmp_path):
         wide = CameraEnvelope(elevation_deg=(25, 90), distance=(0.7, 1.7), fov_deg=(25, 75), roll_deg=(-20, 20))
         assert envelope_violations(cams, wide) == [""] * len(idx)  # the envelope plus its training margin
     assert math.isclose(float(da.images.mean()), float(db.images.mean()))
+
+
+def test_a_large_batch_is_drawn_in_pieces_that_match_it_drawn_whole(monkeypatch):
+    """``render_photo`` bounds the pixels it rasterises at once (a 250-image evaluation chunk of
+    640x480 supersampled took about 14 GB whole); the pieces give the same images, bit for bit,
+    with mixed looks (cast shadows, soft edges)."""
+    import renderer.photo as photo
+
+    world = World()
+    g = torch.Generator().manual_seed(3)
+    cams = sample_cameras(world.envelope, 7, g, 60, 80, margin=False)
+    scene = sample_scenes(world, 7, generator=g, cameras=(cams, view_cameras(cams, world)))
+    look = sample_looks(replace(LookPrior(), welded_probability=0.5, cast_shadow_probability=0.5), 7, g)
+    whole = render_photo(scene, world, cams, look, torch.Generator().manual_seed(1), detail=2)
+    monkeypatch.setattr(photo, "RASTER_PIXELS", 60 * 80 * 4 * 3)  # three images a piece
+    drawn = []
+    monkeypatch.setattr(photo, "pack_scene", lambda s, *a: drawn.append(s.batch_size) or pack_scene(s, *a))
+    pieces = render_photo(scene, world, cams, look, torch.Generator().manual_seed(1), detail=2)
+    assert drawn == [3, 3, 1] and look.welded.any() and not look.welded.all()
+    assert torch.equal(whole, pieces)
