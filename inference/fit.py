@@ -1,6 +1,7 @@
 """How well an answer explains its image: the generative model's check on the network.
 
-The answer is rendered with the image's own camera (in the network's view, at its own resolution;
+The answer is rendered with the image's own camera (in the network's view: at ``FIT_SIZE`` for
+most checks, at the view's own resolution for the outline;
 ``renderer.raycast``) as a map of regions: each found object, the table, and what lies beyond the table. Nothing of
 the look is assumed: each region's colour is read off the image itself (its mean), so a warm
 light, a dark table or another renderer's shading do not count against the answer; what counts
@@ -66,6 +67,7 @@ OUTLIER = 0.12  # shading-free colour distance (RGB in [0, 1]) beyond which a pi
 UNEXPLAINED_SCALE = 0.04  # unexplained table share that counts as a whole missed object
 CONTRAST_FULL = 0.10  # object-table colour distance at which contrast no longer lowers the fit
 OUTLINE_CONTRAST = 4.0  # table-floor contrast, in table spreads, above which the outline is checked
+FIT_SIZE = 40  # the side most checks read: 2 x 2 means of the 80 x 80 view, sensor noise halved
 OUTLINE_BANDS = 40  # the outline's bands are this many times narrower than the view (and at least a pixel)
 EDGE_LIGHT = 0.4  # mean brightness of table and floor below which their contrast is scaled up (dim light)
 
@@ -306,13 +308,13 @@ def object_fill(scene: SceneBatch, r: Regions, d_free: torch.Tensor) -> torch.Te
 
 
 def fit_answers(scene: SceneBatch, pixels: torch.Tensor, coverage: torch.Tensor, cameras: Cameras,
-                world: World, size: int | None = None) -> Fit:
+                world: World, size: int = FIT_SIZE) -> Fit:
     """The fit of ``scene`` (B answers, T slots) to the images the network read: ``pixels``
     (B, 3, S, S) in [0, 1] and ``coverage`` (B, 1, S, S) 0/1, seen by ``cameras`` (S x S).
-    ``size``: the side the fit is computed at, S by default (a divisor of S keeps pixel noise
-    independent from pixel to pixel, as ``spread_beyond_noise`` assumes)."""
+    ``size``: the side most checks read (area means of the view; a divisor of S keeps pixel
+    noise independent from pixel to pixel, as ``spread_beyond_noise`` assumes); the outline
+    reads the view at S itself."""
     n = scene.num_slots
-    size = size or pixels.shape[-1]
     r = draw(scene, pixels, coverage, cameras, world, size)
     objects, spill = object_fits(scene, r)
 
@@ -332,7 +334,8 @@ def fit_answers(scene: SceneBatch, pixels: torch.Tensor, coverage: torch.Tensor,
 
     worst = torch.where(scene.present, objects, torch.ones_like(objects)).amin(1)
     image = worst * (1 - unexplained / UNEXPLAINED_SCALE).clamp(0.0, 1.0)
-    return Fit(image, objects, unexplained, spread, edge, spill, outline_agreement(r, n, rough),
+    fine = r if pixels.shape[-1] == size else draw(scene, pixels, coverage, cameras, world, pixels.shape[-1])
+    return Fit(image, objects, unexplained, spread, edge, spill, outline_agreement(fine, n, rough),
                object_fill(scene, r, d_free), r)
 
 
