@@ -59,7 +59,7 @@ from PIL import Image
 from torch.nn import functional as F
 
 from renderer.pinhole import Cameras
-from renderer.raycast import region_map
+from renderer.raycast import region_map, table_mask
 from renderer.scene import SceneBatch
 from renderer.world import World
 
@@ -273,19 +273,20 @@ def flat_field(img: torch.Tensor, surface: torch.Tensor) -> torch.Tensor:
     return img / gain.reshape(b, 1, s, s)
 
 
-def outline_agreement(r: Regions, n: int, spread: torch.Tensor) -> torch.Tensor:
-    """``Fit.outline``: the bands either side of the drawn table's edge (1 / ``OUTLINE_BANDS`` of
-    the view's side wide: two pixels in an 80-pixel view), away
+def outline_agreement(img: torch.Tensor, table: torch.Tensor, floor: torch.Tensor, objects: torch.Tensor,
+                      spread: torch.Tensor) -> torch.Tensor:
+    """``Fit.outline`` from an image (B, 3, s, s) and where the answer draws the table, the floor
+    and the objects (B, s, s) bool: the bands either side of the drawn table's edge (1 /
+    ``OUTLINE_BANDS`` of the view's side wide: two pixels in an 80-pixel view), away
     from objects (and their shadows: 3 pixels), each pixel nearer the colour of its side's mean,
     in the image with the table's smooth change of light divided out (``flat_field``). Checked
     where the two means differ by more than ``OUTLINE_CONTRAST`` times ``spread``, the table's
     mean distance from its colour, noise included (noise blurs the comparison)."""
-    table, floor = r.onehot[:, n] > 0, r.onehot[:, n + 1] > 0
-    clear_of_objects = ~dilate(r.onehot[:, :n].sum(1) > 0, 3)
-    band = max(1, r.img.shape[-1] // OUTLINE_BANDS)
+    band = max(1, img.shape[-1] // OUTLINE_BANDS)
+    clear_of_objects = ~dilate(objects, 3)
     inner = table & dilate(floor, band) & clear_of_objects
     outer = floor & dilate(table, band) & clear_of_objects
-    img = flat_field(r.img, table & clear_of_objects)
+    img = flat_field(img, table & clear_of_objects)
     t_mean, f_mean = region_means(torch.stack([table, floor], 1).float(), img).unbind(1)
     d_table = (img - t_mean[..., None, None]).square().sum(1)
     d_floor = (img - f_mean[..., None, None]).square().sum(1)
@@ -294,6 +295,21 @@ def outline_agreement(r: Regions, n: int, spread: torch.Tensor) -> torch.Tensor:
     contrast = (f_mean - t_mean).norm(dim=-1)
     clear = (contrast > OUTLINE_CONTRAST * spread.clamp_min(0.01)) & ((inner | outer).sum((1, 2)) >= 8)
     return torch.where(clear, agree, torch.ones_like(agree))
+
+
+def outline_at_full_size(r: Regions, n: int, pixels: torch.Tensor, coverage: torch.Tensor, cameras: Cameras,
+                         world: World, spread: torch.Tensor) -> torch.Tensor:
+    """``outline_agreement`` on the view as the network read it (``pixels``, S x S): the table
+    drawn at S by its own rays, the objects (only kept clear of) from the regions ``r`` at the
+    fit's size, enlarged."""
+    s = pixels.shape[-1]
+    objects = r.onehot[:, :n].sum(1) > 0
+    if s == objects.shape[-1]:
+        return outline_agreement(r.img, r.onehot[:, n] > 0, r.onehot[:, n + 1] > 0, objects, spread)
+    seen = coverage[:, 0] > 0.99
+    objects = F.interpolate(objects[:, None].float(), size=(s, s), mode="nearest")[:, 0] > 0
+    on_table = table_mask(world, cameras.to(pixels.device))
+    return outline_agreement(pixels, on_table & seen & ~objects, ~on_table & seen & ~objects, objects, spread)
 
 
 def object_fill(scene: SceneBatch, r: Regions, d_free: torch.Tensor) -> torch.Tensor:
@@ -334,9 +350,8 @@ def fit_answers(scene: SceneBatch, pixels: torch.Tensor, coverage: torch.Tensor,
 
     worst = torch.where(scene.present, objects, torch.ones_like(objects)).amin(1)
     image = worst * (1 - unexplained / UNEXPLAINED_SCALE).clamp(0.0, 1.0)
-    fine = r if pixels.shape[-1] == size else draw(scene, pixels, coverage, cameras, world, pixels.shape[-1])
-    return Fit(image, objects, unexplained, spread, edge, spill, outline_agreement(fine, n, rough),
-               object_fill(scene, r, d_free), r)
+    outline = outline_at_full_size(r, n, pixels, coverage, cameras, world, rough)
+    return Fit(image, objects, unexplained, spread, edge, spill, outline, object_fill(scene, r, d_free), r)
 
 
 def residual_png(residual: torch.Tensor, scale: int = 4) -> str:

@@ -139,12 +139,22 @@ def region_map(scene: SceneBatch, world: World, cameras: Cameras) -> torch.Tenso
     n = scene.num_slots
     rays = pixel_rays(cameras)
     depth = object_depths(scene.blank_absent(), world, cameras, rays)  # (B, T, P)
-    c = cameras.position[:, None, :]
-    t_table = -c[..., 2] / rays[..., 2].clamp_max(-1e-9)  # the plane z = 0, in front when looking down
-    at = c + t_table[..., None] * rays
-    half = world.table_size / 2
-    on_table = (rays[..., 2] < -1e-9) & (at[..., :2].abs() <= half).all(-1)
-    table = torch.where(on_table, t_table, torch.full_like(t_table, float("inf")))
-    nearest, which = torch.cat([depth, table[:, None]], 1).min(1)
+    nearest, which = torch.cat([depth, table_depths(world, cameras, rays)[:, None]], 1).min(1)
     region = torch.where(torch.isinf(nearest), torch.full_like(which, n + 1), which)
     return region.reshape(cameras.batch_size, cameras.height, cameras.width)
+
+
+def table_depths(world: World, cameras: Cameras, rays: torch.Tensor) -> torch.Tensor:
+    """(B, P) where each ray (B, P, 3) meets the table top (the plane z = 0 within the table's
+    square, in front of a camera looking down); inf where it does not."""
+    c = cameras.position[:, None, :]
+    t_table = -c[..., 2] / rays[..., 2].clamp_max(-1e-9)
+    at = c + t_table[..., None] * rays
+    on_table = (rays[..., 2] < -1e-9) & (at[..., :2].abs() <= world.table_size / 2).all(-1)
+    return torch.where(on_table, t_table, torch.full_like(t_table, float("inf")))
+
+
+def table_mask(world: World, cameras: Cameras) -> torch.Tensor:
+    """(B, H, W) bool: the pixels of ``cameras`` whose ray meets the table top (objects ignored)."""
+    depth = table_depths(world, cameras, pixel_rays(cameras))
+    return torch.isfinite(depth).reshape(cameras.batch_size, cameras.height, cameras.width)
