@@ -65,10 +65,11 @@ class AdaptConfig:
     the share of samples on one count that means collapse. checkpoint_every: steps between
     checkpoints. keep: the share of the starting weights mixed back into the weights written
     (``inference.checkpoint.interpolate``; 0 writes the network as adaptation left it): a fine-tune
-    averaged with its start keeps more of what the start knew and, on our development images of a
-    shifted look, lost nothing of what adaptation gained (model card). seed: the run's randomness. threads: torch CPU threads. device: where the network,
-    theta and the likelihood's renders run ('cpu', 'cuda', 'cuda:N'); the prior's scenes and the
-    sleep half's training-prior photos are drawn on the CPU (seeded as on the CPU) and moved there."""
+    averaged with its start keeps more of what the start knew (development and held-out numbers:
+    the model card). seed: the run's randomness. threads: torch CPU threads. device: where the
+    network, theta and the likelihood's renders run ('cpu', 'cuda', 'cuda:N'); the prior's scenes
+    and the sleep half's training-prior photos are drawn on the CPU (seeded as on the CPU) and
+    moved there."""
 
     steps: int = 1200
     batch: int = 16

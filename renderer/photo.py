@@ -60,9 +60,10 @@ def contact_shadow(xy: torch.Tensor, scene: SceneBatch, world: World, look: Look
     return 1 - torch.prod(1 - cast, dim=-1), 1 - torch.prod(1 - occlusion, dim=-1)
 
 
+RASTER_PIXELS = 20_000_000  # most supersampled pixels rasterised at once (their fragments take ~30 bytes each)
+
 # where the shadow rays leave across the key light's disc, in units of its angular radius: the
 # centre and a ring (a fixed pattern, so a render needs no random numbers)
-RASTER_PIXELS = 20_000_000  # most supersampled pixels rasterised at once (their fragments take ~30 bytes each)
 LIGHT_DISC = torch.tensor([[0.0, 0.0]] + [[0.75 * math.cos(a), 0.75 * math.sin(a)]
                                           for a in (k * math.pi / 3 for k in range(6))])
 

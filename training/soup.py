@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
 from inference.api import file_sha256, weights_version
 from inference.checkpoint import interpolate, load_weights, save_weights
 
