@@ -14,6 +14,7 @@ from silhouette edges (``tests/test_trust.py``).
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import NamedTuple
 
 import torch
 
@@ -133,13 +134,28 @@ def ellipsoid_span(mine: torch.Tensor, size: tuple[float, float, float], origin:
     return torch.where(mine, t0, enter), torch.where(mine, t1, leave)
 
 
-def region_map(scene: SceneBatch, world: World, cameras: Cameras) -> torch.Tensor:
-    """(B, H, W) int64 what each pixel of ``cameras`` sees: slot 0..N-1 for an object, N for
-    the table top, N + 1 beyond it."""
-    n = scene.num_slots
+class TableView(NamedTuple):
+    """What cameras see before any object is placed: ``rays`` (B, H * W, 3) through the pixel
+    centres (``pixel_rays``) and where each meets the table top, ``table`` (B, H * W)
+    (``table_depths``). It depends on the cameras alone, so one cast serves every answer drawn
+    from the same cameras."""
+
+    rays: torch.Tensor
+    table: torch.Tensor
+
+
+def table_view(world: World, cameras: Cameras) -> TableView:
     rays = pixel_rays(cameras)
+    return TableView(rays, table_depths(world, cameras, rays))
+
+
+def region_map(scene: SceneBatch, world: World, cameras: Cameras, bare: TableView | None = None) -> torch.Tensor:
+    """(B, H, W) int64 what each pixel of ``cameras`` sees: slot 0..N-1 for an object, N for
+    the table top, N + 1 beyond it. ``bare``: the cameras' ``table_view``, when already cast."""
+    n = scene.num_slots
+    rays, table = bare if bare is not None else table_view(world, cameras)
     depth = object_depths(scene.blank_absent(), world, cameras, rays)  # (B, T, P)
-    nearest, which = torch.cat([depth, table_depths(world, cameras, rays)[:, None]], 1).min(1)
+    nearest, which = torch.cat([depth, table[:, None]], 1).min(1)
     region = torch.where(torch.isinf(nearest), torch.full_like(which, n + 1), which)
     return region.reshape(cameras.batch_size, cameras.height, cameras.width)
 
@@ -154,7 +170,8 @@ def table_depths(world: World, cameras: Cameras, rays: torch.Tensor) -> torch.Te
     return torch.where(on_table, t_table, torch.full_like(t_table, float("inf")))
 
 
-def table_mask(world: World, cameras: Cameras) -> torch.Tensor:
-    """(B, H, W) bool: the pixels of ``cameras`` whose ray meets the table top (objects ignored)."""
-    depth = table_depths(world, cameras, pixel_rays(cameras))
+def table_mask(world: World, cameras: Cameras, bare: TableView | None = None) -> torch.Tensor:
+    """(B, H, W) bool: the pixels of ``cameras`` whose ray meets the table top (objects ignored).
+    ``bare``: the cameras' ``table_view``, when already cast."""
+    depth = (bare if bare is not None else table_view(world, cameras)).table
     return torch.isfinite(depth).reshape(cameras.batch_size, cameras.height, cameras.width)

@@ -378,6 +378,37 @@ def test_ray_casting_culls_no_hit(monkeypatch):
     assert not torch.equal(raycast.region_map(scene, world, view), culled)
 
 
+def test_a_camera_seen_before_draws_from_its_kept_table_cast_and_a_moved_one_does_not():
+    """``TABLE_VIEWS`` keeps single cameras' table casts: the same camera again gets the very
+    cast kept (and the same regions as a fresh cast), a camera moved by a millimetre or
+    resized gets its own, the oldest goes when the store is full, and batches are not kept."""
+    from inference.fit import TableViews
+    from inference.views import view_cameras
+    from renderer.pinhole import sample_cameras
+    from renderer.prior import sample_scenes
+    from renderer.raycast import region_map, table_view
+
+    world = Predictor.load(WEIGHTS).world
+    g = torch.Generator().manual_seed(4)
+    cams = sample_cameras(world.envelope, 3, g, 240, 320)
+    view = view_cameras(cams, world).resized(40, 40)
+    scene = sample_scenes(world, 3, generator=g, cameras=(cams,))
+    views = TableViews(size=2)
+    one = view.select(slice(0, 1))
+    kept = views(world, one)
+    assert views(world, one) is kept
+    assert torch.equal(region_map(scene.select(slice(0, 1)), world, one, kept),
+                       region_map(scene.select(slice(0, 1)), world, one))
+    moved = replace(one, position=one.position + torch.tensor([0.001, 0.0, 0.0]))
+    assert views(world, moved) is not kept
+    larger = views(world, one.resized(80, 80))
+    assert larger is not kept and larger.table.shape == (1, 80 * 80)
+    assert views(world, one.resized(80, 80)) is larger
+    assert views(world, one) is not kept  # two others came after it: the store of 2 let it go
+    assert views(world, view) is not views(world, view)  # a batch of three is cast each time
+    assert torch.equal(views(world, view).table, table_view(world, view).table)
+
+
 @pytest.mark.parametrize("shape", [(2, 40, 40), (2, 3, 40, 40), (1, 3, 7, 9)])
 def test_dilation_grows_masks_as_a_max_filter_does(shape):
     from torch.nn import functional as F
