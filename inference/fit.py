@@ -192,7 +192,16 @@ def share(hits: torch.Tensor, of: torch.Tensor, empty: float = 1.0) -> torch.Ten
 def region_means(masks: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
     """(B, R, 3) the mean colour of ``img`` (B, 3, s, s) over each of ``masks`` (B, R, s, s), 0/1
     (0 where a mask is empty)."""
-    return torch.einsum("brhw,bchw->brc", masks, img) / masks.sum((2, 3)).clamp_min(1)[..., None]
+    return torch.bmm(masks.flatten(2), img.flatten(2).transpose(1, 2)) / masks.sum((2, 3)).clamp_min(1)[..., None]
+
+
+def area_means(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, C, size, size) the means of ``x`` (B, C, S, S) over equal areas (``F.interpolate``'s
+    "area"); a plain average pool where ``size`` divides S (the same means, cheaper)."""
+    side = x.shape[-1]
+    if side % size == 0 and x.shape[-2] == side:
+        return F.avg_pool2d(x, side // size)
+    return F.interpolate(x, size=(size, size), mode="area")
 
 
 class TableViews:
@@ -235,8 +244,8 @@ TABLE_VIEWS = TableViews()
 def draw(scene: SceneBatch, pixels: torch.Tensor, coverage: torch.Tensor, cameras: Cameras, world: World,
          size: int) -> Regions:
     n = scene.num_slots
-    img = F.interpolate(pixels, size=(size, size), mode="area")
-    seen = F.interpolate(coverage, size=(size, size), mode="area")[:, 0] > 0.99
+    img = area_means(pixels, size)
+    seen = area_means(coverage, size)[:, 0] > 0.99
     cams = cameras.resized(size, size).to(pixels.device)
     region = region_map(scene, world, cams, TABLE_VIEWS(world, cams))
     onehot = F.one_hot(region, n + 2).permute(0, 3, 1, 2).float() * seen[:, None].float()
@@ -293,6 +302,14 @@ def quadratic_terms(size: int) -> torch.Tensor:
     return torch.stack([torch.ones_like(u), u, v, u * u, v * v, u * v], 1)
 
 
+@lru_cache(maxsize=4)
+def quadratic_products(size: int) -> torch.Tensor:
+    """(s * s, 36) the products of each pair of ``quadratic_terms`` at each pixel: one matrix
+    product with a mask then sums the least-squares normal equations over the mask's pixels."""
+    x = quadratic_terms(size)
+    return (x[:, :, None] * x[:, None, :]).reshape(-1, 36)
+
+
 def flat_field(img: torch.Tensor, surface: torch.Tensor) -> torch.Tensor:
     """(B, 3, s, s) ``img`` with a smooth change of light across the view divided out: the
     brightness of the pixels of ``surface`` (B, s, s), one material, fitted by a quadratic in
@@ -304,8 +321,8 @@ def flat_field(img: torch.Tensor, surface: torch.Tensor) -> torch.Tensor:
     w = surface.reshape(b, -1).float()
     count = w.sum(1, keepdim=True)
     y = img.mean(1).reshape(b, -1)
-    normal = torch.einsum("pi,bp,pj->bij", x, w, x) + 1e-3 * torch.eye(6, device=img.device)
-    beta = torch.linalg.solve(normal, torch.einsum("pi,bp->bi", x, w * y))
+    normal = (w @ quadratic_products(s).to(img.device)).reshape(b, 6, 6) + 1e-3 * torch.eye(6, device=img.device)
+    beta = torch.linalg.solve(normal, (w * y) @ x)
     light = beta @ x.T  # (B, s * s)
     level = (light * w).sum(1, keepdim=True) / count.clamp_min(1)
     gain = (light / level.clamp_min(1e-3)).clamp(0.5, 2.0)

@@ -92,8 +92,8 @@ def ray_entries(scene: SceneBatch, world: World, origins: torch.Tensor, rays: to
         return depth
     shape = scene.shape[bi, ti]
     rot = scene.rotation()[bi, ti]  # (K, 3, 3) world_from_object
-    origin = torch.einsum("kji,kpj->kpi", rot, origins[bi] - scene.position[bi, ti][:, None])  # (K, P or 1, 3)
-    direction = torch.einsum("kji,kpj->kpi", rot, rays[bi])  # (K, P, 3)
+    origin = (origins[bi] - scene.position[bi, ti][:, None]) @ rot  # (K, P or 1, 3), object frame
+    direction = rays[bi] @ rot  # (K, P, 3)
     # only rays that pass within an object's bounding sphere can hit it: cast those pairs alone
     along = (direction * origin).sum(-1)
     miss2 = (origin * origin).sum(-1) - along.square() / (direction * direction).sum(-1)

@@ -161,6 +161,20 @@ class World:
     view_half_width: float = 0.45
     max_objects: int = 3
 
+    def __hash__(self) -> int:
+        """The fields' hash, computed once per instance: worlds key the caches (meshes, face
+        planes, table casts) that every answer consults several times."""
+        cached = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash(tuple(getattr(self, f.name) for f in fields(self)))
+            object.__setattr__(self, "_hash", cached)
+        return cached
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_hash", None)  # string hashes differ from process to process
+        return state
+
     def __post_init__(self) -> None:
         if self.max_objects < 1:
             raise ValueError(f"max_objects must be >= 1, got {self.max_objects}")

@@ -61,6 +61,23 @@ def _expected_volume(name: str, sx: float, sy: float, sz: float) -> float:
             "cylinder": math.pi / 4 * box, "cone": math.pi / 12 * box}[name]
 
 
+def test_a_world_hashes_once_as_its_fields_and_travels_without_its_hash():
+    """The hash is kept after the first call, agrees between equal worlds, differs for a changed
+    one, and is not pickled (string hashes differ between processes)."""
+    import pickle
+
+    from renderer.world import World
+
+    a, b = World(), World()
+    assert hash(a) == hash(b) and a == b
+    assert a.__dict__["_hash"] == hash(b)
+    changed = a.with_(max_objects=2)
+    assert changed != a and hash(changed) != hash(a)
+    copy = pickle.loads(pickle.dumps(a))
+    assert "_hash" not in copy.__dict__ and copy == a and hash(copy) == hash(a)
+    assert {a: 1}[copy] == 1
+
+
 @pytest.mark.parametrize("name", ["cube", "box", "wedge", "sphere", "cylinder", "cone"])
 def test_meshes_are_watertight_with_outward_winding(world, name):
     spec = world.shapes[world.shape_index(name)]
