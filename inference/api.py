@@ -42,7 +42,7 @@ from inference.refine import refine as refine_poses
 from inference.views import ViewInput, shrunk_camera, stack_inputs, warp_plan, warp_to_view
 from renderer.camera import camera_bboxes, camera_dict
 from renderer.pinhole import Cameras, envelope_violations, join_cameras, spec_cameras
-from renderer.scene import SceneBatch, yaw_to_quat
+from renderer.scene import SceneBatch, yaw_quaternion
 from renderer.world import World
 
 ImageInput = Image.Image | np.ndarray
@@ -92,11 +92,10 @@ def object_dicts(scene: SceneBatch, confidence: torch.Tensor, shape_prob: torch.
     each image as given. min_confidence: per image; objects below it are dropped and ids are
     0..k-1 over what is kept.
     """
-    quat = yaw_to_quat(scene.yaw)
-    cols = [t.detach().cpu().tolist() for t in (scene.present, scene.shape, scene.color, scene.position,
-                                                 scene.yaw, quat, confidence, shape_prob, color_prob, boxes, fit)]
+    cols = [t.tolist() for t in (scene.present, scene.shape, scene.color, scene.position, scene.yaw,
+                                 confidence, shape_prob, color_prob, boxes, fit)]  # plain numbers: cheap to read one by one
     out: list[list[dict[str, Any]]] = []
-    for b, (pres, shp, col, pos, yaw, q, conf, sp, cp, box, ft) in enumerate(zip(*cols)):
+    for b, (pres, shp, col, pos, yaw, conf, sp, cp, box, ft) in enumerate(zip(*cols)):
         objs: list[dict[str, Any]] = []
         for t in range(len(pres)):
             if not pres[t] or conf[t] < min_confidence[b]:
@@ -106,7 +105,7 @@ def object_dicts(scene: SceneBatch, confidence: torch.Tensor, shape_prob: torch.
                 "confidence": round(conf[t], 4), "shape_confidence": round(sp[t], 4),
                 "color_confidence": round(cp[t], 4), "fit": round(ft[t], 4),
                 "position": {k: round(v, 5) for k, v in zip("xyz", pos[t])},
-                "orientation": {k: round(v, 6) for k, v in zip("xyzw", q[t])},
+                "orientation": {k: round(v, 6) for k, v in zip("xyzw", yaw_quaternion(yaw[t]))},
                 "yaw_deg": round(math.degrees(yaw[t]), 2),
                 "bbox": [round(v, 1) for v in box[t]],
             })

@@ -207,7 +207,7 @@ def area_means(x: torch.Tensor, size: int) -> torch.Tensor:
 class TableViews:
     """The bare table as the last ``size`` single cameras saw it (``renderer.raycast.table_view``),
     by the camera's numbers: a robot's camera stays put from frame to frame, and casting its
-    rays is about a tenth of the fit at batch 1. Batches of several cameras are cast afresh.
+    rays is about a seventh of the fit at batch 1. Batches of several cameras are cast afresh.
     The tensors handed out are shared: read only."""
 
     def __init__(self, size: int = 32) -> None:

@@ -6,6 +6,8 @@ ignored by the renderer whatever their other values (they are padding).
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, replace
 
 import torch
@@ -174,6 +176,11 @@ def yaw_to_quat(yaw: torch.Tensor) -> torch.Tensor:
     half = yaw / 2
     zero = torch.zeros_like(yaw)
     return torch.stack([zero, zero, torch.sin(half), torch.cos(half)], dim=-1)
+
+
+def yaw_quaternion(yaw: float) -> tuple[float, float, float, float]:
+    """``yaw_to_quat`` of one plain number (radians), without tensors: (0, 0, sin, cos) of half."""
+    return 0.0, 0.0, math.sin(yaw / 2), math.cos(yaw / 2)
 
 
 def quat_to_yaw(q: torch.Tensor) -> torch.Tensor:
