@@ -258,6 +258,10 @@ class Quality(_Out):
     fill: float = Field(ge=0, le=1, description="least share, over found objects unlike the table, of the "
                                                 "object's drawn pixels that do not look like table (something "
                                                 "thinner or flatter than the shape said); 1 where none qualifies")
+    step: float = Field(ge=0, le=1, description="colour difference across the drawn table's edge over the "
+                                                "difference a few pixels further apart: a table's edge is a step, "
+                                                "a smooth gradient is not; 1 where table and floor are too alike "
+                                                "to tell")
     table_spread: float = Field(ge=0, description="mean colour distance of bare table from the table's colour, "
                                                   "shading and pixel-to-pixel sensor noise removed (texture, "
                                                   "patches, or not a table)")

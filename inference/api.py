@@ -172,7 +172,7 @@ class Answer:
         out = {"fit": round(float(self.fit.image[i]), 4), "trust": round(float(self.trust[i]), 4),
                "in_world": bool(self.in_world[i]), "unexplained": round(float(self.fit.unexplained[i]), 4),
                "spill": round(float(self.fit.spill[i]), 4), "outline": round(float(self.fit.outline[i]), 4),
-               "fill": round(float(self.fit.fill[i]), 4),
+               "fill": round(float(self.fit.fill[i]), 4), "step": round(float(self.fit.step[i]), 4),
                "table_spread": round(float(self.fit.table_spread[i]), 4),
                "edge_contrast": None if math.isnan(edge) else round(edge, 4)}
         if residual:

@@ -35,8 +35,10 @@ LOG_P_FLOOR = -30.0  # the joint log-probability is clamped here (an answer the 
 class WorldLimits:
     """An image is in the world when its fit is at least ``min_fit``, its unexplained share at
     most ``max_unexplained``, its spill at most ``max_spill``, its fill at least ``min_fill``, its table spread at most
-    ``max_spread``, its outline agreement at least ``min_outline`` and, where floor shows, its
-    table-floor contrast at least ``min_edge`` (``inference.fit``). The defaults flag nothing."""
+    ``max_spread``, its outline agreement at least ``min_outline``, its step at least
+    ``min_step`` and, where floor shows, its table-floor contrast at least ``min_edge``
+    (``inference.fit``). The defaults flag nothing (weights calibrated before a check existed
+    load with its default)."""
 
     min_fit: float = 0.0
     max_unexplained: float = 1.0
@@ -45,13 +47,14 @@ class WorldLimits:
     min_outline: float = 0.0
     min_edge: float = 0.0
     min_fill: float = 0.0
+    min_step: float = 0.0
 
     def check(self, fit: Fit) -> torch.Tensor:
         """(B,) bool: which images pass every check."""
         edge_ok = torch.isnan(fit.edge_contrast) | (fit.edge_contrast >= self.min_edge)
         return (fit.image >= self.min_fit) & (fit.unexplained <= self.max_unexplained) \
             & (fit.spill <= self.max_spill) & (fit.table_spread <= self.max_spread) \
-            & (fit.outline >= self.min_outline) & (fit.fill >= self.min_fill) & edge_ok
+            & (fit.outline >= self.min_outline) & (fit.fill >= self.min_fill) & (fit.step >= self.min_step) & edge_ok
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,24 @@ def test_table_inside_a_drawn_silhouette_lowers_the_fill(world, make_scene):
     assert own > 0.85 and thin < 0.6, (own, thin)
 
 
+def test_the_table_edge_is_a_step_even_blurred_and_a_smooth_gradient_is_not(world, make_scene):
+    """Our own render of a tabletop changes colour at the drawn table edge (step near 1); blurred
+    by a 5 x 5 box it keeps about half of the change there; a smooth blend from black to white
+    down the view, drawn with the same camera, changes a few bands further apart far more than
+    across the edge."""
+    from torch.nn import functional as F
+
+    truth = make_scene(("cube", "red", 0.1, 0.1, 0.0))
+    cams = spec_cameras(world.camera, 1, SIZE, SIZE)
+    image = render_photo(truth, world, cams, default_look(world, 1), torch.Generator().manual_seed(0))
+    image = image.permute(0, 3, 1, 2)
+    blurred = F.conv2d(F.pad(image, (2, 2, 2, 2), mode="replicate"), torch.ones(3, 1, 5, 5) / 25, groups=3)
+    ramp = torch.linspace(0, 1, SIZE)[None, None, :, None].expand(1, 3, SIZE, SIZE).contiguous()
+    steps = {name: fit_answers(truth, img, torch.ones_like(img[:, :1]), cams, world).step.item()
+             for name, img in (("sharp", image), ("blurred", blurred), ("ramp", ramp))}
+    assert steps["sharp"] > 0.8 and steps["blurred"] > 0.4 and steps["ramp"] < 0.3, steps
+
+
 def test_sensor_noise_and_exposure_leave_the_table_checks_alone(world, make_scene):
     """Pixel noise and a third of the exposure (a real camera in dim light) do not make the table
     look less like one surface or less unlike the floor; a shading ramp across the table does."""
@@ -239,20 +257,23 @@ def test_labelled_sets_count_as_much_as_the_validation_set(tmp_path):
 
 def test_world_limits_pool_every_validation_set():
     """The limits are quantiles over the images of all the sets given, pooled: a second set whose
-    spill and fill run further widens those two bounds, and each bound keeps the share asked."""
+    spill, fill and step run further widens those bounds, and each bound keeps the share asked."""
     rng = torch.Generator().manual_seed(0)
 
-    def fits(n, spill_top, fill_low):
+    def fits(n, spill_top, fill_low, step_low):
         u = torch.rand(n, generator=rng)
         return SimpleNamespace(image=u, unexplained=0.01 * u, spill=spill_top * u, table_spread=0.02 * u,
-                               outline=1 - 0.3 * u, edge_contrast=0.1 + u, fill=1 - (1 - fill_low) * u)
+                               outline=1 - 0.3 * u, edge_contrast=0.1 + u, fill=1 - (1 - fill_low) * u,
+                               step=1 - (1 - step_low) * u)
 
-    own, other = fits(1000, 0.1, 0.7), fits(1000, 0.3, 0.4)
+    own, other = fits(1000, 0.1, 0.7, 0.8), fits(1000, 0.3, 0.4, 0.5)
     alone, pooled = world_limits([own], 0.99), world_limits([own, other], 0.99)
     assert alone.max_spill < 0.1 < pooled.max_spill < 0.3
     assert 0.4 < pooled.min_fill < 0.7 < alone.min_fill
+    assert 0.5 < pooled.min_step < 0.8 < alone.min_step
     kept = [(torch.cat([f.spill for f in (own, other)]) <= pooled.max_spill).float().mean(),
-            (torch.cat([f.fill for f in (own, other)]) >= pooled.min_fill).float().mean()]
+            (torch.cat([f.fill for f in (own, other)]) >= pooled.min_fill).float().mean(),
+            (torch.cat([f.step for f in (own, other)]) >= pooled.min_step).float().mean()]
     assert all(abs(float(k) - 0.99) < 0.002 for k in kept)
 
 
@@ -416,7 +437,7 @@ def test_dilation_grows_masks_as_a_max_filter_does(shape):
     from inference.fit import dilate
 
     masks = torch.rand(shape, generator=torch.Generator().manual_seed(len(shape))) > 0.93
-    for radius in (1, 2, 3):
+    for radius in (1, 2, 3, 4, 5, 9):  # beyond 3 by doubling steps
         flat = masks.reshape(-1, 1, *shape[-2:]).float()
         want = (F.max_pool2d(flat, 2 * radius + 1, 1, radius) > 0).reshape(shape)
         assert torch.equal(dilate(masks, radius), want)

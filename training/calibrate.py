@@ -228,7 +228,8 @@ def world_limits(fits: list, keep: float) -> WorldLimits:
     return WorldLimits(min_fit=q(cat("image"), 1 - keep), max_unexplained=q(cat("unexplained"), keep),
                        max_spill=q(cat("spill"), keep), max_spread=q(cat("table_spread"), keep),
                        min_outline=q(cat("outline"), 1 - keep),
-                       min_edge=q(edge, 1 - keep) if len(edge) else 0.0, min_fill=q(cat("fill"), 1 - keep))
+                       min_edge=q(edge, 1 - keep) if len(edge) else 0.0, min_fill=q(cat("fill"), 1 - keep),
+                       min_step=q(cat("step"), 1 - keep))
 
 
 def calibrate(predictor: Predictor, data: SceneDataset, scenes: int, keep: float,
