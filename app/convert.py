@@ -110,8 +110,7 @@ def answer_camera(cameras) -> CameraInfo:
     """The answer's camera block for the first camera of a ``renderer.pinhole.Cameras`` batch,
     kept by the camera's numbers: a robot sends the same camera (or none) with every frame, and
     describing one costs about a millisecond of the event loop. Call from the event loop only."""
-    key = (cameras.height, cameras.width, repr([None if t is None else t.tolist()[0] for t in (
-        cameras.position, cameras.rotation, cameras.focal, cameras.principal, cameras.distortion)]))
+    key = cameras.key()
     info = _answer_cameras.get(key)
     if info is None:
         if len(_answer_cameras) >= ANSWER_CAMERAS:

@@ -58,8 +58,6 @@ from __future__ import annotations
 
 import base64
 import io
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import NamedTuple
@@ -68,7 +66,7 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
-from renderer.pinhole import Cameras
+from renderer.pinhole import Cameras, PerCamera
 from renderer.raycast import TableView, region_map, table_mask, table_view
 from renderer.scene import SceneBatch
 from renderer.world import World
@@ -237,37 +235,21 @@ def area_means(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class TableViews:
-    """The bare table as the last ``size`` single cameras saw it (``renderer.raycast.table_view``),
-    by the camera's numbers: a robot's camera stays put from frame to frame, and casting its
-    rays is about a seventh of the fit at batch 1. Batches of several cameras are cast afresh.
-    The tensors handed out are shared: read only."""
+    """The bare table as the last ``size`` single cameras saw it (``renderer.raycast.table_view``,
+    kept in a ``renderer.pinhole.PerCamera``): a robot's camera stays put from frame to frame,
+    and casting its rays is about a seventh of the fit at batch 1. Batches of several cameras
+    are cast afresh. The tensors handed out are shared: read only."""
 
     def __init__(self, size: int = 32) -> None:
-        self.size = size
-        self._views: OrderedDict[tuple, TableView] = OrderedDict()
-        self._lock = threading.Lock()
+        self._kept: PerCamera[TableView] = PerCamera(size)
 
     def __call__(self, world: World, cameras: Cameras) -> TableView:
         if cameras.batch_size != 1:
             return table_view(world, cameras)
-        on_cpu = cameras.position.device.type == "cpu"
-        parts = (cameras.position, cameras.rotation, cameras.focal, cameras.principal, cameras.distortion)
-        key = (world, cameras.height, cameras.width, str(cameras.position.device),
-               *(None if t is None else (t if on_cpu else t.cpu()).numpy(force=True).tobytes() for t in parts))
-        with self._lock:
-            if key in self._views:
-                self._views.move_to_end(key)
-                return self._views[key]
-        view = table_view(world, cameras)
-        with self._lock:
-            self._views[key] = view
-            while len(self._views) > self.size:
-                self._views.popitem(last=False)
-        return view
+        return self._kept.get(cameras, (world,), lambda: table_view(world, cameras))
 
     def clear(self) -> None:
-        with self._lock:
-            self._views.clear()
+        self._kept.clear()
 
 
 TABLE_VIEWS = TableViews()

@@ -17,16 +17,14 @@ learning), and the yaw gets the ray's azimuth back.
 from __future__ import annotations
 
 import math
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from renderer.pinhole import (Cameras, canonical_cameras, coverage, join_cameras, sample_grid, sampling_grid,
-                              spec_cameras)
+from renderer.pinhole import (Cameras, PerCamera, canonical_cameras, coverage, join_cameras, sample_grid,
+                              sampling_grid, spec_cameras)
 from renderer.scene import SceneBatch
 from renderer.world import World
 
@@ -133,32 +131,9 @@ class WarpPlan:
     features: torch.Tensor
 
 
-class _Plans:
-    """The last few cameras' plans (most requests come from a handful of cameras, and the
-    geometry costs more than the warp itself); thread-safe, least recently used dropped."""
-
-    def __init__(self, size: int = 64) -> None:
-        self.size, self.lock, self.plans = size, threading.Lock(), OrderedDict()
-
-    def get(self, camera: Cameras, world: World) -> WarpPlan:
-        parts = (camera.position, camera.rotation, camera.focal, camera.principal, camera.lens())
-        numbers = torch.cat([x.detach().reshape(-1).double().cpu() for x in parts])
-        key = (numbers.numpy().tobytes(), camera.height, camera.width, camera.position.device.type,
-               world.image_size, world.view_half_width)
-        with self.lock:
-            plan = self.plans.get(key)
-            if plan is not None:
-                self.plans.move_to_end(key)
-                return plan
-        plan = _make_plan(camera, world)
-        with self.lock:
-            self.plans[key] = plan
-            while len(self.plans) > self.size:
-                self.plans.popitem(last=False)
-        return plan
-
-
-_PLANS = _Plans()
+# the last cameras' plans: most requests come from a handful of cameras, and the geometry costs
+# more than the warp itself
+_PLANS: PerCamera[WarpPlan] = PerCamera(64)
 
 
 def _make_plan(camera: Cameras, world: World) -> WarpPlan:
@@ -174,7 +149,7 @@ def warp_plan(camera: Cameras, world: World) -> WarpPlan:
     """The (remembered) ``WarpPlan`` of one camera (batch of 1) for images of its size."""
     if camera.batch_size != 1:
         raise ValueError(f"warp_to_view takes one camera, got {camera.batch_size}")
-    return _PLANS.get(camera, world)
+    return _PLANS.get(camera, (world.image_size, world.view_half_width), lambda: _make_plan(camera, world))
 
 
 def warp_to_view(image: torch.Tensor, camera: Cameras, world: World) -> ViewInput:

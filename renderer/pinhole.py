@@ -23,14 +23,19 @@ without approximation; only the camera's elevation and distance remain for the n
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import torch
 from pytorch3d.renderer import PerspectiveCameras
 from torch.nn import functional as F
 
 from renderer.world import CameraEnvelope, CameraSpec
+
+T = TypeVar("T")
 
 UP = (0.0, 0.0, 1.0)
 DISTORTION_TERMS = 8  # k1, k2, p1, p2, k3, k4, k5, k6
@@ -122,6 +127,13 @@ class Cameras:
             return self.distortion
         return torch.zeros(self.batch_size, DISTORTION_TERMS, device=self.focal.device)
 
+    def key(self) -> tuple:
+        """The cameras' numbers (as stored, on any device), image size and device as a hashable
+        key: equal for cameras that project alike, for keeping what is computed from them."""
+        parts = (self.position, self.rotation, self.focal, self.principal, self.distortion)
+        return (self.height, self.width, self.position.device.type,
+                *(None if t is None else t.numpy(force=True).tobytes() for t in parts))
+
     def select(self, index: torch.Tensor | slice) -> Cameras:
         return Cameras(self.position[index], self.rotation[index], self.focal[index], self.principal[index],
                        self.height, self.width, None if self.distortion is None else self.distortion[index])
@@ -205,6 +217,36 @@ class Cameras:
         return {"elevation_deg": elevation, "distance": distance,
                 "look_at_radius": look_at[:, :2].norm(dim=-1), "fov_deg": fov,
                 "roll_deg": torch.rad2deg(roll), "skew": (self.focal[:, 0] / self.focal[:, 1] - 1).abs()}
+
+
+class PerCamera(Generic[T]):
+    """What is computed from cameras alone (a warp plan, a table cast), kept for the last
+    ``size`` cameras by their numbers (``Cameras.key``) and whatever else it depends on:
+    most requests come from a handful of cameras. Thread-safe; the least recently used is
+    dropped; the values handed out are shared, read only."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._values: OrderedDict[tuple, T] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, cameras: Cameras, depends_on: tuple, make: Callable[[], T]) -> T:
+        """The value kept for ``cameras`` and ``depends_on``, else ``make()``, kept."""
+        key = (cameras.key(), *depends_on)
+        with self._lock:
+            if key in self._values:
+                self._values.move_to_end(key)
+                return self._values[key]
+        value = make()
+        with self._lock:
+            self._values[key] = value
+            while len(self._values) > self.size:
+                self._values.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._values.clear()
 
 
 def lens_canvas(cameras: Cameras, margin: int = 2, most: float = 4.0) -> tuple[Cameras, torch.Tensor]:
