@@ -102,7 +102,8 @@ class Engine:
         if mirror is not None:
             cal = replace(cal, mirror=mirror and bool(model.config.view_inputs))
         log.info("loaded %s on %s%s", weights, dev, " (mirror reading)" if cal.mirror else "")
-        return cls(Predictor(model, world, weights_version(model, sha256), cal), meta, weights, sha256)
+        return cls(Predictor(model, world, weights_version(model, sha256, meta.get("calibration")), cal), meta, weights,
+                   sha256)
 
     @property
     def image_size(self) -> int:

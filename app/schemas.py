@@ -267,6 +267,11 @@ class Quality(_Out):
                                                   "patches, or not a table)")
     edge_contrast: float | None = Field(description="colour distance between table and floor, scaled up in "
                                                     "dim light; null where no floor is in view")
+    foreign: float | None = Field(None, ge=0, le=1, description="the out-of-set detector's score: how much the "
+                                                               "network's image features look like a scene holding "
+                                                               "an object outside the shape set (a score, not a "
+                                                               "probability); null where the weights hold no "
+                                                               "detector")
     residual_png: str | None = Field(None, description="with residual=true: |image - reconstruction| in the "
                                                        "network's view, base64 PNG")
 

@@ -6,7 +6,8 @@ For each of ``--images`` held-out photos (``inference.evaluate.held_out_photos``
 480, each from its own camera, already prepared: decoding and warping are not timed), in turn,
 in inference mode as the service runs them: the network's forward pass alone
 (``inference.infer.infer`` and ``to_scene``, what the service ran before the fit), and what
-``Predictor.forward`` adds to it for the answer's quality (the fit, trust and flag), twice: for
+``Predictor.forward`` adds to it for the answer's quality (the fit, the out-of-set detector
+where the weights hold one, trust and flag), twice: for
 a camera the fit has not seen (its table cast afresh) and for the camera of the previous frame
 (a robot's camera that stays put: the cast comes from ``inference.fit.TABLE_VIEWS``). Prints
 the median and p90 of each (best of 3 calls per image). The target (issue 12): at most 3 ms added.
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             scene = to_scene(out.objects, p.world)
 
             def check():
-                fit = p.fit(scene, view.pixels, view)
+                fit = p.fit(scene, view.pixels, view, out)  # the out-of-set detector too
                 cal.trust_of(joint_log_prob(out.confidence, out.shape_prob, out.color_prob, scene.present), fit.image)
                 cal.limits.check(fit)
 

@@ -20,11 +20,12 @@ from the same ``object_dicts``, so the two never disagree.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from PIL import Image
 from inference.calibration import Calibration, joint_log_prob
 from inference.checkpoint import load_weights
 from inference.fit import Fit, fit_answers
+from inference.foreign import cells_on_table
 from inference.network import AIR
 from inference.infer import Inference, infer, to_scene
 from inference.preprocess import image_tensor, to_network_input, to_rgb
@@ -57,11 +59,19 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def weights_version(model: AIR, sha256: str) -> str:
+def weights_version(model: AIR, sha256: str, calibration: dict[str, Any] | None = None) -> str:
     """What ``model.version`` says: the network kind and the first 12 hex digits of the weights
-    file's SHA-256, e.g. ``air-b9eca2b5d85d`` (``dair-...`` for difference AIR). Two files with
-    the same bytes have the same version, whatever they are called; any other file another."""
-    return f"{'dair' if model.config.dair else 'air'}-{sha256[:12]}"
+    file's SHA-256, e.g. ``air-b9eca2b5d85d`` (``dair-...`` for difference AIR), and where the
+    weights' ``.json`` holds a calibration (``meta.calibration``: temperatures, world limits,
+    the out-of-set detector, all of which change answers), a dot and 6 hex digits of its
+    SHA-256 (its JSON, keys sorted), e.g. ``air-b9eca2b5d85d.3f09c2``. Two copies of the same
+    files have the same version, whatever they are called; other weights, or the same weights
+    calibrated again, another."""
+    version = f"{'dair' if model.config.dair else 'air'}-{sha256[:12]}"
+    if not calibration:
+        return version
+    tag = hashlib.sha256(json.dumps(calibration, sort_keys=True).encode()).hexdigest()[:6]
+    return f"{version}.{tag}"
 
 
 def as_pil(image: ImageInput, index: int = 0) -> Image.Image:
@@ -174,6 +184,7 @@ class Answer:
                "spill": round(float(self.fit.spill[i]), 4), "outline": round(float(self.fit.outline[i]), 4),
                "fill": round(float(self.fit.fill[i]), 4), "step": round(float(self.fit.step[i]), 4),
                "table_spread": round(float(self.fit.table_spread[i]), 4),
+               "foreign": None if self.fit.foreign is None else round(float(self.fit.foreign[i]), 4),
                "edge_contrast": None if math.isnan(edge) else round(edge, 4)}
         if residual:
             out["residual"] = self.fit.residual[i].clamp(0, 1).round(decimals=3).tolist()
@@ -203,7 +214,8 @@ class Predictor:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         model, world, meta = load_weights(weights, torch.device(device))
-        return cls(model, world, weights_version(model, file_sha256(weights)), Calibration.from_meta(meta))
+        return cls(model, world, weights_version(model, file_sha256(weights), meta.get("calibration")),
+                   Calibration.from_meta(meta))
 
     @property
     def takes_cameras(self) -> bool:
@@ -268,7 +280,7 @@ class Predictor:
         out = infer(self.model, pixels, self.world, view, cal.temperature, cal.mirror and view is not None)
         scene = to_scene(out.objects, self.world)
         scene, refine_ms = self._refine(scene, items, refine, stop)
-        fit = self.fit(scene, pixels, view)
+        fit = self.fit(scene, pixels, view, out)
         trust = cal.trust_of(joint_log_prob(out.confidence, out.shape_prob, out.color_prob, scene.present), fit.image)
         infer_ms = (time.perf_counter() - t0) * 1000 - sum(refine_ms)
         boxes = self._boxes(scene, items)
@@ -287,14 +299,27 @@ class Predictor:
             boxes[sel] = camera_bboxes(scene.select(sel), self.world, cams)
         return boxes
 
-    def fit(self, scene: SceneBatch, pixels: torch.Tensor, view: ViewInput | None) -> Fit:
+    def fit(self, scene: SceneBatch, pixels: torch.Tensor, view: ViewInput | None,
+            out: Inference | None = None) -> Fit:
         """``inference.fit`` of answers to what the network read: a view network's views, or a
-        fixed-camera network's square crops (seen whole by the world's camera)."""
+        fixed-camera network's square crops (seen whole by the world's camera); with the
+        network's outputs (``out``, which hold the encoder's maps) and a detector in the
+        calibration, also the out-of-set score (``inference.foreign``): the mean of the view's
+        and its mirror image's logits where the mirror was read."""
         if view is not None:
-            return fit_answers(scene, pixels, view.coverage, view.view, self.world)
-        b, _, s, _ = pixels.shape
-        return fit_answers(scene, pixels, torch.ones_like(pixels[:, :1]), spec_cameras(self.world.camera, b, s, s),
-                           self.world)
+            coverage, cameras = view.coverage, view.view
+        else:
+            b, _, s, _ = pixels.shape
+            coverage, cameras = torch.ones_like(pixels[:, :1]), spec_cameras(self.world.camera, b, s, s)
+        fit = fit_answers(scene, pixels, coverage, cameras, self.world)
+        head = self.calibration.foreign
+        if head is None or out is None or out.features is None:
+            return fit
+        cells = cells_on_table(coverage, fit.regions.onehot[:, :scene.num_slots + 1].sum(1) > 0)
+        logit = head.score(out.features, cells)
+        if out.mirror_features is not None:
+            logit = (logit + head.score(out.mirror_features, cells.flip(-1))) / 2
+        return replace(fit, foreign=torch.sigmoid(logit))
 
     def _refine(self, scene: SceneBatch, items: Sequence[Prepared], steps: Sequence[int],
                 stop: Callable[[], bool] | None = None) -> tuple[SceneBatch, list[float]]:

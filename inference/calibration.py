@@ -15,7 +15,9 @@ stored in the weights' ``.json`` (``meta.calibration``); weights without them ge
 - ``limits``: the bounds of the world checks that set ``in_world``: the image fit, the
   unexplained share, the spill, the fill, the table's spread and the outline agreement that 99.7% of
   validation images stay within, and the least table-floor contrast they show where floor is
-  in view.
+  in view; and the highest score of the out-of-set detector.
+- ``foreign``: the out-of-set detector (``inference.foreign``), learnt by ``training.outliers``
+  on renders with the network frozen; weights without it skip that check.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from inference.fit import Fit
+from inference.foreign import ForeignHead
 from inference.infer import Temperatures
 
 LOG_P_FLOOR = -30.0  # the joint log-probability is clamped here (an answer the network rules out)
@@ -36,8 +39,9 @@ class WorldLimits:
     """An image is in the world when its fit is at least ``min_fit``, its unexplained share at
     most ``max_unexplained``, its spill at most ``max_spill``, its fill at least ``min_fill``, its table spread at most
     ``max_spread``, its outline agreement at least ``min_outline``, its step at least
-    ``min_step`` and, where floor shows, its table-floor contrast at least ``min_edge``
-    (``inference.fit``). The defaults flag nothing (weights calibrated before a check existed
+    ``min_step``, where floor shows, its table-floor contrast at least ``min_edge``
+    (``inference.fit``), and, where the weights hold an out-of-set detector, its score at most
+    ``max_foreign`` (``inference.foreign``). The defaults flag nothing (weights calibrated before a check existed
     load with its default)."""
 
     min_fit: float = 0.0
@@ -48,10 +52,13 @@ class WorldLimits:
     min_edge: float = 0.0
     min_fill: float = 0.0
     min_step: float = 0.0
+    max_foreign: float = 1.0
 
     def check(self, fit: Fit) -> torch.Tensor:
         """(B,) bool: which images pass every check."""
         edge_ok = torch.isnan(fit.edge_contrast) | (fit.edge_contrast >= self.min_edge)
+        if fit.foreign is not None:
+            edge_ok = edge_ok & (fit.foreign <= self.max_foreign)
         return (fit.image >= self.min_fit) & (fit.unexplained <= self.max_unexplained) \
             & (fit.spill <= self.max_spill) & (fit.table_spread <= self.max_spread) \
             & (fit.outline >= self.min_outline) & (fit.fill >= self.min_fill) & (fit.step >= self.min_step) & edge_ok
@@ -67,6 +74,7 @@ class Calibration:
     limits: WorldLimits = field(default_factory=WorldLimits)
     fitted: bool = False
     mirror: bool = False
+    foreign: ForeignHead | None = None
 
     @classmethod
     def from_meta(cls, meta: dict) -> Calibration:
@@ -78,13 +86,15 @@ class Calibration:
             return cls()
         limits = WorldLimits(**d["limits"]) if "limits" in d else WorldLimits()
         mirror = bool(d.get("mirror", False))
+        head = ForeignHead.from_meta(d["foreign"]) if d.get("foreign") else None
         if "temperature" not in d:
-            return cls(limits=limits, mirror=mirror)
-        return cls(Temperatures(**d["temperature"]), tuple(d["trust"]), limits, True, mirror)
+            return cls(limits=limits, mirror=mirror, foreign=head)
+        return cls(Temperatures(**d["temperature"]), tuple(d["trust"]), limits, True, mirror, head)
 
     def to_meta(self) -> dict:
-        return {"temperature": asdict(self.temperature), "trust": list(self.trust), "limits": asdict(self.limits),
-                "mirror": self.mirror}
+        out = {"temperature": asdict(self.temperature), "trust": list(self.trust), "limits": asdict(self.limits),
+               "mirror": self.mirror}
+        return {**out, "foreign": self.foreign.to_meta()} if self.foreign is not None else out
 
     def trust_of(self, joint_log_p: torch.Tensor, fit: torch.Tensor) -> torch.Tensor:
         """(B,) probability that each answer is entirely right."""

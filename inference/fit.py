@@ -106,6 +106,8 @@ class Fit:
     drawn pixels that do not look like table (1 where no object qualifies): table showing inside
     a drawn silhouette (something thinner or flatter than the shape said).
     regions: the answers drawn (``Regions``), from which ``residual`` is computed when asked.
+    foreign: (B,) in [0, 1], the out-of-set detector's score (``inference.foreign``: the
+    network's features, not the rendering); None where the weights hold no detector.
     """
 
     image: torch.Tensor
@@ -118,6 +120,7 @@ class Fit:
     fill: torch.Tensor
     step: torch.Tensor
     regions: Regions
+    foreign: torch.Tensor | None = None
 
     @cached_property
     def residual(self) -> torch.Tensor:

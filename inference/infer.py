@@ -31,6 +31,9 @@ class Inference(NamedTuple):
     steps: (B,) int64 steps run for each image (count + 1, or N when all slots are full).
     pres_logit: (B, T), shape_logits: (B, T, S), color_logits: (B, T, K): the raw outputs at
     each used step (0 past the stop), before any temperature.
+    features: (B, C, S/4, S/4) the encoder's map of each image, which the out-of-set detector
+    reads (``inference.foreign``); mirror_features: the same of each image's mirror image, where
+    ``mirror`` was asked (None otherwise).
     """
 
     objects: Latents
@@ -41,6 +44,8 @@ class Inference(NamedTuple):
     pres_logit: torch.Tensor
     shape_logits: torch.Tensor
     color_logits: torch.Tensor
+    features: torch.Tensor | None = None
+    mirror_features: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,7 @@ MIRROR_MATCH = 0.15  # largest distance (normalised view units, about 7 cm) betw
 class Greedy(NamedTuple):
     """The greedy pass's raw result for B images, T slots: ``objects`` as the network states them
     (a view network's centres still in view coordinates), ``used`` (B, T) 1 at each step run,
-    ``steps`` (B,), and the logits as in ``Inference``."""
+    ``steps`` (B,), the logits and the encoder's map as in ``Inference``."""
 
     objects: Latents
     used: torch.Tensor
@@ -77,6 +82,7 @@ class Greedy(NamedTuple):
     pres_logit: torch.Tensor
     shape_logits: torch.Tensor
     color_logits: torch.Tensor
+    features: torch.Tensor | None = None
 
 
 @torch.no_grad()
@@ -97,9 +103,11 @@ def infer(model: AIR, images: torch.Tensor, world: World | None = None, view: Vi
     if mirror and not model.config.view_inputs:
         raise ValueError("mirror averaging needs a view network (its views are level and centred)")
     b = images.shape[0]
+    mirror_features = None
     if mirror:
         both = mirrored(view)
-        g = mirror_average(greedy(model, both.pixels, world, both), b)
+        whole = greedy(model, both.pixels, world, both)
+        g, mirror_features = mirror_average(whole, b), whole.features[b:]
     else:
         g = greedy(model, images, world, view)
     objects = g.objects
@@ -109,7 +117,8 @@ def infer(model: AIR, images: torch.Tensor, world: World | None = None, view: Vi
     conf = torch.sigmoid(g.pres_logit / temperature.presence) * g.used
     sprob = torch.softmax(g.shape_logits / temperature.shape, -1).amax(-1) * objects.pres
     cprob = torch.softmax(g.color_logits / temperature.color, -1).amax(-1) * objects.pres
-    return Inference(objects, conf, sprob, cprob, g.steps, g.pres_logit, g.shape_logits, g.color_logits)
+    return Inference(objects, conf, sprob, cprob, g.steps, g.pres_logit, g.shape_logits, g.color_logits,
+                     g.features, mirror_features)
 
 
 def greedy(model: AIR, images: torch.Tensor, world: World | None, view: ViewInput | None) -> Greedy:
@@ -148,7 +157,7 @@ def greedy(model: AIR, images: torch.Tensor, world: World | None, view: ViewInpu
     objects = pad_slots(Latents(*(torch.cat(x, 1) for x in zip(*found))), t_max)
     pad = lambda xs: torch.nn.functional.pad(torch.stack(xs, 1), (0, t_max - len(xs)))  # noqa: E731
     pad3 = lambda xs: torch.nn.functional.pad(torch.stack(xs, 1), (0, 0, 0, t_max - len(xs)))  # noqa: E731
-    return Greedy(objects, pad(used), steps, pad(pres_logit), pad3(shape_logits), pad3(color_logits))
+    return Greedy(objects, pad(used), steps, pad(pres_logit), pad3(shape_logits), pad3(color_logits), features)
 
 
 def mirrored(view: ViewInput) -> ViewInput:
@@ -199,7 +208,7 @@ def mirror_average(g: Greedy, b: int) -> Greedy:
 
 
 def _rows(g: Greedy, index: slice) -> Greedy:
-    return Greedy(Latents(*(x[index] for x in g.objects)), *(x[index] for x in g[1:]))
+    return Greedy(Latents(*(x[index] for x in g.objects)), *(None if x is None else x[index] for x in g[1:]))
 
 
 def pad_slots(lat: Latents, t_max: int) -> Latents:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import re
 import shutil
 from pathlib import Path
@@ -89,6 +90,14 @@ def test_predictor_version_identifies_the_weights_file(weights, tmp_path):
     save_weights(AIR(AIRConfig.for_world(world)), world, tmp_path / "other.safetensors", {"version": "dev-untrained"})
     other = Predictor.load(tmp_path / "other.safetensors").version
     assert re.fullmatch(r"air-[0-9a-f]{12}", other) and other != version  # same card, other weights
+    doc = json.loads(weights.with_suffix(".json").read_text())
+    for name, limit in (("calibrated", 0.5), ("recalibrated", 0.6)):
+        doc["meta"]["calibration"] = {"limits": {"max_spill": limit}}
+        shutil.copy(weights, tmp_path / f"{name}.safetensors")
+        (tmp_path / f"{name}.json").write_text(json.dumps(doc))
+    calibrated, again = (Predictor.load(tmp_path / f"{n}.safetensors").version for n in ("calibrated", "recalibrated"))
+    assert re.fullmatch(version + r"\.[0-9a-f]{6}", calibrated) and re.fullmatch(version + r"\.[0-9a-f]{6}", again)
+    assert calibrated != again  # the same network, bounded otherwise: its answers differ, so does its version
 
 
 def test_predictor_refuses_weights_that_are_not_an_air_network():

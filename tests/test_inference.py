@@ -198,7 +198,7 @@ def _readings(positions: list, shape_logits: list, pres: list) -> Greedy:
 def _stacked(first: Greedy, mirror: Greedy) -> Greedy:
     """Two readings of B images as ``mirror_average`` gets them: the first's rows, then the mirror's."""
     return Greedy(Latents(*(torch.cat(x) for x in zip(first.objects, mirror.objects))),
-                  *(torch.cat([a, m]) for a, m in zip(first[1:], mirror[1:])))
+                  *(None if a is None else torch.cat([a, m]) for a, m in zip(first[1:], mirror[1:])))
 
 
 def _logits(favour: int, margin: float) -> list[float]:

@@ -337,7 +337,7 @@ def test_answer_quality_is_in_the_schema_and_the_metrics(served):
 
     with httpx.Client(base_url=served.url, timeout=30) as c:
         schema = c.get("/openapi.json").json()["components"]["schemas"]
-        assert {"fit", "trust", "in_world", "residual_png"} <= set(schema["Quality"]["properties"])
+        assert {"fit", "trust", "in_world", "residual_png", "foreign"} <= set(schema["Quality"]["properties"])
         assert "fit" in schema["DetectedObject"]["properties"]
         r = c.post("/infer?residual=true", content=table_png(), headers={"content-type": "image/png"})
         assert r.status_code == 200, r.text

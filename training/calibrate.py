@@ -13,13 +13,16 @@ same), then fits, in this order (``inference.calibration``):
    object matched to a true one;
 2. trust: a logistic regression of "the count and every shape and colour are right" on the
    answer's joint log-probability (with those temperatures) and its image fit;
-3. the world limits: the fit, unexplained share, spill, fill, table spread and outline agreement
-   that ``--keep`` (99.7%) of the validation images stay within, and the least table-floor
+3. the world limits: the fit, unexplained share, spill, fill, table spread, outline agreement,
+   step that ``--keep`` (99.7%) of the validation images stay within, and the least table-floor
    contrast that as many show; the validation set and the labelled folders pooled, image by
-   image (a real camera's images are neither renderer's, so both bound the world).
+   image (a real camera's images are neither renderer's, so both bound the world); and, where
+   the weights hold one (``training.outliers``), the out-of-set detector's score that
+   ``--keep`` of each set stays within (the largest of the sets' bounds).
 
 and writes them into the weights' ``.json`` (``meta.calibration``, with the expected calibration
-errors before and after). The ``.safetensors`` file, and so the model's version, do not change.
+errors before and after). The ``.safetensors`` file does not change; the model's version does
+(``inference.api.weights_version``: its tag for the calibration).
 """
 
 from __future__ import annotations
@@ -117,7 +120,7 @@ def run_validation(predictor: Predictor, data: SceneDataset, scenes: int, batch:
         view = dataset_views(data, idx, world)
         out = infer(predictor.model, view.pixels, world, view, mirror=predictor.calibration.mirror)
         pred = to_scene(out.objects, world)
-        batches.append((out, pred, data.scenes(idx), predictor.fit(pred, view.pixels, view)))
+        batches.append((out, pred, data.scenes(idx), predictor.fit(pred, view.pixels, view, out)))
     return collect(batches)
 
 
@@ -219,17 +222,24 @@ def fit_trust(logp: torch.Tensor, fit: torch.Tensor, right: torch.Tensor,
     return tuple(round(float(v), 5) for v in w.detach())
 
 
-def world_limits(fits: list, keep: float) -> WorldLimits:
-    """Step 3: bounds that ``keep`` of the validation images stay within, each check alone."""
-    cat = lambda name: torch.cat([getattr(f, name) for f in fits])  # noqa: E731
+def world_limits(fits: list, keep: float, sets: list[list] | None = None) -> WorldLimits:
+    """Step 3: bounds that ``keep`` of the validation images (``fits``, pooled) stay within,
+    each check alone. The out-of-set detector's bound is the largest of what ``keep`` of each of
+    ``sets`` (the fits set by set; default: all one set) stay within: it reads the network's
+    features, whose strangeness runs higher on another renderer's in-world images (Blender's
+    rounded, glossy shapes), so a pooled bound would flag that renderer's images far more often
+    than ``1 - keep``."""
+    cat = lambda name, fs=fits: torch.cat([getattr(f, name) for f in fs])  # noqa: E731
     edge = cat("edge_contrast")
     edge = edge[~torch.isnan(edge)]
     q = lambda x, p: round(float(torch.quantile(x.float(), p)), 5)  # noqa: E731
+    detector = all(getattr(f, "foreign", None) is not None for f in fits)
+    max_foreign = max(q(cat("foreign", s), keep) for s in (sets or [fits])) if detector else 1.0
     return WorldLimits(min_fit=q(cat("image"), 1 - keep), max_unexplained=q(cat("unexplained"), keep),
                        max_spill=q(cat("spill"), keep), max_spread=q(cat("table_spread"), keep),
                        min_outline=q(cat("outline"), 1 - keep),
                        min_edge=q(edge, 1 - keep) if len(edge) else 0.0, min_fill=q(cat("fill"), 1 - keep),
-                       min_step=q(cat("step"), 1 - keep))
+                       min_step=q(cat("step"), 1 - keep), max_foreign=max_foreign)
 
 
 def calibrate(predictor: Predictor, data: SceneDataset, scenes: int, keep: float,
@@ -245,8 +255,9 @@ def calibrate(predictor: Predictor, data: SceneDataset, scenes: int, keep: float
     logp, fit, right = (torch.cat([f[i] for f in feats.values()]) for i in range(3))
     weight = torch.cat([torch.full((len(f[2]),), len(right) / (len(sets) * len(f[2]))) for f in feats.values()])
     pooled = [f for v in feats.values() for f in v[3]]  # every set's fits, for the world limits
-    cal = Calibration(temps, fit_trust(logp, fit, right, weight), world_limits(pooled, keep), True,
-                      predictor.calibration.mirror)
+    limits = world_limits(pooled, keep, [v[3] for v in feats.values()])
+    cal = Calibration(temps, fit_trust(logp, fit, right, weight), limits, True,
+                      predictor.calibration.mirror, predictor.calibration.foreign)
     report = {}
     for name, o in sets.items():
         lp, ft, rt, fits = feats[name]
@@ -283,13 +294,17 @@ def main(argv: list[str] | None = None) -> int:
     if mirror and not predictor.takes_cameras:
         print("--mirror needs a view network (weights that read cameras)", file=sys.stderr)
         return 2
-    predictor.calibration = Calibration(mirror=mirror)  # raw outputs; limits unchecked
+    # raw outputs, limits unchecked; the out-of-set detector (training.outliers) is kept
+    predictor.calibration = Calibration(mirror=mirror, foreign=predictor.calibration.foreign)
     others = {d: run_labelled(predictor, *labelled_folder(predictor.world, Path(d))) for d in args.labelled}
     cal, report = calibrate(predictor, data, args.scenes, args.keep, others)
     path = config_path(args.weights)
     doc = json.loads(path.read_text())
+    detector = doc["meta"].get("calibration", {}).get("fitted_on", {}).get("foreign")  # training.outliers' record
     doc["meta"]["calibration"] = {**cal.to_meta(), "fitted_on": {"data": args.data, "labelled": args.labelled,
                                                                  "keep": args.keep, **report}}
+    if detector is not None and cal.foreign is not None:
+        doc["meta"]["calibration"]["fitted_on"]["foreign"] = detector
     path.write_text(json.dumps(doc, indent=1))
     print(json.dumps(doc["meta"]["calibration"], indent=1))
     print(f"wrote {path}")
