@@ -57,11 +57,11 @@ class WorldLimits:
     def check(self, fit: Fit) -> torch.Tensor:
         """(B,) bool: which images pass every check."""
         edge_ok = torch.isnan(fit.edge_contrast) | (fit.edge_contrast >= self.min_edge)
-        if fit.foreign is not None:
-            edge_ok = edge_ok & (fit.foreign <= self.max_foreign)
+        foreign_ok = True if fit.foreign is None else fit.foreign <= self.max_foreign  # no detector: nothing to bound
         return (fit.image >= self.min_fit) & (fit.unexplained <= self.max_unexplained) \
             & (fit.spill <= self.max_spill) & (fit.table_spread <= self.max_spread) \
-            & (fit.outline >= self.min_outline) & (fit.fill >= self.min_fill) & (fit.step >= self.min_step) & edge_ok
+            & (fit.outline >= self.min_outline) & (fit.fill >= self.min_fill) & (fit.step >= self.min_step) & edge_ok \
+            & foreign_ok
 
 
 @dataclass(frozen=True)

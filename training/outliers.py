@@ -31,15 +31,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torch.nn import functional as F
 
 from bench.battery import FOREIGN_SHAPES
+from bench.trust import to_pil
 from inference.api import Predictor
 from inference.checkpoint import config_path
 from inference.evaluate import draw_photo_scenes, render_photos
-from inference.foreign import ForeignHead
-from inference.network import FEATURE_STRIDE
+from inference.foreign import ForeignHead, seen_cells
 from renderer.appearance import LookPrior, sample_looks, shade_palette
 from renderer.pinhole import spec_cameras
 from renderer.prior import sample_scenes
@@ -90,9 +89,8 @@ def render_batch(predictor: Predictor, g: torch.Generator, foreign: bool, fixed_
     else:
         cams, scene, shaded, look = draw_photo_scenes(world, BATCH, g, prior, h, w)
     images = render_photos(shaded, world, cams, look, g, int(torch.randint(1, 4, (1,), generator=g)))
-    u8 = (images.pixels.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    prepared = [predictor.prepare(Image.fromarray(a), None if fixed_camera else cams.select(slice(i, i + 1)))
-                for i, a in enumerate(u8)]
+    prepared = [predictor.prepare(im, None if fixed_camera else cams.select(slice(i, i + 1)))
+                for i, im in enumerate(to_pil(images.pixels))]
     coverage = torch.stack([p.view.coverage[0] for p in prepared])
     with torch.inference_mode():
         features = predictor.model.encode(torch.stack([p.pixels for p in prepared]), coverage,
@@ -100,8 +98,7 @@ def render_batch(predictor: Predictor, g: torch.Generator, foreign: bool, fixed_
     label = torch.zeros(BATCH, dtype=torch.bool)
     for i in odd:
         label |= (scene.present & (scene.shape == i)).any(1)
-    return {"features": features.half(), "coverage": F.avg_pool2d(coverage, FEATURE_STRIDE)[:, 0] > 0.5,
-            "foreign": label}
+    return {"features": features.half(), "coverage": seen_cells(coverage), "foreign": label}
 
 
 def draw_scenes(world: World, g: torch.Generator, counts: list[int]):
