@@ -316,9 +316,11 @@ class Predictor:
         if head is None or out is None or out.features is None:
             return fit
         cells = cells_on_table(coverage, fit.regions.onehot[:, :scene.num_slots + 1].sum(1) > 0)
-        logit = head.score(out.features, cells)
-        if out.mirror_features is not None:
-            logit = (logit + head.score(out.mirror_features, cells.flip(-1))) / 2
+        if out.mirror_features is None:
+            logit = head.score(out.features, cells)
+        else:  # the view and its mirror in one pass
+            both = head.score(torch.cat([out.features, out.mirror_features]), torch.cat([cells, cells.flip(-1)]))
+            logit = both.view(2, -1).mean(0)
         return replace(fit, foreign=torch.sigmoid(logit))
 
     def _refine(self, scene: SceneBatch, items: Sequence[Prepared], steps: Sequence[int],

@@ -32,7 +32,7 @@ WEIGHTS = ROOT / "weights" / "air.safetensors"
 
 def _head(channels: int = 66, seed: int = 0) -> Head:
     torch.manual_seed(seed)
-    head = Head(torch.randn(channels), torch.rand(channels) + 0.5, hidden=8)
+    head = Head(torch.randn(channels), torch.rand(channels) + 0.5, width=8)
     for p in head.parameters():
         torch.nn.init.normal_(p, std=0.3)
     return head
@@ -48,9 +48,12 @@ def test_the_stored_detector_scores_as_the_trained_one():
         assert torch.allclose(stored.score(features, seen), head(features, seen), atol=1e-4)
     meta = {"calibration": {"limits": {"max_foreign": 0.9}, "foreign": stored.to_meta()}}
     assert Calibration.from_meta(meta).foreign == stored
-    cut = {**stored.to_meta(), "hidden": 9}
+    cut = {**stored.to_meta(), "width": 9}
     with pytest.raises(ValueError, match="do not fit its shape"):
         ForeignHead.from_meta(cut)
+    older = {"hidden": 32, "channels": 66, "kernel": 3, "float32_base64": stored.to_meta()["float32_base64"]}
+    with pytest.raises(ValueError, match="older layout.*training.outliers fit"):
+        ForeignHead.from_meta(older)
     assert Calibration.from_meta(meta).to_meta()["foreign"] == stored.to_meta()
 
 

@@ -50,7 +50,7 @@ MIN_FACTOR = 1.6  # and at least one axis by this much
 HOLD_AWAY = 1.3  # no odd size within this factor, on every axis, of a battery shape of the same kind
 SIZE_RANGE = (0.02, 0.30)  # metres, each axis
 BATCH = 50
-HIDDEN = 32
+WIDTH = 16  # the head's features per cell (a 1 x 1 projection of the encoder's 66)
 
 
 def foreign_spec(base: ShapeSpec, g: torch.Generator) -> ShapeSpec:
@@ -149,21 +149,22 @@ def render(args) -> int:
 class Head(torch.nn.Module):
     """``inference.foreign.ForeignHead`` as a trainable module."""
 
-    def __init__(self, mean: torch.Tensor, scale: torch.Tensor, hidden: int = HIDDEN) -> None:
+    def __init__(self, mean: torch.Tensor, scale: torch.Tensor, width: int = WIDTH) -> None:
         super().__init__()
         self.register_buffer("mean", mean)
         self.register_buffer("scale", scale)
-        self.conv = torch.nn.Conv2d(len(mean), hidden, 3, padding=1)
-        self.out = torch.nn.Conv2d(hidden, 1, 1)
+        self.project = torch.nn.Conv2d(len(mean), width, 1)
+        self.conv = torch.nn.Conv2d(width, width, 3, padding=1)
+        self.out = torch.nn.Conv2d(width, 1, 1)
 
     def forward(self, features: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
         x = (features - self.mean[:, None, None]) / self.scale[:, None, None]
-        logits = self.out(F.relu(self.conv(x)))[:, 0].masked_fill(~seen, -1e4)
+        logits = self.out(F.relu(self.conv(F.relu(self.project(x)))))[:, 0].masked_fill(~seen, -1e4)
         return torch.logsumexp(logits.flatten(1), 1)
 
     def frozen(self) -> ForeignHead:
-        return ForeignHead.from_tensors(self.mean, self.scale, self.conv.weight, self.conv.bias, self.out.weight[0, :, 0, 0],
-                                        self.out.bias[0])
+        return ForeignHead.from_tensors(self.mean, self.scale, self.project.weight, self.project.bias, self.conv.weight,
+                                        self.conv.bias, self.out.weight[0, :, 0, 0], self.out.bias)
 
 
 def fit(args) -> int:
