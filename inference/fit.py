@@ -62,6 +62,7 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.nn import functional as F
@@ -245,14 +246,29 @@ class TableViews:
 
     def __init__(self, size: int = 32) -> None:
         self._kept: PerCamera[TableView] = PerCamera(size)
+        self._edges: PerCamera[EdgeBands] = PerCamera(size)
 
     def __call__(self, world: World, cameras: Cameras) -> TableView:
         if cameras.batch_size != 1:
             return table_view(world, cameras)
         return self._kept.get(cameras, (world,), lambda: table_view(world, cameras))
 
+    def edges(self, world: World, cameras: Cameras, coverage: torch.Tensor) -> EdgeBands:
+        """The ``EdgeBands`` of the table as ``cameras`` see it, where ``coverage`` (B, 1, S, S)
+        shows the image (kept per camera and coverage, as the casts are)."""
+        seen = coverage[:, 0] > 0.99
+
+        def make() -> EdgeBands:
+            on_table = table_mask(world, cameras, self(world, cameras))
+            return edge_bands(on_table & seen, ~on_table & seen)
+
+        if cameras.batch_size != 1:
+            return make()
+        return self._edges.get(cameras, (world, np.packbits(seen.numpy(force=True)).tobytes()), make)
+
     def clear(self) -> None:
         self._kept.clear()
+        self._edges.clear()
 
 
 TABLE_VIEWS = TableViews()
@@ -286,21 +302,25 @@ class ObjectPixels(NamedTuple):
     real: torch.Tensor
 
 
-def object_pixels(scene: SceneBatch, r: Regions) -> ObjectPixels:
+def object_pixels(scene: SceneBatch, r: Regions, d_free: torch.Tensor | None = None) -> ObjectPixels:
+    """``d_free``: (B, s, s) the squared shading-free distance from the table's colour, where
+    already computed."""
     n = scene.num_slots
     on_table, floor = r.onehot[:, n:n + 1] > 0, r.onehot[:, n + 1:n + 2] > 0
+    if d_free is None:
+        d_free = shading_free_distance(r.img, r.means[:, n], squared=True)
     d_surface = torch.where(floor, shading_free_distance(r.img, r.means[:, n + 1], squared=True)[:, None],
-                            shading_free_distance(r.img, r.means[:, n], squared=True)[:, None])
+                            d_free[:, None])
     return ObjectPixels(r.onehot[:, :n] > 0, on_table, floor, r.distance(n)[:, None],
                         (r.img[:, None] - r.means[:, :n, :, None, None]).square().sum(2), d_surface,
                         scene.present & (r.area[:, :n] > 0))
 
 
-def object_fits(scene: SceneBatch, r: Regions) -> tuple[torch.Tensor, torch.Tensor]:
+def object_fits(scene: SceneBatch, r: Regions, d_free: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T) object fits (inside agreement x ring agreement x contrast) and (B,) spill, all
-    slots at once."""
+    slots at once (``d_free``: as ``object_pixels``)."""
     n = scene.num_slots
-    masks, on_table, floor, d_table, d_own, d_surface, real = object_pixels(scene, r)
+    masks, on_table, floor, d_table, d_own, d_surface, real = object_pixels(scene, r, d_free)
     near, around = dilate(masks, 1), dilate(masks, 3)
     inside = share(d_own < d_table, masks, 0.0)
     outside = share(d_table <= d_own, near & on_table)
@@ -347,44 +367,63 @@ def flat_field(img: torch.Tensor, surface: torch.Tensor) -> torch.Tensor:
     return img / gain.reshape(b, 1, s, s)
 
 
-def outline_agreement(img: torch.Tensor, table: torch.Tensor, floor: torch.Tensor, objects: torch.Tensor,
+class EdgeBands(NamedTuple):
+    """Where the outline and the step look, (B, S, S) bool each, before any object is drawn:
+    the seen ``table`` and ``floor``; the bands just ``inner`` and ``outer`` of the table's edge
+    (``OUTLINE_BANDS``: 1 / 40 of the view's side wide, at least a pixel); the step's far bands,
+    ``far_inner`` and ``far_outer``, ``STEP_FAR`` band widths from the edge. For a view network
+    they depend on the camera and the view's coverage alone (``TableViews.edges``)."""
+
+    table: torch.Tensor
+    floor: torch.Tensor
+    inner: torch.Tensor
+    outer: torch.Tensor
+    far_inner: torch.Tensor
+    far_outer: torch.Tensor
+
+
+def edge_bands(table: torch.Tensor, floor: torch.Tensor) -> EdgeBands:
+    """``EdgeBands`` from the table and floor seen (B, S, S) bool."""
+    band = max(1, table.shape[-1] // OUTLINE_BANDS)
+    lo, hi = (max(band + 1, round(f * band)) for f in STEP_FAR)
+    near = dilate(torch.stack([floor, table], 1), band)  # grown together: half the operations
+    start = dilate(near, lo - band)
+    stop = dilate(start, hi - lo)
+    (near_floor, near_table), (start_floor, start_table), (stop_floor, stop_table) = (
+        near.unbind(1), start.unbind(1), stop.unbind(1))
+    return EdgeBands(table, floor, table & near_floor, floor & near_table, table & stop_floor & ~start_floor,
+                     floor & stop_table & ~start_table)
+
+
+def outline_agreement(img: torch.Tensor, bands: EdgeBands, objects: torch.Tensor,
                       spread: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``Fit.outline`` and ``Fit.step`` from an image (B, 3, s, s) and where the answer draws the table, the floor
-    and the objects (B, s, s) bool: the bands either side of the drawn table's edge (1 /
-    ``OUTLINE_BANDS`` of the view's side wide: two pixels in an 80-pixel view), away
-    from objects (and their shadows: 3 pixels), each pixel nearer the colour of its side's mean,
-    in the image with the table's smooth change of light divided out (``flat_field``). Checked
-    where the two means differ by more than ``OUTLINE_CONTRAST`` times ``spread``, the table's
-    mean distance from its colour, noise included (noise blurs the comparison)."""
-    band = max(1, img.shape[-1] // OUTLINE_BANDS)
+    """``Fit.outline`` and ``Fit.step`` from an image (B, 3, s, s), where the camera puts the
+    table's edge (``bands``) and where the answer draws objects (B, s, s) bool: the bands either
+    side of the edge, away from objects (and their shadows: 3 pixels), each pixel nearer the
+    colour of its side's mean, in the image with the table's smooth change of light divided out
+    (``flat_field``). Checked where the two means differ by more than ``OUTLINE_CONTRAST`` times
+    ``spread``, the table's mean distance from its colour, noise included (noise blurs the
+    comparison)."""
     clear_of_objects = ~dilate(objects, 3)
-    sides = torch.stack([floor, table], 1)  # grown together: half the operations
-    near = dilate(sides, band)
-    near_floor, near_table = near.unbind(1)
-    inner = table & near_floor & clear_of_objects
-    outer = floor & near_table & clear_of_objects
-    img = flat_field(img, table & clear_of_objects)
-    t_mean, f_mean = region_means(torch.stack([table, floor], 1).float(), img).unbind(1)
+    inner, outer = bands.inner & clear_of_objects, bands.outer & clear_of_objects
+    img = flat_field(img, bands.table & clear_of_objects)
+    t_mean, f_mean = region_means(torch.stack([bands.table & ~objects, bands.floor & ~objects], 1).float(),
+                                  img).unbind(1)
     d_table = (img - t_mean[..., None, None]).square().sum(1)
     d_floor = (img - f_mean[..., None, None]).square().sum(1)
     hits = (inner & (d_table < d_floor)) | (outer & (d_floor < d_table))
     agree = share(hits, inner | outer)
     contrast = (f_mean - t_mean).norm(dim=-1)
     clear = (contrast > OUTLINE_CONTRAST * spread.clamp_min(0.01)) & ((inner | outer).sum((1, 2)) >= 8)
-    step = edge_step(img, sides & clear_of_objects[:, None], near, inner, outer, band)
+    step = edge_step(img, torch.stack([inner, outer, bands.far_inner & clear_of_objects,
+                                       bands.far_outer & clear_of_objects], 1))
     return torch.where(clear, agree, torch.ones_like(agree)), step
 
 
-def edge_step(img: torch.Tensor, sides: torch.Tensor, near: torch.Tensor, inner: torch.Tensor, outer: torch.Tensor,
-              band: int) -> torch.Tensor:
-    """``Fit.step`` from the flat-fielded image (B, 3, s, s), the floor and table kept clear of
-    objects (``sides``, B x 2 x s x s), the two grown by ``band`` (``near``), and the outline's
-    bands just ``inner`` and ``outer`` of the drawn edge (B, s, s)."""
-    lo, hi = (max(band + 1, round(f * band)) for f in STEP_FAR)
-    start = dilate(near, lo - band)
-    stop = dilate(start, hi - lo)
-    (floor, table), (start_floor, start_table), (stop_floor, stop_table) = sides.unbind(1), start.unbind(1), stop.unbind(1)
-    bands = torch.stack([inner, outer, table & stop_floor & ~start_floor, floor & stop_table & ~start_table], 1)
+def edge_step(img: torch.Tensor, bands: torch.Tensor) -> torch.Tensor:
+    """``Fit.step`` from the flat-fielded image (B, 3, s, s) and the four bands (B, 4, s, s),
+    kept clear of objects: just inside and just outside the drawn edge, and the far ones
+    inside and outside."""
     means = region_means(bands.float(), img)
     near = (means[:, 0] - means[:, 1]).norm(dim=-1)
     far = (means[:, 2] - means[:, 3]).norm(dim=-1)
@@ -394,18 +433,20 @@ def edge_step(img: torch.Tensor, sides: torch.Tensor, near: torch.Tensor, inner:
 
 def outline_at_full_size(r: Regions, n: int, pixels: torch.Tensor, coverage: torch.Tensor, cameras: Cameras,
                          world: World, spread: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``outline_agreement`` on the view as the network read it (``pixels``, S x S): the table
-    drawn at S by its own rays, the objects (only kept clear of) from the regions ``r`` at the
-    fit's size, enlarged."""
+    """``outline_agreement`` on the view as the network read it (``pixels``, S x S): the table's
+    edge where the camera puts it at S (``TableViews.edges``), the objects (only kept clear of)
+    from the regions ``r`` at the fit's size, enlarged."""
     s = pixels.shape[-1]
     objects = r.onehot[:, :n].sum(1) > 0
     if s == objects.shape[-1]:
-        return outline_agreement(r.img, r.onehot[:, n] > 0, r.onehot[:, n + 1] > 0, objects, spread)
-    seen = coverage[:, 0] > 0.99
-    objects = F.interpolate(objects[:, None].float(), size=(s, s), mode="nearest")[:, 0] > 0
-    cams = cameras.to(pixels.device)
-    on_table = table_mask(world, cams, TABLE_VIEWS(world, cams))
-    return outline_agreement(pixels, on_table & seen & ~objects, ~on_table & seen & ~objects, objects, spread)
+        return outline_agreement(r.img, edge_bands(r.onehot[:, n] > 0, r.onehot[:, n + 1] > 0), objects, spread)
+    scale = s // objects.shape[-1]
+    if scale * objects.shape[-1] == s:  # a whole multiple: each pixel repeated
+        b, h, w = objects.shape
+        objects = objects[:, :, None, :, None].expand(b, h, scale, w, scale).reshape(b, s, s)
+    else:
+        objects = F.interpolate(objects[:, None].float(), size=(s, s), mode="nearest")[:, 0] > 0
+    return outline_agreement(pixels, TABLE_VIEWS.edges(world, cameras.to(pixels.device), coverage), objects, spread)
 
 
 def object_fill(scene: SceneBatch, r: Regions, d_free: torch.Tensor) -> torch.Tensor:
@@ -428,14 +469,15 @@ def fit_answers(scene: SceneBatch, pixels: torch.Tensor, coverage: torch.Tensor,
     reads the view at S itself."""
     n = scene.num_slots
     r = draw(scene, pixels, coverage, cameras, world, size)
-    objects, spill = object_fits(scene, r)
+    table = r.means[:, n]
+    free = shading_free_residual(r.img, table)
+    d2_free = free.square().sum(1)
+    objects, spill = object_fits(scene, r, d2_free)
 
     # the table away from every object: what it leaves unexplained, how uniform it is
-    table = r.means[:, n]
     drawn = r.onehot[:, :n].sum(1) > 0
     bare = (r.onehot[:, n] > 0) & ~dilate(drawn, 2)
-    free = shading_free_residual(r.img, table)
-    d_free = free.square().sum(1).sqrt()
+    d_free = d2_free.sqrt()
     unexplained = share(d_free > OUTLIER, bare, 0.0)
     rough, spread = spread_beyond_noise(free, d_free, bare)
     has_floor = r.area[:, n + 1] >= 4

@@ -430,6 +430,35 @@ def test_a_camera_seen_before_draws_from_its_kept_table_cast_and_a_moved_one_doe
     assert torch.equal(views(world, view).table, table_view(world, view).table)
 
 
+def test_the_table_edge_bands_are_kept_per_camera_and_coverage():
+    """``TABLE_VIEWS.edges`` keeps the outline's bands for a camera and the part of the view its
+    image covers: the same pair again gets the very bands kept, a coverage cut back gets its
+    own, and the bands lie on the sides they name, the inner ones nearer the edge than the far."""
+    from inference.fit import TableViews, edge_bands
+    from inference.views import view_cameras
+    from renderer.pinhole import sample_cameras
+    from renderer.raycast import table_mask
+
+    world = Predictor.load(WEIGHTS).world
+    cams = view_cameras(sample_cameras(world.envelope, 1, torch.Generator().manual_seed(7), 240, 320), world)
+    cams = cams.resized(80, 80)
+    views = TableViews(size=4)
+    whole = torch.ones(1, 1, 80, 80)
+    kept = views.edges(world, cams, whole)
+    assert views.edges(world, cams, whole) is kept
+    on_table = table_mask(world, cams)
+    for got, want in zip(kept, edge_bands(on_table, ~on_table)):
+        assert torch.equal(got, want)
+    assert kept.inner.any() and kept.outer.any() and kept.far_inner.any() and kept.far_outer.any()
+    assert not (kept.inner & ~on_table).any() and not (kept.far_inner & ~on_table).any()
+    assert not (kept.outer & on_table).any() and not (kept.far_outer & on_table).any()
+    assert not (kept.inner & kept.far_inner).any() and not (kept.outer & kept.far_outer).any()
+    cut = whole.clone()
+    cut[..., :, 40:] = 0
+    half = views.edges(world, cams, cut)
+    assert half is not kept and not half.table[..., 40:].any() and not half.outer[..., 40:].any()
+
+
 @pytest.mark.parametrize("shape", [(2, 40, 40), (2, 3, 40, 40), (1, 3, 7, 9)])
 def test_dilation_grows_masks_as_a_max_filter_does(shape):
     from torch.nn import functional as F
