@@ -259,7 +259,7 @@ class TableViews:
         seen = coverage[:, 0] > 0.99
 
         def make() -> EdgeBands:
-            on_table = table_mask(world, cameras, self(world, cameras))
+            on_table = table_mask(world, cameras)
             return edge_bands(on_table & seen, ~on_table & seen)
 
         if cameras.batch_size != 1:

@@ -172,6 +172,29 @@ def table_depths(world: World, cameras: Cameras, rays: torch.Tensor) -> torch.Te
 
 def table_mask(world: World, cameras: Cameras, bare: TableView | None = None) -> torch.Tensor:
     """(B, H, W) bool: the pixels of ``cameras`` whose ray meets the table top (objects ignored).
-    ``bare``: the cameras' ``table_view``, when already cast."""
+    ``bare``: the cameras' ``table_view``, when already cast; without it, cameras with no lens
+    distortion are solved by rows and columns (``pinhole_table_mask``)."""
+    if bare is None and cameras.distortion is None:
+        return pinhole_table_mask(world, cameras)
     depth = (bare if bare is not None else table_view(world, cameras)).table
     return torch.isfinite(depth).reshape(cameras.batch_size, cameras.height, cameras.width)
+
+
+def pinhole_table_mask(world: World, cameras: Cameras) -> torch.Tensor:
+    """``table_mask`` for ideal pinholes, without casting a ray per pixel: a pixel's ray is the
+    sum of a part that depends on its column and one that depends on its row, so the rays come
+    from one broadcast sum of the two (about a third of the cost of ``table_view`` at 80 x 80)."""
+    if cameras.distortion is not None:
+        raise ValueError("pinhole_table_mask: these cameras have lens distortion (use table_mask)")
+    device = cameras.position.device
+    rot, focal, principal = cameras.rotation, cameras.focal, cameras.principal
+    u = (torch.arange(cameras.width, dtype=torch.float32, device=device) + 0.5 - principal[:, :1]) / focal[:, :1]
+    v = (torch.arange(cameras.height, dtype=torch.float32, device=device) + 0.5 - principal[:, 1:]) / focal[:, 1:]
+    across = rot[:, None, :, 0] * u[..., None] + rot[:, None, :, 2]  # (B, W, 3): the column's part and the axis
+    down = rot[:, None, :, 1] * v[..., None]  # (B, H, 3): the row's part
+    ray = down[:, :, None, :] + across[:, None, :, :]  # (B, H, W, 3), optical z = 1 as pixel_rays
+    c = cameras.position[:, None, None, :]
+    t = -c[..., 2] / ray[..., 2].clamp_max(-1e-9)
+    half = world.table_size / 2
+    return ((ray[..., 2] < -1e-9) & ((c[..., 0] + t * ray[..., 0]).abs() <= half)
+            & ((c[..., 1] + t * ray[..., 1]).abs() <= half))

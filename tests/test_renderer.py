@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -520,3 +521,24 @@ def test_dataset_images_are_the_renders_of_its_latents(dataset_dir):
     assert not footprints_overlap(scene, data.world).any()
     expected = render_images(scene, data.world, data.meta["supersample"]).numpy()
     assert np.array_equal(np.asarray(data.images), expected)
+
+
+def test_the_pinhole_table_mask_is_the_ray_cast_one(world):
+    """``table_mask`` without a cast solves ideal pinholes by rows and columns: the same pixels
+    as casting a ray through each (envelope cameras of several image shapes, level and tilted,
+    wholly and partly on the table); cameras with lens distortion are cast."""
+    from renderer.pinhole import sample_cameras
+    from renderer.raycast import pinhole_table_mask, table_mask, table_view
+
+    g = torch.Generator().manual_seed(11)
+    for height, width in ((80, 80), (48, 64), (90, 160)):
+        cams = sample_cameras(world.envelope, 64, g, height, width)
+        cast = table_mask(world, cams, table_view(world, cams))
+        solved = table_mask(world, cams)
+        assert torch.equal(solved, cast)
+        assert cast.any() and not cast.all()
+    lens = replace(cams, distortion=torch.tensor([[-0.2, 0.05, 0, 0, 0, 0, 0, 0]]).expand(cams.batch_size, 8))
+    assert torch.equal(table_mask(world, lens), table_mask(world, lens, table_view(world, lens)))
+    assert not torch.equal(table_mask(world, lens), cast)
+    with pytest.raises(ValueError, match="distortion"):
+        pinhole_table_mask(world, lens)
