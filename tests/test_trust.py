@@ -277,6 +277,27 @@ def test_world_limits_pool_every_validation_set():
     assert all(abs(float(k) - 0.99) < 0.002 for k in kept)
 
 
+def test_the_detector_bound_keeps_its_own_share_of_each_set():
+    """The out-of-set detector's bound is the largest of each set's ``foreign_keep`` quantile,
+    not the pooled ``keep`` one: a set whose scores run higher sets it, and a larger
+    ``foreign_keep`` raises it while the other checks' bounds stay."""
+    rng = torch.Generator().manual_seed(1)
+
+    def fits(n, top):
+        u = torch.rand(n, generator=rng)
+        return SimpleNamespace(image=u, unexplained=0.01 * u, spill=0.1 * u, table_spread=0.02 * u, outline=1 - 0.3 * u,
+                               edge_contrast=0.1 + u, fill=1 - 0.3 * u, step=1 - 0.2 * u, foreign=top * u)
+
+    low, high = fits(2000, 0.5), fits(500, 0.9)
+    both = [low, high]
+    strict, loose = world_limits(both, 0.99, [[low], [high]], 0.99), world_limits(both, 0.99, [[low], [high]], 0.999)
+    assert abs(strict.max_foreign - float(torch.quantile(high.foreign, 0.99))) < 1e-4
+    assert abs(loose.max_foreign - float(torch.quantile(high.foreign, 0.999))) < 1e-4
+    assert strict.max_foreign < loose.max_foreign <= 0.9
+    assert replace(strict, max_foreign=0.0) == replace(loose, max_foreign=0.0)
+    assert float((high.foreign <= loose.max_foreign).float().mean()) >= 0.998
+
+
 @pytest.fixture(scope="module")
 def predictor():
     return Predictor.load(WEIGHTS)
