@@ -431,13 +431,12 @@ def edge_step(img: torch.Tensor, bands: torch.Tensor) -> torch.Tensor:
     return torch.where(judged, (near / far.clamp_min(1e-6)).clamp(max=1.0), torch.ones_like(near))
 
 
-def outline_at_full_size(r: Regions, n: int, pixels: torch.Tensor, coverage: torch.Tensor, cameras: Cameras,
-                         world: World, spread: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def outline_at_full_size(r: Regions, n: int, objects: torch.Tensor, pixels: torch.Tensor, coverage: torch.Tensor,
+                         cameras: Cameras, world: World, spread: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``outline_agreement`` on the view as the network read it (``pixels``, S x S): the table's
-    edge where the camera puts it at S (``TableViews.edges``), the objects (only kept clear of)
-    from the regions ``r`` at the fit's size, enlarged."""
+    edge where the camera puts it at S (``TableViews.edges``), the objects (only kept clear of:
+    ``objects``, B x s x s, where the regions ``r`` at the fit's size draw any) enlarged."""
     s = pixels.shape[-1]
-    objects = r.onehot[:, :n].sum(1) > 0
     if s == objects.shape[-1]:
         return outline_agreement(r.img, edge_bands(r.onehot[:, n] > 0, r.onehot[:, n + 1] > 0), objects, spread)
     scale = s // objects.shape[-1]
@@ -488,7 +487,7 @@ def fit_answers(scene: SceneBatch, pixels: torch.Tensor, coverage: torch.Tensor,
 
     worst = torch.where(scene.present, objects, torch.ones_like(objects)).amin(1)
     image = worst * (1 - unexplained / UNEXPLAINED_SCALE).clamp(0.0, 1.0)
-    outline, step = outline_at_full_size(r, n, pixels, coverage, cameras, world, rough)
+    outline, step = outline_at_full_size(r, n, drawn, pixels, coverage, cameras, world, rough)
     return Fit(image, objects, unexplained, spread, edge, spill, outline, object_fill(scene, r, d_free), step, r)
 
 

@@ -73,10 +73,15 @@ class ForeignHead:
                              f"channels {head.channels}, kernel {head.kernel})")
         return head
 
+    @property
+    def _sizes(self) -> list[int]:
+        """How many numbers each part of ``values`` holds, in order."""
+        c, w, k = self.channels, self.width, self.kernel
+        return [w * c, w, w * w * k * k, w, w, 1]
+
     def __len__(self) -> int:
         """How many numbers the layout holds."""
-        c, w, k = self.channels, self.width, self.kernel
-        return w * c + w + w * w * k * k + w + w + 1
+        return sum(self._sizes)
 
     def to_meta(self) -> dict[str, Any]:
         return {"width": self.width, "channels": self.channels, "kernel": self.kernel,
@@ -86,7 +91,7 @@ class ForeignHead:
     def _tensors(self) -> tuple[torch.Tensor, ...]:
         c, w, k = self.channels, self.width, self.kernel
         flat = torch.from_numpy(np.frombuffer(self.values, dtype="<f4").astype(np.float32))
-        project, project_bias, conv, conv_bias, out, out_bias = flat.split([w * c, w, w * w * k * k, w, w, 1])
+        project, project_bias, conv, conv_bias, out, out_bias = flat.split(self._sizes)
         return (project.reshape(w, c, 1, 1), project_bias, conv.reshape(w, w, k, k), conv_bias,
                 out.reshape(1, w, 1, 1), out_bias)
 

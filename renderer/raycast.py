@@ -163,23 +163,19 @@ def region_map(scene: SceneBatch, world: World, cameras: Cameras, bare: TableVie
 def table_depths(world: World, cameras: Cameras, rays: torch.Tensor) -> torch.Tensor:
     """(B, P) where each ray (B, P, 3) meets the table top (the plane z = 0 within the table's
     square, in front of a camera looking down); inf where it does not."""
-    return torch.where(on_table_top(world, cameras.position[:, None, :], rays), table_hit(cameras.position[:, None, :], rays),
-                       torch.tensor(float("inf"), device=rays.device))
+    t, on_table = table_crossing(world, cameras.position[:, None, :], rays)
+    return torch.where(on_table, t, torch.full_like(t, float("inf")))
 
 
-def table_hit(origins: torch.Tensor, rays: torch.Tensor) -> torch.Tensor:
-    """(...) the t at which rays (..., 3) from ``origins`` (broadcast) meet the plane z = 0
-    (a ray that runs level or upward is clamped to one that falls slightly)."""
-    return -origins[..., 2] / rays[..., 2].clamp_max(-1e-9)
-
-
-def on_table_top(world: World, origins: torch.Tensor, rays: torch.Tensor) -> torch.Tensor:
-    """(...) bool: the rays (..., 3) from ``origins`` (broadcast) fall to the table top within its
-    square. Each axis apart: one comparison over the last dimension costs more than both."""
-    t = table_hit(origins, rays)
+def table_crossing(world: World, origins: torch.Tensor, rays: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For rays (..., 3) from ``origins`` (broadcast): (...) the t at which each meets the plane
+    z = 0 (a ray that runs level or upward is clamped to one that falls slightly), and (...) bool
+    whether it falls to the table top within its square. Each axis compared apart: one
+    comparison over the last dimension costs more than both."""
+    t = -origins[..., 2] / rays[..., 2].clamp_max(-1e-9)
     half = world.table_size / 2
-    return ((rays[..., 2] < -1e-9) & ((origins[..., 0] + t * rays[..., 0]).abs() <= half)
-            & ((origins[..., 1] + t * rays[..., 1]).abs() <= half))
+    return t, ((rays[..., 2] < -1e-9) & ((origins[..., 0] + t * rays[..., 0]).abs() <= half)
+               & ((origins[..., 1] + t * rays[..., 1]).abs() <= half))
 
 
 def table_mask(world: World, cameras: Cameras, bare: TableView | None = None) -> torch.Tensor:
@@ -205,4 +201,4 @@ def pinhole_table_mask(world: World, cameras: Cameras) -> torch.Tensor:
     across = rot[:, None, :, 0] * u[..., None] + rot[:, None, :, 2]  # (B, W, 3): the column's part and the axis
     down = rot[:, None, :, 1] * v[..., None]  # (B, H, 3): the row's part
     rays = down[:, :, None, :] + across[:, None, :, :]  # (B, H, W, 3), optical z = 1 as pixel_rays
-    return on_table_top(world, cameras.position[:, None, None, :], rays)
+    return table_crossing(world, cameras.position[:, None, None, :], rays)[1]
