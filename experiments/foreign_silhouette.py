@@ -68,9 +68,9 @@ def collect(predictor: Predictor, items: list) -> dict:
     batches = []
     original = fit.object_fits
 
-    def spy(scene, r):
+    def spy(scene, r, *rest):
         batches.append(statistics(scene, r))
-        return original(scene, r)
+        return original(scene, r, *rest)
 
     fit.object_fits = spy
     try:

@@ -154,7 +154,7 @@ def region_map(scene: SceneBatch, world: World, cameras: Cameras, bare: TableVie
     the table top, N + 1 beyond it. ``bare``: the cameras' ``table_view``, when already cast."""
     n = scene.num_slots
     rays, table = bare if bare is not None else table_view(world, cameras)
-    depth = object_depths(scene.blank_absent(), world, cameras, rays)  # (B, T, P)
+    depth = object_depths(scene, world, cameras, rays)  # (B, T, P); absent slots are not cast
     nearest, which = torch.cat([depth, table[:, None]], 1).min(1)
     region = torch.where(torch.isinf(nearest), torch.full_like(which, n + 1), which)
     return region.reshape(cameras.batch_size, cameras.height, cameras.width)
