@@ -149,17 +149,18 @@ class Regions:
 
 
 def shading_free_residual(pixels: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
-    """(B, 3, s, s) each pixel (B, 3, s, s) minus ``colour`` (B, 3) scaled to the pixel's
-    brightness (between 0.4 and 1.4 times): a shadow or a brighter patch of the same surface is
-    near 0, a surface of another hue or of very different brightness is not."""
-    c = colour[:, :, None, None]
-    scale = ((pixels * c).sum(1, keepdim=True) / (c * c).sum(1, keepdim=True).clamp_min(1e-4)).clamp(0.4, 1.4)
+    """(..., 3, s, s) each pixel (..., 3, s, s) minus ``colour`` (..., 3) scaled to the pixel's
+    brightness (between 0.4 and 1.4 times), leading dimensions broadcast (several colours at
+    once): a shadow or a brighter patch of the same surface is near 0, a surface of another hue
+    or of very different brightness is not."""
+    c = colour[..., None, None]
+    scale = ((pixels * c).sum(-3, keepdim=True) / (c * c).sum(-3, keepdim=True).clamp_min(1e-4)).clamp(0.4, 1.4)
     return pixels - scale * c
 
 
 def shading_free_distance(pixels: torch.Tensor, colour: torch.Tensor, squared: bool = False) -> torch.Tensor:
-    """(B, s, s) the length of ``shading_free_residual``; ``squared``: its square."""
-    d2 = shading_free_residual(pixels, colour).square().sum(1)
+    """(..., s, s) the length of ``shading_free_residual``; ``squared``: its square."""
+    d2 = shading_free_residual(pixels, colour).square().sum(-3)
     return d2 if squared else d2.sqrt()
 
 
@@ -292,11 +293,18 @@ def draw(scene: SceneBatch, pixels: torch.Tensor, coverage: torch.Tensor, camera
     return Regions(img, onehot, area, region_means(onehot, img))
 
 
+def surface_distances(r: Regions, n: int) -> torch.Tensor:
+    """(B, 2, s, s) each pixel's squared shading-free distance from the table's colour and from
+    the floor's (regions ``n`` and ``n + 1`` of ``r``)."""
+    return shading_free_distance(r.img[:, None], r.means[:, n:n + 2], squared=True)
+
+
 class ObjectPixels(NamedTuple):
     """Each slot's drawn pixels and every pixel's squared colour distances, as the object checks
     read them. masks: (B, T, s, s) each slot's drawn pixels; on_table, floor: (B, 1, s, s);
     d_table: (B, 1, s, s) from the table's mean; d_own: (B, T, s, s) from each slot's mean;
-    d_surface: (B, 1, s, s) from the surface drawn there, shading removed (shadows are surface);
+    d_surface: (B, 1, s, s) from the surface drawn there (table or floor), shading removed
+    (shadows are surface);
     real: (B, T) present slots with drawn pixels."""
 
     masks: torch.Tensor
@@ -308,27 +316,26 @@ class ObjectPixels(NamedTuple):
     real: torch.Tensor
 
 
-def object_pixels(scene: SceneBatch, r: Regions, d_free: torch.Tensor | None = None) -> ObjectPixels:
-    """``d_free``: (B, s, s) the squared shading-free distance from the table's colour, where
-    already computed."""
+def object_pixels(scene: SceneBatch, r: Regions, d_surfaces: torch.Tensor | None = None) -> ObjectPixels:
+    """``d_surfaces``: (B, 2, s, s) the squared shading-free distances from the table's and the
+    floor's colours (``surface_distances``), where already computed."""
     n = scene.num_slots
     on_table, floor = r.onehot[:, n:n + 1] > 0, r.onehot[:, n + 1:n + 2] > 0
-    if d_free is None:
-        d_free = shading_free_distance(r.img, r.means[:, n], squared=True)
-    d_surface = torch.where(floor, shading_free_distance(r.img, r.means[:, n + 1], squared=True)[:, None],
-                            d_free[:, None])
+    if d_surfaces is None:
+        d_surfaces = surface_distances(r, n)
+    d_surface = torch.where(floor, d_surfaces[:, 1:], d_surfaces[:, :1])
     return ObjectPixels(r.onehot[:, :n] > 0, on_table, floor, r.distance(n)[:, None],
                         (r.img[:, None] - r.means[:, :n, :, None, None]).square().sum(2), d_surface,
                         scene.present & (r.area[:, :n] > 0))
 
 
-def object_fits(scene: SceneBatch, r: Regions, d_free: torch.Tensor | None = None,
+def object_fits(scene: SceneBatch, r: Regions, d_surfaces: torch.Tensor | None = None,
                 near: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T) object fits (inside agreement x ring agreement x contrast) and (B,) spill, all
-    slots at once (``d_free``: as ``object_pixels``; ``near``: the slots' drawn pixels grown by
-    a pixel, ``dilate(masks, 1)``, where already computed)."""
+    slots at once (``d_surfaces``: as ``object_pixels``; ``near``: the slots' drawn pixels grown
+    by a pixel, ``dilate(masks, 1)``, where already computed)."""
     n = scene.num_slots
-    masks, on_table, floor, d_table, d_own, d_surface, real = object_pixels(scene, r, d_free)
+    masks, on_table, floor, d_table, d_own, d_surface, real = object_pixels(scene, r, d_surfaces)
     near = dilate(masks, 1) if near is None else near
     around = dilate(near, 2)  # grown by 3 in all: a square grown twice grows by the sum
     # the three shares at once: own pixels like their object, the table ring just outside like
@@ -485,16 +492,17 @@ def fit_answers(scene: SceneBatch, pixels: torch.Tensor, coverage: torch.Tensor,
     n = scene.num_slots
     r = draw(scene, pixels, coverage, cameras, world, size)
     table = r.means[:, n]
-    free = shading_free_residual(r.img, table)
-    d2_free = free.square().sum(1)
+    surfaces = shading_free_residual(r.img[:, None], r.means[:, n:n + 2])  # (B, 2, 3, s, s): from table, floor
+    free = surfaces[:, 0]
+    d2_surfaces = surfaces.square().sum(2)
     masks = r.onehot[:, :n] > 0
     near = dilate(masks, 1)
-    objects, spill = object_fits(scene, r, d2_free, near)
+    objects, spill = object_fits(scene, r, d2_surfaces, near)
 
     # the table away from every object (2 pixels clear): what it leaves unexplained, how uniform it is
     drawn = masks.any(1)
     bare = (r.onehot[:, n] > 0) & ~dilate(near.any(1), 1)
-    d_free = d2_free.sqrt()
+    d_free = d2_surfaces[:, 0].sqrt()
     unexplained = share(d_free > OUTLIER, bare, 0.0)
     rough, spread = spread_beyond_noise(free, d_free, bare)
     has_floor = r.area[:, n + 1] >= 4
