@@ -88,6 +88,28 @@ def test_infer_refuses_extreme_camera_numbers_with_a_422_never_a_500(http, chang
     assert infer(http, table_png(160, 120), look_at_camera(0, 60, 1.1)).status_code == 200  # and it still answers
 
 
+@pytest.mark.parametrize("field,literal", [("fx", "NaN"), ("cy", "-Infinity"), ("position.z", "Infinity"),
+                                           ("orientation.w", "NaN")])
+def test_a_camera_with_nan_or_infinity_is_refused_naming_the_field(http, field, literal):
+    """Python's JSON reader takes NaN and Infinity; a camera holding one is a 422 that names the
+    number, on /infer's query and /render's body alike, and the service goes on answering."""
+    cam = look_at_camera(0, 60, 1.1)
+    *parents, leaf = field.split(".")
+    where = cam
+    for key in parents:
+        where = where[key]
+    where[leaf] = "@"
+    text = json.dumps(cam).replace('"@"', literal)
+    r = http.post("/infer", content=table_png(160, 120), headers={"content-type": "image/png"}, params={"camera": text})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["loc"] == ["query", "camera", *field.split(".")]
+    body = '{"objects": [{"shape": "cube", "color": "red", "position": {"x": 0.0, "y": 0.0}}], "camera": ' + text + "}"
+    r = http.post("/render", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["loc"] == ["body", "camera", *field.split(".")]
+    assert infer(http, table_png(160, 120), look_at_camera(0, 60, 1.1)).status_code == 200
+
+
 def test_render_refuses_camera_numbers_too_large_to_compute_with(http):
     scene = {"objects": [{"shape": "cube", "color": "red", "position": {"x": 0.0, "y": 0.0}}],
              "camera": {**look_at_camera(0, 60, 1.1), "fx": 1e39, "fy": 1e39}}
