@@ -289,11 +289,11 @@ class Predictor:
 
     def _boxes(self, scene: SceneBatch, items: Sequence[Prepared]) -> torch.Tensor:
         """Each object's box in its own image, one projection per image size."""
-        if len(items) == 1:  # one image: its own camera, nothing to group
-            return camera_bboxes(scene, self.world, items[0].camera.to(self.device))
         by_size: dict[tuple[int, int], list[int]] = defaultdict(list)
         for i, it in enumerate(items):
             by_size[(it.camera.height, it.camera.width)].append(i)
+        if len(by_size) == 1:  # one size for all (a single image too): one projection, in order
+            return camera_bboxes(scene, self.world, join_cameras([it.camera for it in items]).to(self.device))
         boxes = torch.zeros(*scene.present.shape, 4, device=scene.position.device)
         for idx in by_size.values():
             sel = torch.tensor(idx, device=scene.position.device)

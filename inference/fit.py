@@ -430,9 +430,8 @@ def outline_agreement(img: torch.Tensor, bands: EdgeBands, objects: torch.Tensor
     # the means of table and floor (objects cut out) and of the step's four bands, in one product
     masks = torch.stack([bands.table & ~objects, bands.floor & ~objects, inner, outer,
                          bands.far_inner & clear_of_objects, bands.far_outer & clear_of_objects], 1)
-    weights = as_float(masks.flatten(2))
-    counts = weights.sum(-1)
-    means = torch.bmm(img.flatten(2), weights.transpose(1, 2)).transpose(1, 2) / counts.clamp_min(1)[..., None]
+    weights = as_float(masks)
+    means, counts = region_means(weights, img), weights.sum((2, 3))
     t_mean, f_mean = means[:, 0], means[:, 1]
     # nearer the floor's mean than the table's: |x - f|^2 < |x - t|^2, i.e. x . (f - t) beyond the midpoint's
     midpoint = (f_mean.square() - t_mean.square()).sum(-1) / 2

@@ -276,6 +276,8 @@ def join_cameras(cameras: list[Cameras]) -> Cameras:
     sizes = {(c.height, c.width) for c in cameras}
     if len(sizes) != 1:
         raise ValueError(f"cameras for images of one size only, got {sorted(sizes)}")
+    if len(cameras) == 1:  # nothing to join (the cameras are frozen: sharing them is safe)
+        return cameras[0]
     lens = None if all(c.distortion is None for c in cameras) else torch.cat([c.lens() for c in cameras])
     return Cameras(torch.cat([c.position for c in cameras]), torch.cat([c.rotation for c in cameras]),
                    torch.cat([c.focal for c in cameras]), torch.cat([c.principal for c in cameras]),
