@@ -46,6 +46,12 @@ class ResearchConfig(TrainConfig):
     elbo_local_anneal_iters: int = setting(500, "ELBO: steps of that anneal")
     elbo_fit_places: bool = setting(False, "ELBO with shape_positions: every shape's place learns where that shape "
                                            "would best explain the image, drawn or not (a profile likelihood)")
+    elbo_profile: str = setting("", "ELBO with elbo_enumerate: table-plane offsets in cm, 'dx:dy,dx:dy,...': each "
+                                    "shape's local-expectation entry is its best likelihood over its place and the "
+                                    "place moved by each (a profile likelihood; empty: the ELBO's own entries)")
+    elbo_profile_iters: int = setting(0, "ELBO with elbo_profile: the profile from this step on")
+    elbo_faces_per_pixel: int = setting(6, "ELBO: faces the soft renderer keeps per pixel in the likelihood (6 hides "
+                                           "the covering face behind nearer small facets at 32x32: see the model card)")
     shape_positions: bool = setting(False, "each shape its own mean position (AIRConfig.shape_positions): the "
                                            "ELBO compares shapes each at its own place")
     pres_warmup_first: bool = setting(False, "ELBO with elbo_enumerate: the warm-up forces only the first step "

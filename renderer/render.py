@@ -44,7 +44,11 @@ class RasterSettings:
 
     height, width: output size in pixels, each in 1..MAX_IMAGE_SIDE.
     faces_per_pixel: K nearest faces kept per pixel: 1 for hard rendering; soft rendering
-        blends them, 4 to 8 is plenty for a few convex objects.
+        blends them. Every face within the blur radius is a candidate and the K nearest in
+        depth are kept, so where facets are smaller than the blur (a sphere at 32x32) a low K
+        can drop the face that covers the pixel and show the table through the object: at
+        32x32 and a 0.25 px blur the error inside objects is 0.149 with K = 6 and 0.128 with
+        K = 16 or more (mean absolute RGB sum, 64 prior scenes; model card).
     blur_sigma_px: edge softness in pixels (0 for hard edges). Converted to PyTorch3D's
         sigma, a squared distance in NDC units, and to the matching blur radius, beyond which
         a face's influence is below 1e-4.
