@@ -52,6 +52,8 @@ class ResearchConfig(TrainConfig):
     elbo_profile_iters: int = setting(0, "ELBO with elbo_profile: the profile from this step on")
     elbo_faces_per_pixel: int = setting(6, "ELBO: faces the soft renderer keeps per pixel in the likelihood (6 hides "
                                            "the covering face behind nearer small facets at 32x32: see the model card)")
+    elbo_faces_per_pixel_from: int = setting(0, "ELBO: elbo_faces_per_pixel from this step on, 6 before (16 from the "
+                                                "start, at the early 1 px edge, kept the count from being learned)")
     shape_positions: bool = setting(False, "each shape its own mean position (AIRConfig.shape_positions): the "
                                            "ELBO compares shapes each at its own place")
     pres_warmup_first: bool = setting(False, "ELBO with elbo_enumerate: the warm-up forces only the first step "

@@ -504,10 +504,10 @@ class ELBO(Objective):
         steps = sample_steps(self.model, images, self.world, relax_color=it < cfg.elbo_relax_color_iters)
         image_blur = cfg.elbo_image_blur_px * max(0.0, 1 - it / max(1, cfg.elbo_image_blur_iters))
         edge_blur = self.edge_blur(it)
+        faces = cfg.elbo_faces_per_pixel if it >= cfg.elbo_faces_per_pixel_from else 6
 
         def likelihood(objects: Latents, x: torch.Tensor, albedo: torch.Tensor | None) -> torch.Tensor:
-            return log_likelihood(objects, x, self.world, cfg.likelihood_scale, edge_blur, image_blur, albedo,
-                                  cfg.elbo_faces_per_pixel)
+            return log_likelihood(objects, x, self.world, cfg.likelihood_scale, edge_blur, image_blur, albedo, faces)
 
         rho = [pres_prior(n, t, anneal, cfg.pres_prior_start, cfg.pres_prior_end) for t in range(n)]
         mode = ("first" if cfg.pres_warmup_first else "all") if warm else ""
