@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from renderer.render import SOFT_FACES_PER_PIXEL
 from training.config import TrainConfig, setting
 
 
@@ -50,9 +51,9 @@ class ResearchConfig(TrainConfig):
                                     "shape's local-expectation entry is its best likelihood over its place and the "
                                     "place moved by each (a profile likelihood; empty: the ELBO's own entries)")
     elbo_profile_iters: int = setting(0, "ELBO with elbo_profile: the profile from this step on")
-    elbo_faces_per_pixel: int = setting(6, "ELBO: faces the soft renderer keeps per pixel in the likelihood (6 hides "
+    elbo_faces_per_pixel: int = setting(SOFT_FACES_PER_PIXEL, "ELBO: faces the soft renderer keeps per pixel in the likelihood (6 hides "
                                            "the covering face behind nearer small facets at 32x32: see the model card)")
-    elbo_faces_per_pixel_from: int = setting(0, "ELBO: elbo_faces_per_pixel from this step on, 6 before (16 from the "
+    elbo_faces_per_pixel_from: int = setting(0, "ELBO: elbo_faces_per_pixel from this step on, 6 (the renderer's default) before (16 from the "
                                                 "start, at the early 1 px edge, kept the count from being learned)")
     shape_positions: bool = setting(False, "each shape its own mean position (AIRConfig.shape_positions): the "
                                            "ELBO compares shapes each at its own place")

@@ -35,6 +35,7 @@ from renderer.scene import SceneBatch, empty_scenes
 from renderer.world import World
 
 MODES = ("hard", "soft")
+SOFT_FACES_PER_PIXEL = 6  # the soft renderer's default K (``RasterSettings.faces_per_pixel``)
 MAX_IMAGE_SIDE = 2048
 
 
@@ -287,7 +288,7 @@ class SceneRenderer(nn.Module):
 
 
 def make_renderer(world: World, mode: str = "hard", height: int | None = None, width: int | None = None,
-                  blur_sigma_px: float = 0.5, faces_per_pixel: int = 6) -> SceneRenderer:
+                  blur_sigma_px: float = 0.5, faces_per_pixel: int = SOFT_FACES_PER_PIXEL) -> SceneRenderer:
     """Assemble a renderer. ``blur_sigma_px`` and ``faces_per_pixel`` apply to ``soft`` only."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -309,7 +310,8 @@ def _cached_renderer(world: World, mode: str, height: int, width: int,
 
 
 def render(scene: SceneBatch, world: World, mode: str = "hard", height: int | None = None,
-           width: int | None = None, blur_sigma_px: float = 0.5, faces_per_pixel: int = 6) -> torch.Tensor:
+           width: int | None = None, blur_sigma_px: float = 0.5,
+           faces_per_pixel: int = SOFT_FACES_PER_PIXEL) -> torch.Tensor:
     """Render a scene batch: (B, H, W, 3) float in [0, 1].
 
     height/width default to ``world.image_size`` (square). ``hard`` is the fast

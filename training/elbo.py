@@ -48,7 +48,7 @@ from inference.elbo import NVIL, Baseline, draw_object
 from inference.infer import dair_context, pad_slots, to_scene
 from inference.network import AIR
 from renderer.prior import object_log_density
-from renderer.render import palette_rgb, render
+from renderer.render import SOFT_FACES_PER_PIXEL, palette_rgb, render
 from renderer.world import World
 from training.objectives import Objective
 
@@ -213,7 +213,8 @@ def gaussian_blur(images: torch.Tensor, sigma_px: float) -> torch.Tensor:
 
 def log_likelihood(objects: Latents, images: torch.Tensor, world: World, scale: float,
                    blur_sigma_px: float = 0.5, image_blur_px: float = 0.0,
-                   albedo: torch.Tensor | None = None, faces_per_pixel: int = 6) -> torch.Tensor:
+                   albedo: torch.Tensor | None = None,
+                   faces_per_pixel: int = SOFT_FACES_PER_PIXEL) -> torch.Tensor:
     """log p(x | z): Gaussian pixels around the soft rendering. images (B, 3, S, S) -> (B,).
     A wider edge blur (``blur_sigma_px``) reaches objects further away (longer-range position
     gradients). ``image_blur_px`` compares image and rendering both blurred by a Gaussian: a
@@ -329,8 +330,8 @@ def enumerated_elbo(steps: Steps, images: torch.Tensor, rho: list[float], likeli
                 if not len(sel):
                     continue
                 drawn = getattr(at, name)[sel, t]
-                moves = [None] if name != "shape" or profile is None else [None, *profile]
-                for j in range(q.logits.shape[-1]):  # every value (the drawn one, j = 0, only moved)
+                moves = [None] if name != "shape" or profile is None else [None, *profile]  # None: q's place
+                for j in range(q.logits.shape[-1]):  # every value, the drawn one (j = 0) only moved
                     value = getattr(at, name)[sel].clone()
                     value[:, t] = (drawn + j) % q.logits.shape[-1]
                     variant = Latents(*(x[sel] for x in at))._replace(**{name: value})
@@ -342,7 +343,9 @@ def enumerated_elbo(steps: Steps, images: torch.Tensor, rho: list[float], likeli
                         variant = variant._replace(position=position)
                         if fit_places and j:
                             placed.append((variant, t, sel, value[:, t]))
-                    for move in moves[1:] if j == 0 else moves:
+                    for move in moves:
+                        if j == 0 and move is None:  # the drawn value at q's place: ll_at, rendered below
+                            continue
                         moved = variant
                         if move is not None:
                             position = variant.position.clone()
@@ -504,7 +507,7 @@ class ELBO(Objective):
         steps = sample_steps(self.model, images, self.world, relax_color=it < cfg.elbo_relax_color_iters)
         image_blur = cfg.elbo_image_blur_px * max(0.0, 1 - it / max(1, cfg.elbo_image_blur_iters))
         edge_blur = self.edge_blur(it)
-        faces = cfg.elbo_faces_per_pixel if it >= cfg.elbo_faces_per_pixel_from else 6
+        faces = cfg.elbo_faces_per_pixel if it >= cfg.elbo_faces_per_pixel_from else SOFT_FACES_PER_PIXEL
 
         def likelihood(objects: Latents, x: torch.Tensor, albedo: torch.Tensor | None) -> torch.Tensor:
             return log_likelihood(objects, x, self.world, cfg.likelihood_scale, edge_blur, image_blur, albedo, faces)

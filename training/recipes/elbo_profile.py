@@ -1,5 +1,5 @@
 # The ELBO alone, from scratch, in the reduced world (issue 13 part 2): recipe G
-# (elbo_enumerated.py) with two changes, both from measurements in the model card:
+# (elbo_enumerated.py) with three changes, each from measurements in the model card:
 # - once the edges are sharp (iteration 1500), the soft renderer keeps 16 faces per pixel in the
 #   likelihood, not 6 (at 32x32 the small facets of a sphere or cone nearer the camera crowd the
 #   face that covers a pixel out of the six kept, and the object shows the table through it;
