@@ -51,6 +51,10 @@ class ResearchConfig(TrainConfig):
                                     "shape's local-expectation entry is its best likelihood over its place and the "
                                     "place moved by each (a profile likelihood; empty: the ELBO's own entries)")
     elbo_profile_iters: int = setting(0, "ELBO with elbo_profile: the profile from this step on")
+    elbo_self_label: float = setting(0.0, "ELBO with elbo_enumerate: > 0: each drawn step's shape and colour also "
+                                          "learn log q(best value) at this weight, the value whose rendering the "
+                                          "likelihood likes best (a hard-EM step, no label read)")
+    elbo_self_label_iters: int = setting(0, "ELBO with elbo_self_label: from this step on")
     elbo_faces_per_pixel: int = setting(SOFT_FACES_PER_PIXEL, "ELBO: faces the soft renderer keeps per pixel in the likelihood (6 hides "
                                            "the covering face behind nearer small facets at 32x32: see the model card)")
     elbo_faces_per_pixel_from: int = setting(0, "ELBO: elbo_faces_per_pixel from this step on, 6 (the renderer's default) before (16 from the "

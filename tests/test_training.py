@@ -470,6 +470,27 @@ def test_profile_compares_every_shape_at_its_best_place_nearby():
         assert int(logits.grad.argmax()) == pushed_to and logits.grad[0, pushed_to] > 0
 
 
+def test_self_label_teaches_the_best_shape_where_q_has_all_but_ruled_it_out():
+    """The image is a cube; q is all but sure of a sphere (q(cube) ~ 6e-6). The local
+    expectation's push on the cube's logit is q(cube) times the likelihood's margin, next to
+    nothing; the self-label adds ``self_label`` (1 - q(cube)) to it, and nothing to the rest."""
+    cube, sphere = SMALL.shape_names.index("cube"), SMALL.shape_names.index("sphere")
+    pushes = []
+    for self_label in (0.0, 10.0):
+        logits = torch.full((1, SMALL_SHAPES), -12.0)
+        logits[0, sphere] = 0.0
+        logits.requires_grad_(True)
+        torch.manual_seed(0)
+        objective, _, _ = enumerated_elbo(_one_object_steps(sphere, 0.0, logits), _cube_image(), [0.5], _likelihood,
+                                          "first", self_label=self_label)
+        objective.sum().backward()
+        pushes.append(logits.grad[0])
+    assert 0 < pushes[0][cube] < 0.05
+    assert pushes[1][cube] - pushes[0][cube] == pytest.approx(10.0, rel=1e-3)
+    others = [k for k in range(SMALL_SHAPES) if k != cube]
+    assert torch.allclose(pushes[1][others] - pushes[0][others], -10.0 * logits.softmax(-1)[0, others].detach())
+
+
 def test_profile_offsets_are_read_in_centimetres_and_bad_text_is_refused():
     assert offsets_cm("") is None
     assert torch.allclose(offsets_cm("1.5:0,0:-3"), torch.tensor([[0.015, 0.0], [0.0, -0.03]]))

@@ -236,7 +236,7 @@ def _expected_log_ratio(q: Categorical) -> torch.Tensor:
 def enumerated_elbo(steps: Steps, images: torch.Tensor, rho: list[float], likelihood,
                     warm: str = "", local_scale: float = 1.0, draw_at_least_one: bool = False,
                     explore: float = 0.0, fit_places: bool = False, profile: torch.Tensor | None = None,
-                    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+                    self_label: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """The ELBO with the count summed out exactly and local expectations for shape and colour.
 
     ``likelihood(objects, images, albedo)`` -> (B,) is log p(x | z). Returns (objective (B,) to
@@ -278,6 +278,11 @@ def enumerated_elbo(steps: Steps, images: torch.Tensor, rho: list[float], likeli
       from the ELBO's own entries, which compare all shapes at q's one place and so favour the
       shape whose place q has learned (model card: cones placed 3 cm nearer the camera than the
       spheres they were called).
+    - ``self_label`` > 0: each drawn step's q(shape) and q(colour) also learn
+      ``self_label * log q(k*)``, k* the value whose rendering the likelihood (profile) likes
+      best: a hard-EM step beside the local expectation, whose gradient in q's logits,
+      q_k (L_k - E_q L), is weak wherever q has put little mass on the best value. No label is
+      read: k* is the generative model's own answer.
     - ``warm``: "all" every step forced present (n = N, presence untrained); "first": n >= 1
       (q(c) renormalised over c >= 1); "": none.
     - ``draw_at_least_one``: c* is drawn from q(c | c >= 1), so the first step's pose, shape and
@@ -394,6 +399,10 @@ def enumerated_elbo(steps: Steps, images: torch.Tensor, rho: list[float], likeli
         centred = values - values.mean(1, keepdim=True)
         squares, entries = squares + (centred ** 2).sum(), entries + centred.numel()
         objective = objective.index_add(0, sel, (probs * centred).sum(1) / local_scale)
+        if self_label > 0:
+            log_q = dict(fields)[name][t].logits[sel].log_softmax(-1)
+            best = values.argmax(1, keepdim=True)
+            objective = objective.index_add(0, sel, self_label * log_q.gather(1, best)[:, 0])
     diag = {"local_spread": (squares / max(1, entries)).sqrt(),"count": (weight.detach() * torch.arange(n + 1, device=images.device)).sum(1),
             "log_lik": (weight.detach() * ll).sum(1),
             "kl": -(weight * (per_count - ll)).detach().sum(1)}
@@ -518,7 +527,8 @@ class ELBO(Objective):
                                                 local_scale=self.local_scale(it),
                                                 draw_at_least_one=cfg.elbo_draw_at_least_one, explore=cfg.elbo_explore,
                                                 fit_places=cfg.elbo_fit_places,
-                                                profile=self.profile if it >= cfg.elbo_profile_iters else None)
+                                                profile=self.profile if it >= cfg.elbo_profile_iters else None,
+                                                self_label=cfg.elbo_self_label if it >= cfg.elbo_self_label_iters else 0.0)
         self.local_var = 0.9 * self.local_var + 0.1 * float(diag["local_spread"]) ** 2
         stats = {"loss": float(-elbo.mean()) / images[0].numel(), "elbo": float(elbo.mean()),
                  **{k: float(v.mean()) for k, v in diag.items()}}
