@@ -395,14 +395,13 @@ def enumerated_elbo(steps: Steps, images: torch.Tensor, rho: list[float], likeli
         tables[name, t][1][entry] = torch.maximum(tables[name, t][1][entry], values)
     squares, entries = images.new_zeros(()), 0
     for (name, t), (sel, values) in tables.items():
-        probs = dict(fields)[name][t].probs[sel]
+        q = dict(fields)[name][t]
         centred = values - values.mean(1, keepdim=True)
         squares, entries = squares + (centred ** 2).sum(), entries + centred.numel()
-        objective = objective.index_add(0, sel, (probs * centred).sum(1) / local_scale)
-        if self_label > 0:
-            log_q = dict(fields)[name][t].logits[sel].log_softmax(-1)
+        objective = objective.index_add(0, sel, (q.probs[sel] * centred).sum(1) / local_scale)
+        if self_label > 0:  # a Categorical's logits are already log q
             best = values.argmax(1, keepdim=True)
-            objective = objective.index_add(0, sel, self_label * log_q.gather(1, best)[:, 0])
+            objective = objective.index_add(0, sel, self_label * q.logits[sel].gather(1, best)[:, 0])
     diag = {"local_spread": (squares / max(1, entries)).sqrt(),"count": (weight.detach() * torch.arange(n + 1, device=images.device)).sum(1),
             "log_lik": (weight.detach() * ll).sum(1),
             "kl": -(weight * (per_count - ll)).detach().sum(1)}
