@@ -27,6 +27,7 @@ from training.elbo import (ELBO, Steps, count_log_probs, enumerated_elbo, gaussi
 from inference.amortised import amortised_loss
 from training.objectives import dair_residuals, nearest_first
 from training.train import ConfigError, get_lr, parse_config, scene_pool
+from training.train import run as train_run
 
 WORLD = World()
 FIELDS = ("present", "shape", "color", "position", "yaw")
@@ -140,6 +141,22 @@ def test_train_overrides_are_type_checked():
         parse_config(["--max_iters=ten"])
     cfg = ResearchConfig(max_iters=1000, warmup_iters=100, lr=1.0, min_lr=0.0)
     assert get_lr(cfg, 0) == pytest.approx(0.01) and get_lr(cfg, 1000) == pytest.approx(0.0)
+
+
+def test_a_later_stage_counts_its_schedule_from_where_it_starts_and_needs_the_run_to_be_there(tmp_path):
+    stage = ResearchConfig(max_iters=6000, schedule_from=5000, warmup_iters=0, lr=3e-4, min_lr=2e-5)
+    assert get_lr(stage, 5000) == pytest.approx(3e-4)
+    assert get_lr(stage, 5500) == pytest.approx((3e-4 + 2e-5) / 2)
+    assert get_lr(stage, 6000) == pytest.approx(2e-5)
+    warm = replace(stage, warmup_iters=100)
+    assert get_lr(warm, 5000) == pytest.approx(3e-6) and get_lr(warm, 5099) == pytest.approx(3e-4)
+    with pytest.raises(ConfigError, match="schedule_from must be in"):
+        parse_config(["--max_iters=100", "--schedule_from=100"])
+    # a fresh run folder has reached iteration 0, not the stage's 5000: refused before anything is written
+    out = tmp_path / "fresh"
+    with pytest.raises(ConfigError, match="starts at iteration 5000, but .* is at 0"):
+        train_run(replace(stage, out_dir=str(out)))
+    assert not out.exists()
 
 
 def test_train_refuses_a_device_it_cannot_use(monkeypatch):

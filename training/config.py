@@ -44,6 +44,9 @@ class TrainConfig:
     lr: float = setting(1e-3, "peak learning rate (Adam), after warm-up; cosine decay to min_lr at max_iters")
     min_lr: float = setting(2e-5, "learning rate at max_iters")
     warmup_iters: int = setting(200, "steps of linear learning-rate warm-up from 0")
+    schedule_from: int = setting(0, "iteration at which the learning-rate schedule (warm-up, cosine) starts: a "
+                                    "recipe that continues a run resumed at this iteration (the run must have "
+                                    "reached it; training refuses otherwise)")
     grad_clip: float = setting(5.0, "largest gradient norm of the model's parameters")
     log_interval: int = setting(50, "steps per row of log.csv (means of the loss terms)")
     eval_interval: int = setting(1000, "steps between validation runs (and ckpt.pt / best.pt saves)")

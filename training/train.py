@@ -116,6 +116,8 @@ def check(cfg: ResearchConfig) -> None:
         raise ConfigError("dair and anchor_where apply to AIR objectives, not objective=supervised")
     if cfg.dair_canvas and not (cfg.dair and cfg.objective == "amortised"):
         raise ConfigError("dair_canvas applies to objective=amortised with dair=True only")
+    if not 0 <= cfg.schedule_from < cfg.max_iters:
+        raise ConfigError(f"schedule_from must be in [0, max_iters={cfg.max_iters}), got {cfg.schedule_from}")
     if cfg.device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", cfg.device):
         raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {cfg.device!r}")
     if cfg.device != "cpu" and not torch.cuda.is_available():
@@ -131,10 +133,12 @@ def usage() -> str:
 
 # ---- pieces the loop uses ---------------------------------------------------------------------
 def get_lr(cfg: ResearchConfig, it: int) -> float:
-    """Linear warm-up, then cosine decay to min_lr at max_iters."""
-    if it < cfg.warmup_iters:
-        return cfg.lr * (it + 1) / cfg.warmup_iters
-    frac = min(1.0, (it - cfg.warmup_iters) / max(1, cfg.max_iters - cfg.warmup_iters))
+    """Linear warm-up, then cosine decay to min_lr at max_iters; both counted from
+    ``schedule_from`` (a stage that continues a run)."""
+    step, span = it - cfg.schedule_from, cfg.max_iters - cfg.schedule_from
+    if step < cfg.warmup_iters:
+        return cfg.lr * (step + 1) / cfg.warmup_iters
+    frac = min(1.0, (step - cfg.warmup_iters) / max(1, span - cfg.warmup_iters))
     return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * frac)) * (cfg.lr - cfg.min_lr)
 
 
@@ -258,6 +262,11 @@ def run(cfg: ResearchConfig) -> int:
     out = Path(cfg.out_dir)
     if (out / "log.csv").exists() and not cfg.resume:
         raise FileExistsError(f"{out} already holds a run: pass --resume=True or choose another --out_dir")
+    state = torch.load(out / "ckpt.pt", map_location="cpu", weights_only=False) if cfg.resume else None
+    reached = state["iter_num"] if state is not None else 0
+    if reached < cfg.schedule_from:
+        raise ConfigError(f"this stage's schedule starts at iteration {cfg.schedule_from}, but {out} is at "
+                          f"{reached}: train the stage before it first, then resume it (--resume=True)")
     out.mkdir(parents=True, exist_ok=True)
 
     # data
@@ -269,7 +278,6 @@ def run(cfg: ResearchConfig) -> int:
 
     # model: scratch, resume or init_from
     model_cfg = model_config(cfg, world, views=train.has_cameras)
-    state = torch.load(out / "ckpt.pt", map_location="cpu", weights_only=False) if cfg.resume else None
     if state is not None:
         model_cfg = type(model_cfg).from_dict(state["model_args"])  # the checkpoint's architecture wins
     model = NETWORKS[type(model_cfg)](model_cfg)

@@ -15,6 +15,8 @@ from training.recipes.elbo_profile import *  # noqa: F403
 out_dir = "runs/elbo-self-label"
 export = "weights/reduced/elbo-self-label.safetensors"
 max_iters = 5000
+schedule_from = 3000  # refuses to train a run that has not reached J's 3000
+warmup_iters = 0
 lr = 0.0003
 min_lr = 0.0003
 elbo_self_label = 10.0
