@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from inference.amortised import amortised_loss
 from inference.checkpoint import interpolate, load_weights, save_weights
-from inference.elbo import NVIL, Baseline, elbo_terms
+from inference.elbo import NVIL, Baseline, best_shapes, elbo_terms, self_label_loss
 from inference.network import AIR
 from inference.preprocess import image_tensor
 from inference.views import ViewInput, stack_inputs, warp_to_view
@@ -69,7 +69,10 @@ class AdaptConfig:
     the model card). seed: the run's randomness. threads: torch CPU threads. device: where the
     network, theta and the likelihood's renders run ('cpu', 'cuda', 'cuda:N'); the prior's scenes
     and the sleep half's training-prior photos are drawn on the CPU (seeded as on the CPU) and
-    moved there."""
+    moved there. self_label: weight of the self-label on the user's images (``inference.elbo
+    .self_label_loss``; 0: none): q's shape at each drawn object also learns the shape the learned
+    look's likelihood likes best there, S extra renders an image and object; trains the network
+    only where the ELBO does. Not yet measured on the shifted-look set (the model card)."""
 
     steps: int = 1200
     batch: int = 16
@@ -88,6 +91,7 @@ class AdaptConfig:
     seed: int = 0
     threads: int = 2
     device: str = "cpu"
+    self_label: float = 0.0
 
 
 class AdaptCollapse(RuntimeError):
@@ -191,6 +195,11 @@ def _step(model: AIR, look: LearnedLook, baseline: Baseline, nvil: NVIL, v: View
     loss = -elbo.mean() / pixels + base_loss + (surrogate if wake_network else 0.0)
     stats = {"elbo": float(elbo.detach().mean()), "log_lik": float(log_lik.detach().mean()),
              "count": float(sample.objects.pres.sum(1).mean()), "sigma": float(look.sigma().detach())}
+    if wake_network and cfg.self_label > 0:
+        best = best_shapes(sample, v, world, look, cfg.size)
+        loss = loss + cfg.self_label * self_label_loss(sample, best)
+        drawn = sample.objects.pres.sum().clamp_min(1)
+        stats["self_label_agree"] = float((sample.objects.pres * (best == sample.objects.shape)).sum() / drawn)
     if train_network and cfg.sleep_weight > 0:
         sv, scenes = sleep_batch(v, world, look, g)
         sleep, _ = amortised_loss(model, sv.pixels, scenes, world, view=sv)
@@ -229,7 +238,8 @@ class _Run:
         ck = torch.load(path, weights_only=False, map_location="cpu")  # load_state_dict moves it
         # steps may grow; where it runs (and on how many threads) and what is written do not make it another run
         settings = lambda c: {k: v for k, v in c.items() if k not in ("steps", "device", "threads", "keep")}  # noqa: E731
-        if settings(ck["config"]) != settings(asdict(cfg)) or ck["images"] != images:
+        saved = {**asdict(AdaptConfig()), **ck["config"]}  # a setting added since the checkpoint: its default
+        if settings(saved) != settings(asdict(cfg)) or ck["images"] != images:
             raise ValueError(f"{path} is another run's checkpoint (other settings or images); "
                              "remove it, pass the same settings, or restart")
         self.model.load_state_dict(ck["model"])

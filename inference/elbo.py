@@ -89,12 +89,17 @@ class NVIL:
 @dataclass(frozen=True)
 class Sample:
     """One draw from q for B images: ``objects`` (B, N) in view coordinates; log q of the
-    discrete and of the continuous draws, and log p(z, n), each (B,)."""
+    discrete and of the continuous draws, and log p(z, n), each (B,); q's log-probabilities of
+    every shape at every step, (B, N, S), and q's mean place (B, N, S, 2) and yaw (B, N, S) for each
+shape at every step (``best_shapes``, ``self_label_loss``)."""
 
     objects: Latents
     log_q_discrete: torch.Tensor
     log_q_continuous: torch.Tensor
     log_prior: torch.Tensor
+    shape_log_q: torch.Tensor
+    shape_xy: torch.Tensor
+    shape_yaw: torch.Tensor
 
 
 class ObjectDraw(NamedTuple):
@@ -129,6 +134,19 @@ def draw_object(model: AIR, out) -> ObjectDraw:
                       q_xy.log_prob(xy).sum(-1) + has_yaw * q_phi.log_prob(phi))
 
 
+def mean_pose_by_shape(model: AIR, out) -> tuple[torch.Tensor, torch.Tensor]:
+    """q's mean place (B, S, 2) and yaw (B, S) of one step's object for each shape it could be
+    (0 yaw where the shape's yaw is not observable)."""
+    b, shapes = out.shape_logits.shape
+    xy, yaw = [], []
+    for k in range(shapes):
+        shape = out.shape_logits.new_full((b,), k, dtype=torch.long)
+        order = model.yaw.order[shape]
+        xy.append(where_mean_for(out, shape))
+        yaw.append(model.yaw.pick(out.yaw_mu, shape) / order.clamp_min(1).float() * (order > 0).float())
+    return torch.stack(xy, 1), torch.stack(yaw, 1)
+
+
 def sample_q(model: AIR, v: ViewInput, world: World, rho: float) -> Sample:
     """Draw (z, n) ~ q(. | x) step by step for the view inputs ``v``; score the draw under q and
     the prior (``rho``: p(z_pres = 1) per step while running)."""
@@ -138,6 +156,8 @@ def sample_q(model: AIR, v: ViewInput, world: World, rho: float) -> Sample:
     alive = v.pixels.new_ones(b)
     lq_d, lq_c, lp = v.pixels.new_zeros(b), v.pixels.new_zeros(b), v.pixels.new_zeros(b)
     steps: list[Latents] = []
+    shape_log_q: list[torch.Tensor] = []
+    shape_poses: list[tuple[torch.Tensor, torch.Tensor]] = []
     for t in range(n):
         state, out = model.step(t, state, ctx)
         q_pres = Bernoulli(logits=out.pres_logit)
@@ -150,10 +170,13 @@ def sample_q(model: AIR, v: ViewInput, world: World, rho: float) -> Sample:
         lp = lp + pres * object_log_density(table_xy[:, 0, :2], d.has_yaw, world)
         lat = Latents(pres[:, None], d.shape[:, None], d.color[:, None], d.xy[:, None], d.yaw[:, None])
         steps.append(lat)
+        shape_log_q.append(d.q_shape.logits)  # normalised log-probabilities
+        shape_poses.append(tuple(x.detach() for x in mean_pose_by_shape(model, out)))
         state = state._replace(prev=model.embed(lat, 0))
         alive = alive * pres
     objects = pad_slots(Latents(*(torch.cat(x, 1) for x in zip(*steps))), n)
-    return Sample(objects, lq_d, lq_c, lp)
+    xy, yaw = (torch.stack(x, 1) for x in zip(*shape_poses))
+    return Sample(objects, lq_d, lq_c, lp, torch.stack(shape_log_q, 1), xy, yaw)
 
 
 def shrink(v: ViewInput, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -188,3 +211,36 @@ def elbo_terms(model: AIR, look: LearnedLook, v: ViewInput, world: World, rho: f
     log_lik = log_likelihood(sample.objects, v, world, look, size)
     elbo = log_lik + sample.log_prior - sample.log_q_discrete - sample.log_q_continuous
     return elbo, sample, log_lik
+
+
+@torch.no_grad()
+def best_shapes(sample: Sample, v: ViewInput, world: World, look: LearnedLook, size: int) -> torch.Tensor:
+    """For each drawn object (B, N), the shape the likelihood likes best when that object is
+    drawn as each shape at q's mean place and yaw for it, the other objects as drawn: (B, N)
+    shape indices, the generative model's own answer (meaningless where ``pres`` is 0). One
+    render of B x S scenes per present step."""
+    objects = sample.objects
+    b, n = objects.shape.shape
+    shapes = sample.shape_log_q.shape[-1]
+    rep = torch.arange(b, device=objects.shape.device).repeat(shapes)  # block k: every image, object j as shape k
+    tried = torch.arange(shapes, device=rep.device).repeat_interleave(b)
+    best = objects.shape.clone()
+    for j in range(n):
+        if not bool(objects.pres[:, j].any()):
+            break
+        shape, position, yaw = objects.shape[rep].clone(), objects.position[rep].clone(), objects.yaw[rep].clone()
+        shape[:, j] = tried
+        position[:, j] = sample.shape_xy[rep, j, tried]
+        yaw[:, j] = sample.shape_yaw[rep, j, tried]
+        scored = Latents(objects.pres[rep], shape, objects.color[rep], position, yaw)
+        best[:, j] = log_likelihood(scored, v[rep], world, look, size).view(shapes, b).argmax(0)
+    return best
+
+
+def self_label_loss(sample: Sample, best: torch.Tensor) -> torch.Tensor:
+    """-log q(k*) summed over each image's present objects, meaned over images: q's shape
+    learns the value the likelihood likes best (``best_shapes``), a hard-EM step beside the
+    score function, whose push on a value q has all but ruled out is next to nothing. A
+    departure from the ELBO's gradient (training/elbo.py has the same for the reduced world)."""
+    log_q = sample.shape_log_q.gather(-1, best[..., None])[..., 0]
+    return -(sample.objects.pres * log_q).sum(1).mean()

@@ -14,13 +14,14 @@ import torch
 from PIL import Image
 
 from app.cli import _unservable, main
-from inference.adapt import AdaptCollapse, AdaptConfig, CollapseGuard, adapt, image_files, load_views
+from inference.adapt import AdaptCollapse, AdaptConfig, CollapseGuard, _step, adapt, image_files, load_views
 from inference.calibration import Calibration
 from inference.checkpoint import load_weights
-from inference.elbo import NVIL, Baseline, elbo_terms
+from inference.elbo import NVIL, Baseline, Sample, best_shapes, elbo_terms, self_label_loss
 from inference.infer import infer
 from inference.network import AIR, AIRConfig
-from inference.views import view_cameras, view_input
+from inference.distributions import Latents
+from inference.views import to_view, view_cameras, view_input
 from renderer.learned import LearnedLook
 from renderer.photo import photo_jpeg
 from renderer.appearance import default_look
@@ -61,6 +62,60 @@ def test_every_elbo_term_is_finite_and_of_the_right_sign_on_random_input():
     grads = [p.grad for p in [*model.parameters(), *look.parameters()] if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
     assert look.light_dir.grad.abs().sum() > 0 and model.out_where.weight.grad.abs().sum() > 0
+
+
+def test_the_self_label_names_the_shape_that_explains_the_image_and_pulls_q_toward_it():
+    """Objects drawn with the wrong shape at their true place: for each, the likelihood likes its
+    true shape best among all six, and -log q(k*) lowers every other shape's logit."""
+    world = World().with_(image_size=40)
+    g = torch.Generator().manual_seed(5)
+    cams = sample_cameras(world.envelope, 8, g, 40, 40)
+    scenes = sample_scenes(world, 8, generator=g, cameras=[cams], counts=1)
+    view = view_cameras(cams, world)
+    look = LearnedLook(world)
+    with torch.no_grad():
+        pixels = look.render(scenes, view).permute(0, 3, 1, 2)
+    v = view_input(pixels, view, world)
+    centre, yaw = to_view(scenes, view)
+    shapes = len(world.shapes)
+    wrong = torch.remainder(scenes.shape + 1, shapes)
+    objects = Latents(scenes.present.float(), wrong, scenes.color, centre, yaw)
+    raw = torch.randn(8, scenes.shape.shape[1], shapes, requires_grad=True)
+    zero = torch.zeros(8)
+    sample = Sample(objects, zero, zero, zero, raw.log_softmax(-1), centre[:, :, None].expand(-1, -1, shapes, -1),
+                    yaw[:, :, None].expand(-1, -1, shapes))
+    best = best_shapes(sample, v, world, look, size=40)
+    assert torch.equal(best[scenes.present], scenes.shape[scenes.present])
+    self_label_loss(sample, best).backward()
+    grad = raw.grad[scenes.present]
+    k = best[scenes.present]
+    at_best = grad.gather(-1, k[:, None])[:, 0]
+    assert (at_best < 0).all() and (grad.sum(-1).abs() < 1e-6).all()
+    assert (raw.grad[~scenes.present] == 0).all()
+
+
+def test_an_adaptation_step_with_the_self_label_trains_the_shape_head():
+    torch.manual_seed(0)
+    world = World().with_(image_size=40)
+    model = AIR(AIRConfig.for_world(world, view_inputs=True))
+    with torch.no_grad():
+        model.out_pres.bias.fill_(6.0)  # every step draws an object
+    _, view = _views(world, 4, 1)
+    v = view_input(torch.rand(4, 3, 40, 40), view, world)
+    cfg = replace(TINY, self_label=1.0, sleep_weight=0.0, size=20)
+    torch.manual_seed(1)
+    loss, stats, _ = _step(model, LearnedLook(world), Baseline(), NVIL(), v, world, cfg, torch.Generator(), True)
+    assert stats["count"] > 0 and 0.0 <= stats["self_label_agree"] <= 1.0
+    loss.backward()
+    with_label = model.out_what.weight.grad.clone()
+    assert torch.isfinite(with_label).all() and with_label[:len(world.shapes)].abs().sum() > 0
+    model.zero_grad()
+    torch.manual_seed(1)  # the same draws
+    loss, plain, _ = _step(model, LearnedLook(world), Baseline(), NVIL(), v, world, replace(cfg, self_label=0.0),
+                        torch.Generator(), True)
+    assert "self_label_agree" not in plain
+    loss.backward()  # the same draws without the self-label: the shape head learns something else
+    assert not torch.allclose(model.out_what.weight.grad[:len(world.shapes)], with_label[:len(world.shapes)])
 
 
 def test_the_learned_look_moves_toward_a_known_different_light():
