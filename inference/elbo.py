@@ -90,8 +90,8 @@ class NVIL:
 class Sample:
     """One draw from q for B images: ``objects`` (B, N) in view coordinates; log q of the
     discrete and of the continuous draws, and log p(z, n), each (B,); q's log-probabilities of
-    every shape at every step, (B, N, S), and q's mean place (B, N, S, 2) and yaw (B, N, S) for each
-shape at every step (``best_shapes``, ``self_label_loss``)."""
+    every shape at every step (B, N, S), and q's mean place (B, N, S, 2) and yaw (B, N, S) for
+    each shape at every step (``best_shapes``, ``self_label_loss``)."""
 
     objects: Latents
     log_q_discrete: torch.Tensor
