@@ -72,7 +72,7 @@ class AdaptConfig:
     moved there. self_label: weight of the self-label on the user's images (``inference.elbo
     .self_label_loss``; 0: none): q's shape at each drawn object also learns the shape the learned
     look's likelihood likes best there, S extra renders an image and object; trains the network
-    only where the ELBO does. Not yet measured on the shifted-look set (the model card)."""
+    only where the ELBO does. Off by default: one trial on the shifted look gained nothing (model card)."""
 
     steps: int = 1200
     batch: int = 16
