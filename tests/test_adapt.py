@@ -34,10 +34,10 @@ WEIGHTS = ROOT / "weights" / "air.safetensors"
 TINY = AdaptConfig(steps=3, batch=4, look_steps=1, collapse_window=50, checkpoint_every=1, threads=1, size=40)
 
 
-def _views(world: World, n: int, seed: int):
+def _views(world: World, n: int, seed: int, counts: int | None = None):
     g = torch.Generator().manual_seed(seed)
     cams = sample_cameras(world.envelope, n, g, world.image_size, world.image_size)
-    scenes = sample_scenes(world, n, generator=g, cameras=[cams])
+    scenes = sample_scenes(world, n, generator=g, cameras=[cams], counts=counts)
     view = view_cameras(cams, world)
     return scenes, view
 
@@ -68,10 +68,7 @@ def test_the_self_label_names_the_shape_that_explains_the_image_and_pulls_q_towa
     """Objects drawn with the wrong shape at their true place: for each, the likelihood likes its
     true shape best among all six, and -log q(k*) lowers every other shape's logit."""
     world = World().with_(image_size=40)
-    g = torch.Generator().manual_seed(5)
-    cams = sample_cameras(world.envelope, 8, g, 40, 40)
-    scenes = sample_scenes(world, 8, generator=g, cameras=[cams], counts=1)
-    view = view_cameras(cams, world)
+    scenes, view = _views(world, 8, 5, counts=1)
     look = LearnedLook(world)
     with torch.no_grad():
         pixels = look.render(scenes, view).permute(0, 3, 1, 2)
@@ -125,10 +122,7 @@ def test_the_learned_look_moves_toward_a_known_different_light():
     against it), so it is not asserted (model card)."""
     torch.manual_seed(0)
     world = World().with_(image_size=40)
-    g = torch.Generator().manual_seed(2)
-    cams = sample_cameras(world.envelope, 12, g, 40, 40)
-    scenes = sample_scenes(world, 12, generator=g, cameras=[cams], counts=3)
-    view = view_cameras(cams, world)
+    scenes, view = _views(world, 12, 2, counts=3)
     truth = LearnedLook(world)
     with torch.no_grad():
         truth.light_dir.copy_(torch.tensor([-0.6, -0.5, 0.6]))
