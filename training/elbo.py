@@ -314,7 +314,7 @@ def enumerated_elbo(steps: Steps, images: torch.Tensor, rho: list[float], likeli
         weight = lq.exp()
     counted = warm != "all"  # the count's own terms are in the objective
 
-    fields = [("shape", steps.q_shape)] + ([("color", steps.q_color)] if steps.albedo is None else [])
+    fields = {"shape": steps.q_shape, **({"color": steps.q_color} if steps.albedo is None else {})}
     with torch.no_grad():  # every count, and the local variants at c* ~ q(c), in one render
         drawn_from = weight.detach()
         if draw_at_least_one:
@@ -329,7 +329,7 @@ def enumerated_elbo(steps: Steps, images: torch.Tensor, rho: list[float], likeli
         albedos = [steps.albedo] * (n + 1)
         variants = []  # (field, step, images whose step t is present at c*, values drawn, offset)
         placed = []  # fit_places: (shape variant, its step, its images, its shape)
-        for name, qs in fields:
+        for name, qs in fields.items():
             for t, q in enumerate(qs):
                 sel = (t < c_star).nonzero()[:, 0]
                 if not len(sel):
@@ -386,7 +386,7 @@ def enumerated_elbo(steps: Steps, images: torch.Tensor, rho: list[float], likeli
     ll_at = ll.gather(1, c_star[:, None])[:, 0]  # log p(x | z) at c*, the drawn values
     tables: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
     for (name, t, sel, drawn, j), values in zip(variants, ll_all[n + 1:]):
-        k = dict(fields)[name][t].logits.shape[-1]
+        k = fields[name][t].logits.shape[-1]
         if (name, t) not in tables:  # (|sel|, K): log p(x | z) with step t's value set to each k
             table = ll_at.new_full((len(sel), k), -math.inf)
             table[torch.arange(len(sel)), drawn] = ll_at[sel]
@@ -395,7 +395,7 @@ def enumerated_elbo(steps: Steps, images: torch.Tensor, rho: list[float], likeli
         tables[name, t][1][entry] = torch.maximum(tables[name, t][1][entry], values)
     squares, entries = images.new_zeros(()), 0
     for (name, t), (sel, values) in tables.items():
-        q = dict(fields)[name][t]
+        q = fields[name][t]
         centred = values - values.mean(1, keepdim=True)
         squares, entries = squares + (centred ** 2).sum(), entries + centred.numel()
         objective = objective.index_add(0, sel, (q.probs[sel] * centred).sum(1) / local_scale)
