@@ -242,6 +242,9 @@ class _Run:
         if settings(saved) != settings(asdict(cfg)) or ck["images"] != images:
             raise ValueError(f"{path} is another run's checkpoint (other settings or images); "
                              "remove it, pass the same settings, or restart")
+        if "apex_logit" not in ck["look"]:
+            raise ValueError(f"{path} was written before the learned look had a cone tip's rounding "
+                             "(renderer.learned.LearnedLook.apex_rounding); remove it and restart")
         self.model.load_state_dict(ck["model"])
         self.look.load_state_dict(ck["look"])
         self.baseline.load_state_dict(ck["baseline"])

@@ -2,8 +2,9 @@
 
 ``LearnedLook`` holds what one camera's images share and our fixed world only guesses: the key
 light's direction and colour, the ambient light, the objects' gloss (highlight strength and
-sharpness), the table's colour, the colour outside the table, each palette colour's shade as
-this camera sees it, the display gamma, and the pixel noise of the likelihood. ``LearnedLook.render`` draws scenes with it, softly: each object
+sharpness), how rounded a cone's tip shades, the table's colour, the colour outside the table,
+each palette colour's shade as this camera sees it, the display gamma, and the pixel noise of
+the likelihood. ``LearnedLook.render`` draws scenes with it, softly: each object
 face's coverage is a sigmoid of its distance to the pixel (as ``renderer.render.SoftShader``),
 so the image is differentiable in the objects' positions and yaws as well as in every
 parameter here. Curved faces are smooth-shaded (normals interpolated across each face), as a
@@ -33,6 +34,7 @@ from renderer.scene import SceneBatch
 from renderer.world import World
 
 MIN_SIGMA = 0.02  # the likelihood's noise floor, pixel units: an 8-bit image holds no finer truth
+APEX_START = -3.0  # logit of the apex rounding at the start: 0.05, nearly the true cone's sharp tip
 
 
 def _coverage(dists: torch.Tensor, sigma_ndc2: float) -> torch.Tensor:
@@ -65,6 +67,7 @@ class LearnedLook(nn.Module):
         self.background_logit = nn.Parameter(_logit(torch.tensor(world.background_rgb)))
         self.log_specular = nn.Parameter(torch.tensor(math.log(0.05)))
         self.log_shininess = nn.Parameter(torch.tensor(math.log(16.0)))
+        self.apex_logit = nn.Parameter(torch.tensor(APEX_START))
         self.log_gamma = nn.Parameter(torch.zeros(()))
         self.log_sigma = nn.Parameter(torch.tensor(math.log(0.1)))
 
@@ -79,11 +82,19 @@ class LearnedLook(nn.Module):
     def palette(self) -> torch.Tensor:
         return torch.sigmoid(self.palette_logit)
 
+    def apex_rounding(self) -> torch.Tensor:
+        """How far a cone's normal at its tip is turned from its face's toward straight up, in
+        [0, 1]: 0 is a true cone's sharp tip; 1 is how a mesh renderer shades a smooth cone from
+        per-vertex normals (the faces around the apex averaged), or a real cone's rounded tip,
+        seen from above as a dome's highlight (``LookPrior.apex_probability`` draws the same)."""
+        return torch.sigmoid(self.apex_logit)
+
     @torch.no_grad()
     def describe(self) -> dict:
         """The learned values: light elevation/azimuth (degrees; azimuth from +x toward +y),
         key and ambient light colour x strength, table and outside colours, each named
-        colour's shade (RGB in [0, 1]), gamma and the pixel noise (std, [0, 1] units)."""
+        colour's shade (RGB in [0, 1]), the cone tip's rounding (``apex_rounding``), gamma and
+        the pixel noise (std, [0, 1] units)."""
         d = self.direction()
         r3 = lambda t: [round(float(v), 4) for v in t]  # noqa: E731
         return {
@@ -94,6 +105,7 @@ class LearnedLook(nn.Module):
             "background_rgb": r3(torch.sigmoid(self.background_logit)),
             "palette": {c.name: r3(rgb) for c, rgb in zip(self.world.colors, self.palette())},
             "specular": round(float(self.log_specular.exp()), 4), "shininess": round(float(self.log_shininess.exp()), 2),
+            "apex_rounding": round(float(self.apex_rounding()), 4),
             "gamma": round(float(self.log_gamma.exp()), 4), "noise_std": round(float(self.sigma()), 4),
         }
 
@@ -109,6 +121,14 @@ class LearnedLook(nn.Module):
         half = half / half.norm(dim=-1, keepdim=True).clamp_min(1e-6)
         spec = (normal * half).sum(-1).clamp(1e-6, 1) ** self.log_shininess.exp() * (lambert > 0)
         return self.log_key.exp() * (self.log_specular.exp() * spec)[..., None]
+
+    def corner_normals(self, packed: PackedScene) -> torch.Tensor:
+        """(P, 3, 3) each packed face's corner normals, a cone's apex corners turned toward
+        straight up by ``apex_rounding``."""
+        up = packed.normals.new_tensor([0.0, 0.0, 1.0])
+        rounded = torch.lerp(packed.normals, up.expand_as(packed.normals), self.apex_rounding())
+        rounded = rounded / rounded.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        return torch.where(packed.apex[..., None], rounded, packed.normals)
 
     def shadow(self, packed: PackedScene, cameras: Cameras, blur_sigma_px: float) -> torch.Tensor:
         """(B, H, W) how much of the key light the table misses: each object's mesh flattened
@@ -150,7 +170,7 @@ class LearnedLook(nn.Module):
         face = p2f.clamp_min(0)
         bary = frags.bary_coords.clamp(0, 1)
         bary = bary / bary.sum(-1, keepdim=True).clamp_min(1e-6)
-        normal = (bary[..., None] * packed.normals[face]).sum(-2)
+        normal = (bary[..., None] * self.corner_normals(packed)[face]).sum(-2)
         normal = normal / normal.norm(dim=-1, keepdim=True).clamp_min(1e-6)
         is_table = packed.slot[face] == scene.num_slots
         lambert = (normal * self.direction()).sum(-1).clamp_min(0)

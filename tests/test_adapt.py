@@ -143,6 +143,44 @@ def test_the_learned_look_moves_toward_a_known_different_light():
     assert warmth(look) > 0.1 * warmth(truth) > 0 == warmth(LearnedLook(world))
 
 
+def test_the_learned_cone_tip_rounds_where_the_images_draw_it_rounded():
+    """Cones whose tips are shaded as a mesh renderer's smooth cone (rounded: the normal there
+    straight up) under a light from above: fitting theta (the scenes known) learns the rounding;
+    it changes cones only."""
+    torch.manual_seed(0)
+    world = World().with_(image_size=40)
+    scenes, view = _views(world, 4, 3, counts=3)
+    cones = replace(scenes, shape=torch.full_like(scenes.shape, world.shape_index("cone")))
+    none = replace(scenes, shape=torch.where(scenes.shape == world.shape_index("cone"), 0, scenes.shape))
+    truth = LearnedLook(world)
+    with torch.no_grad():
+        truth.light_dir.copy_(torch.tensor([0.2, 0.1, 1.0]))
+        truth.log_specular.fill_(math.log(0.4))
+        truth.apex_logit.fill_(3.0)  # rounding 0.95
+        images = truth.render(cones, view)
+        sharp = LearnedLook(world)
+        assert torch.equal(sharp.render(none, view), replace_apex(sharp, 3.0).render(none, view))
+        assert not torch.allclose(sharp.render(cones, view), images)
+    look = LearnedLook(world)
+    opt = torch.optim.Adam(look.parameters(), lr=0.1)
+    for _ in range(60):
+        loss = ((look.render(cones, view) - images) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    rounding = float(look.apex_rounding().detach())
+    assert rounding > 0.5 > float(LearnedLook(world).apex_rounding().detach())
+    assert look.describe()["apex_rounding"] == round(rounding, 4)
+
+
+def replace_apex(look: LearnedLook, logit: float) -> LearnedLook:
+    other = LearnedLook(look.world)
+    other.load_state_dict(look.state_dict())
+    with torch.no_grad():
+        other.apex_logit.fill_(logit)
+    return other
+
+
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     """Six JPEG photos from the world's fixed camera (128 px), in a folder, as a user has them."""
@@ -183,6 +221,11 @@ def test_adaptation_checkpoints_resumes_bit_for_bit_and_writes_servable_weights(
     assert _unservable(tmp_path / "a.safetensors") is None
     with pytest.raises(ValueError, match="another run's checkpoint"):
         adapt(views, WEIGHTS, tmp_path / "b.safetensors", replace(TINY, lr=1e-3), progress=False)
+    state = torch.load(ckpt, weights_only=False)
+    del state["look"]["apex_logit"]  # as checkpoints written before the learned cone tip have it
+    torch.save(state, ckpt)
+    with pytest.raises(ValueError, match="cone tip"):
+        adapt(views, WEIGHTS, tmp_path / "b.safetensors", TINY, progress=False)
 
 
 def test_the_cli_adapts_a_folder_and_refuses_a_folder_without_images(folder, tmp_path, capsys):
