@@ -40,6 +40,7 @@ from inference.network import AIR
 from inference.views import ViewInput, to_table
 from renderer.learned import LearnedLook
 from renderer.prior import object_log_density
+from renderer.scene import SceneBatch
 from renderer.world import World
 
 
@@ -195,6 +196,12 @@ def log_likelihood(objects: Latents, v: ViewInput, world: World, look: LearnedLo
     position, yaw = to_table(objects.position, objects.yaw, objects.shape, v.view, world)
     scene = to_scene(objects._replace(position=position[..., :2] * objects.pres[..., None],
                                       yaw=yaw * objects.pres), world)
+    return scene_log_likelihood(scene, v, look, size, blur_sigma_px)
+
+
+def scene_log_likelihood(scene: SceneBatch, v: ViewInput, look: LearnedLook, size: int,
+                         blur_sigma_px: float = 0.5) -> torch.Tensor:
+    """log p_theta(x | scene) for table-frame scenes (B): (B,), as ``log_likelihood``."""
     recon = look.render(scene, v.view.resized(size, size), blur_sigma_px, faces_per_pixel=10).permute(0, 3, 1, 2)
     pixels, cover = shrink(v, size)
     seen = (cover > 0.999).to(pixels)
