@@ -198,6 +198,22 @@ def test_train_accepts_the_supervised_objective_but_not_with_dair():
         parse_config(["--objective=supervised", "--dair=true"])
 
 
+def test_a_resumed_run_without_its_best_checkpoint_writes_one_and_exports(tiny_weights, tmp_path):
+    """A run folder copied with ckpt.pt alone (no best.pt) resumes, validates, and exports."""
+    run = tmp_path / "run"
+    run.mkdir()
+    state = torch.load(tiny_weights["air"].parent / "runs" / "air" / "ckpt.pt", weights_only=False)
+    state["best"] = [2.0, -1.0]  # a best no validation can beat, held by the best.pt left behind
+    torch.save(state, run / "ckpt.pt")
+    data = tiny_weights["air"].parent
+    out = tmp_path / "more.safetensors"
+    assert train_main(TINY[:3] + ["--max_iters=4"] + TINY[4:] + [
+        f"--data={data / 'train'}", f"--val_data={data / 'val'}", f"--out_dir={run}", "--resume=True",
+        f"--export={out}"]) == 0
+    assert (run / "best.pt").exists() and out.exists()
+    assert torch.load(run / "best.pt", weights_only=False)["iter_num"] == 4
+
+
 def test_compare_report_has_every_method_row_and_a_plot(tiny_weights, tmp_path):
     out = tmp_path / "compare.md"
     argv = ["--scenes", "3", "--seed", "7", "--air", str(tiny_weights["air"]), "--dair", str(tiny_weights["dair"]),

@@ -291,6 +291,8 @@ def run(cfg: ResearchConfig) -> int:
         optimizer.load_state_dict(state["optimizer"])  # its moments follow the parameters' device
         objective.load_state(state)
         start, best = state["iter_num"], tuple(state["best"])
+        if not (out / "best.pt").exists():  # a folder put together without its best.pt: the next validation writes one
+            best = (-1.0, math.inf)
         rng = np.random.default_rng([cfg.seed, start])
         torch.manual_seed(cfg.seed + start)
     elif cfg.init_from:

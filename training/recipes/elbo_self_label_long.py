@@ -6,7 +6,7 @@
 # K's first 5000 iterations are this recipe's (the learning rate is constant from 3000), so L
 # resumes K's 5000-iteration checkpoint:
 #   python -m training.train training/recipes/elbo_self_label_long.py --seed=S \
-#       --out_dir=runs/elbo-self-label-long-sS --resume=True
+#       --out_dir=runs/elbo-self-label-long-sS --resume=True --export=runs/elbo-self-label-long-sS/export.safetensors
 #   python -m training.train training/recipes/elbo_self_label_long_decay.py --seed=S \
 #       --out_dir=runs/elbo-self-label-long-sS --resume=True \
 #       --export=runs/elbo-self-label-long-sS/export.safetensors
