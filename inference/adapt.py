@@ -87,7 +87,7 @@ class AdaptConfig:
     collapse_window: int = 50
     collapse_share: float = 0.9
     checkpoint_every: int = 50
-    keep: float = 0.5
+    keep: float = 0.25
     seed: int = 0
     threads: int = 2
     device: str = "cpu"
