@@ -26,16 +26,22 @@ from bench.crossrender.check import spec_scene
 from inference.adapt import load_views
 from inference.checkpoint import read_config
 from inference.elbo import scene_log_likelihood
+from inference.views import ViewInput
 from renderer.camera import cameras_from_dict
 from renderer.learned import LearnedLook
 from renderer.world import World
 
 
-def cone_margins(look: LearnedLook, specs: list[dict], data: Path, world: World, size: int) -> tuple[list[float], float]:
-    """(per cone: log p(x | truth) - log p(x | that cone a sphere), summed log p(x | truth))."""
+def spec_views(specs: list[dict], data: Path, world: World) -> ViewInput:
+    """The specs' images as the network's views, each with its own camera."""
     cameras = {s["file"]: s["camera"] for s in specs}
-    v = load_views([data / "images" / s["file"] for s in specs], world,
-                   lambda path, _h, _w: cameras_from_dict(cameras[path.name]))
+    return load_views([data / "images" / s["file"] for s in specs], world,
+                      lambda path, _h, _w: cameras_from_dict(cameras[path.name]))
+
+
+def cone_margins(look: LearnedLook, specs: list[dict], v: ViewInput, world: World, size: int) -> tuple[list[float], float]:
+    """(per cone: log p(x | truth) - log p(x | that cone a sphere), summed log p(x | truth));
+    ``v``: the specs' views (``spec_views``)."""
     sphere = world.shape_index("sphere")
     margins, total = [], 0.0
     with torch.no_grad():
@@ -75,10 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(specs)} scenes with cones from {args.data}; look {args.look}; learned rounding "
           f"{float(look.apex_rounding()):.3f}")
     print("rounding  cones  truth preferred  median margin (nats)  true scenes' log-lik")
+    v = spec_views(specs, args.data, world)
     for r in args.roundings:
         with torch.no_grad():
             look.apex_logit.fill_(math.log(r / (1 - r)))
-        margins, total = cone_margins(look, specs, args.data, world, args.size)
+        margins, total = cone_margins(look, specs, v, world, args.size)
         m = torch.tensor(margins)
         print(f"{r:8.2f}  {len(margins):5d}  {int((m > 0).sum()):15d}  {float(m.median()):20.1f}  {total:20.0f}")
     return 0
