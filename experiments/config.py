@@ -70,5 +70,10 @@ class ResearchConfig(TrainConfig):
     # --- the supervised counterpart (experiments/supervised.py) ---
     slot_attention: bool = setting(True, "supervised: each slot reads the image by its own attention "
                                          "(SupervisedConfig.slot_attention)")
+    # --- weight averaging (training/train.py) ---
+    average_from: int = setting(0, "> 0: from this iteration on, keep a running mean of the model's weights, one "
+                                   "snapshot every average_every steps (stochastic weight averaging); validation, "
+                                   "export and experiments.elbo_seeds use the mean")
+    average_every: int = setting(10, "steps between the snapshots of the running weight mean")
     # --- the generalisation study (bench/generalise.py) ---
     counts: str = setting("", "train and validate only on scenes with these object counts, e.g. 0,1,2 (empty: all)")

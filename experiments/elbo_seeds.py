@@ -6,7 +6,8 @@
     done
     python -m experiments.elbo_seeds --runs runs/elbo-enum-s0 runs/elbo-enum-s1 ... --plot docs/elbo_seeds.png
 
-Each run is scored at its *last* iterate (``ckpt.pt``), never at the checkpoint its labelled
+Each run is scored at its *last* iterate (``ckpt.pt``; in a run that averages its weights, the
+running mean that ends there), never at the checkpoint its labelled
 validation curve liked best: no label chooses anything. Held-out: 500 scenes of the run's world
 (seed 12345, as the model card's ELBO table). Prints one row per seed against the issue's
 targets (count >= 95%, shape >= 90%, colour >= 95%, position median <= 1.5 cm) and how many
@@ -25,6 +26,7 @@ import torch
 from experiments.anchored import AnchoredAIR, AnchoredAIRConfig
 from inference.evaluate import air_predict, evaluate, held_out_set
 from renderer.world import World
+from training.averaging import model_weights
 
 TARGETS = {"count_accuracy": 0.95, "shape_accuracy": 0.90, "color_accuracy": 0.95}
 POSITION_TARGET_CM = 1.5
@@ -32,10 +34,11 @@ CURVES = ("count_accuracy", "shape_accuracy", "color_accuracy", "position_median
 
 
 def load_last(run: Path) -> tuple[AnchoredAIR, World, int]:
-    """The run's last iterate: (model in eval mode, its world, its iteration)."""
+    """The run's last iterate, or the running weight mean that ends there in a run that keeps one:
+    (model in eval mode, its world, its iteration)."""
     state = torch.load(run / "ckpt.pt", map_location="cpu", weights_only=False)
     model = AnchoredAIR(AnchoredAIRConfig.from_dict(state["model_args"]))
-    model.load_state_dict(state["model"])
+    model.load_state_dict(model_weights(state))
     return model.eval(), World.from_dict(state["world"]), int(state["iter_num"])
 
 

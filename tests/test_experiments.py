@@ -214,6 +214,24 @@ def test_a_resumed_run_without_its_best_checkpoint_writes_one_and_exports(tiny_w
     assert torch.load(run / "best.pt", weights_only=False)["iter_num"] == 4
 
 
+def test_a_run_that_averages_its_weights_validates_and_exports_the_mean(tiny_weights, tmp_path):
+    """With ``--average_from`` the checkpoints keep a running weight mean (one snapshot a step
+    here), and the exported weights are the best checkpoint's mean, not its last iterate."""
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(tiny_weights["air"].parent / "runs" / "air" / "ckpt.pt", run / "ckpt.pt")
+    data, out = tiny_weights["air"].parent, tmp_path / "mean.safetensors"
+    assert train_main(TINY[:3] + ["--max_iters=5"] + TINY[4:] + [
+        f"--data={data / 'train'}", f"--val_data={data / 'val'}", f"--out_dir={run}", "--resume=True",
+        "--average_from=2", "--average_every=1", f"--export={out}"]) == 0
+    assert torch.load(run / "ckpt.pt", weights_only=False)["weight_mean"]["count"] == 3
+    best = torch.load(run / "best.pt", weights_only=False)
+    exported = load_weights(out)[0].state_dict()
+    name = next(k for k in best["weight_mean"]["mean"] if k in exported)
+    torch.testing.assert_close(exported[name], best["weight_mean"]["mean"][name])
+    assert not torch.allclose(exported[name], best["model"][name])
+
+
 def test_compare_report_has_every_method_row_and_a_plot(tiny_weights, tmp_path):
     out = tmp_path / "compare.md"
     argv = ["--scenes", "3", "--seed", "7", "--air", str(tiny_weights["air"]), "--dair", str(tiny_weights["dair"]),

@@ -594,3 +594,29 @@ def test_soup_interpolates_two_weight_files_and_refuses_other_architectures(tmp_
     s, _, meta = load_weights(tmp_path / "s.safetensors")
     torch.testing.assert_close(s.state_dict()[name], 0.75 * a.state_dict()[name] + 0.25 * b.state_dict()[name])
     assert meta["soup"]["alpha"] == 0.25 and meta["soup"]["b"]["file"] == "b.safetensors"
+
+
+def test_the_weight_mean_averages_its_snapshots_and_lends_them_to_the_model_for_a_block():
+    """``training.averaging``: the mean of the snapshots, tensor by tensor; inside ``applied``
+    the model carries it and afterwards its own weights again; a checkpoint's weights are the
+    mean where it keeps one; a mean of another architecture is refused."""
+    from training.averaging import WeightMean, model_weights
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    mean, snapshots = WeightMean(model), []
+    for _ in range(3):
+        with torch.no_grad():
+            model.weight.add_(torch.randn_like(model.weight))
+        snapshots.append(model.weight.detach().clone())
+        mean.add(model)
+    want, live = torch.stack(snapshots).mean(0), model.weight.detach().clone()
+    torch.testing.assert_close(mean.mean["weight"], want)
+    assert not torch.allclose(want, live)
+    with mean.applied(model):
+        torch.testing.assert_close(model.weight.detach(), want)
+    torch.testing.assert_close(model.weight.detach(), live)
+    torch.testing.assert_close(model_weights({"model": model.state_dict(), "weight_mean": mean.state()})["weight"], want)
+    torch.testing.assert_close(model_weights({"model": model.state_dict()})["weight"], live)
+    with pytest.raises(ValueError, match="another architecture"):
+        WeightMean(torch.nn.Linear(3, 4)).load(mean.state())

@@ -12,7 +12,9 @@ have its default's type and each key must be a setting, else the run stops with 
 
 The run writes ``OUT_DIR/config.json``, ``OUT_DIR/log.csv`` (one row per log interval, plus
 evaluation columns) and ``OUT_DIR/ckpt.pt`` (latest) / ``best.pt`` (best validation count x
-shape x colour accuracy, then loss): plain dicts of model, optimiser, model_args, iter_num, best, config, world.
+shape x colour accuracy, then loss): plain dicts of model, optimiser, model_args, iter_num, best, config, world
+and, with ``--average_from``, the running weight mean (``training.averaging``) that validation
+and export then use.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import math
 import re
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -40,6 +43,7 @@ from inference.preprocess import batch_from_uint8
 from inference.views import NUM_CAMERA_FEATURES, ViewInput, dataset_views
 from renderer.dataset import SceneDataset
 from renderer.world import World
+from training.averaging import WeightMean, model_weights
 from training.config import documentation
 from training.dair_canvas import CanvasStore
 from training.elbo import ELBO
@@ -118,6 +122,9 @@ def check(cfg: ResearchConfig) -> None:
         raise ConfigError("dair_canvas applies to objective=amortised with dair=True only")
     if not 0 <= cfg.schedule_from < cfg.max_iters:
         raise ConfigError(f"schedule_from must be in [0, max_iters={cfg.max_iters}), got {cfg.schedule_from}")
+    if not 0 <= cfg.average_from < cfg.max_iters or cfg.average_every < 1:
+        raise ConfigError(f"average_from must be in [0, max_iters={cfg.max_iters}) and average_every >= 1, got "
+                          f"{cfg.average_from} and {cfg.average_every}")
     if cfg.device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", cfg.device):
         raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {cfg.device!r}")
     if cfg.device != "cpu" and not torch.cuda.is_available():
@@ -230,11 +237,14 @@ def same_architecture(a, b) -> bool:
     return da == db and anchors[0].shape == anchors[1].shape and np.allclose(*anchors, atol=1e-6)
 
 
-def save(path: Path, objective: Objective, optimizer, cfg: ResearchConfig, it: int, best: tuple) -> None:
+def save(path: Path, objective: Objective, optimizer, cfg: ResearchConfig, it: int, best: tuple,
+         mean: WeightMean | None) -> None:
     """A checkpoint: a plain dict, written atomically."""
     doc = {"model": objective.model.state_dict(), "optimizer": optimizer.state_dict(),
            "model_args": objective.model.config.to_dict(), "iter_num": it, "best": list(best),
            "config": asdict(cfg), "world": objective.world.to_dict(), **objective.state()}
+    if mean is not None:
+        doc["weight_mean"] = mean.state()
     torch.save(doc, path.with_suffix(".tmp"))
     path.with_suffix(".tmp").replace(path)
 
@@ -302,13 +312,17 @@ def run(cfg: ResearchConfig) -> int:
         model.load_state_dict(init["model"])
     elif cfg.warm_start:
         print(warm_start(model, cfg.warm_start))
+    mean = WeightMean(model) if cfg.average_from > 0 else None
+    if mean is not None and state is not None and state.get("weight_mean"):
+        mean.load(state["weight_mean"])
     (out / "config.json").write_text(json.dumps({"train": asdict(cfg), objective.kind: model_cfg.to_dict()},
                                                 indent=1))
 
     # eval: the one evaluation function, on the first eval_scenes validation scenes
     def validate() -> dict:
         model.eval()
-        summary, _ = evaluate(objective.predict, val_images, val_truth, world)
+        with mean.applied(model) if mean is not None and mean.count else nullcontext():
+            summary, _ = evaluate(objective.predict, val_images, val_truth, world)
         model.train()
         return summary
 
@@ -330,6 +344,8 @@ def run(cfg: ResearchConfig) -> int:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
+        if mean is not None and it + 1 > cfg.average_from and (it + 1 - cfg.average_from) % cfg.average_every == 0:
+            mean.add(model)
         for k, v in stats.items():
             running[k] = running.get(k, 0.0) + v
         last = it + 1 == cfg.max_iters
@@ -346,21 +362,21 @@ def run(cfg: ResearchConfig) -> int:
                     ev["position_error_cm"]["median"], ev["yaw_error_deg"]["median"], ev["mean_steps"]]
             if (selection_score(ev), -avg.get("loss", math.inf)) > (best[0], -best[1]):
                 best = (selection_score(ev), avg.get("loss", math.inf))
-                save(out / "best.pt", objective, optimizer, cfg, it + 1, best)
+                save(out / "best.pt", objective, optimizer, cfg, it + 1, best, mean)
             tqdm.write(f"iter {it + 1}: count {ev['count_accuracy']:.3f} shape {ev['shape_accuracy']:.3f} "
                        f"color {ev['color_accuracy']:.3f} pos {ev['position_error_cm']['median']:.2f}cm "
                        f"yaw {ev['yaw_error_deg']['median']:.1f}deg")
-            save(out / "ckpt.pt", objective, optimizer, cfg, it + 1, best)
+            save(out / "ckpt.pt", objective, optimizer, cfg, it + 1, best, mean)
         log.writerow(row)
         log_file.flush()
         bar.set_postfix(loss=f"{avg.get('loss', math.nan):.3f}")
-    save(out / "ckpt.pt", objective, optimizer, cfg, cfg.max_iters, best)
+    save(out / "ckpt.pt", objective, optimizer, cfg, cfg.max_iters, best, mean)
     log_file.close()
 
     # export the best checkpoint's model
     if cfg.export:
         best_state = torch.load(out / "best.pt", map_location="cpu", weights_only=False)
-        model.load_state_dict(best_state["model"])
+        model.load_state_dict(model_weights(best_state))
         canvases = getattr(objective, "canvases", None)
         extra = {"dair_canvas": {k: v for k, v in canvases.meta.items() if k != "world"}} if canvases else {}
         objective.export(cfg.export, {"train": asdict(cfg), "iter": best_state["iter_num"], **extra})
