@@ -38,6 +38,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from inference.amortised import amortised_loss
+from inference.averaging import WeightMean
 from inference.checkpoint import interpolate, load_weights, save_weights
 from inference.elbo import NVIL, Baseline, best_shapes, elbo_terms, self_label_loss
 from inference.network import AIR
@@ -72,7 +73,11 @@ class AdaptConfig:
     moved there. self_label: weight of the self-label on the user's images (``inference.elbo
     .self_label_loss``; 0: none): q's shape at each drawn object also learns the shape the learned
     look's likelihood likes best there, S extra renders an image and object; trains the network
-    only where the ELBO does. Off by default: one trial on the shifted look gained nothing (model card)."""
+    only where the ELBO does. Off by default: one trial on the shifted look gained nothing (model card). average:
+    the share of the last steps whose network weights are averaged into the weights written
+    (``inference.averaging``, a snapshot after each of them, before ``keep`` mixes in the start;
+    0: the last step's weights). A run resumed with more steps starts its mean afresh where the
+    new window starts, or at the resumed step when that is later."""
 
     steps: int = 1200
     batch: int = 16
@@ -92,6 +97,7 @@ class AdaptConfig:
     threads: int = 2
     device: str = "cpu"
     self_label: float = 0.0
+    average: float = 0.0
 
 
 class AdaptCollapse(RuntimeError):
@@ -225,6 +231,13 @@ class _Run:
         self.guard = CollapseGuard(cfg.collapse_window, cfg.collapse_share)
         self.g = torch.Generator().manual_seed(cfg.seed)
         self.step, self.seconds, self.history = 0, 0.0, []
+        self.mean, self.mean_from = None, 0  # the running weight mean and the step after which it snapshots
+
+    def average_from(self, cfg: AdaptConfig) -> None:
+        """Start the weight mean where ``cfg``'s window starts, unless it already holds that window."""
+        start = cfg.steps - round(cfg.average * cfg.steps)
+        if cfg.average > 0 and (self.mean is None or self.mean_from != start):
+            self.mean, self.mean_from = WeightMean(self.model), start
 
     def save(self, path: Path, cfg: AdaptConfig, images: int) -> None:
         torch.save({"config": asdict(cfg), "images": images, "step": self.step, "seconds": self.seconds,
@@ -232,6 +245,7 @@ class _Run:
                     "baseline": self.baseline.state_dict(), "optimizer": self.opt.state_dict(),
                     "nvil": self.nvil.state(), "guard": self.guard.state(), "generator": self.g.get_state(),
                     "torch_rng": torch.get_rng_state(),
+                    "weight_mean": None if self.mean is None else {"from": self.mean_from, **self.mean.state()},
                     "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}, path)
 
     def load(self, path: Path, cfg: AdaptConfig, images: int) -> None:
@@ -256,6 +270,9 @@ class _Run:
         if ck.get("cuda_rng") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(ck["cuda_rng"], self.device)
         self.step, self.seconds, self.history = ck["step"], ck["seconds"], ck["history"]
+        if ck.get("weight_mean"):
+            self.mean, self.mean_from = WeightMean(self.model), ck["weight_mean"]["from"]
+            self.mean.load(ck["weight_mean"])
 
     def train_step(self, images: ViewInput, cfg: AdaptConfig) -> tuple[dict, list[int]]:
         t0 = time.perf_counter()
@@ -273,6 +290,8 @@ class _Run:
         self.opt.step()
         self.seconds += time.perf_counter() - t0
         self.step += 1
+        if self.mean is not None and self.step > self.mean_from:
+            self.mean.add(self.model)
         self.history.append({"step": self.step, **{k: round(v, 4) for k, v in stats.items()}})
         return stats, counts
 
@@ -288,6 +307,8 @@ def adapt(images: ViewInput, weights: str | Path, out: str | Path, cfg: AdaptCon
     runs after every step. Raises ``AdaptCollapse`` when the count distribution collapses."""
     if not 0.0 <= cfg.keep <= 1.0:
         raise ValueError(f"keep must be within [0, 1], got {cfg.keep}")
+    if not 0.0 <= cfg.average < 1.0:
+        raise ValueError(f"average must be within [0, 1), got {cfg.average}")
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)  # the baseline's initial weights and q's draws: a run is reproducible
     run = _Run(weights, cfg)
@@ -295,6 +316,7 @@ def adapt(images: ViewInput, weights: str | Path, out: str | Path, cfg: AdaptCon
     ckpt = Path(str(out) + ".ckpt.pt")
     if resume and ckpt.exists():
         run.load(ckpt, cfg, n)
+    run.average_from(cfg)
     run.model.train()
     bar = tqdm(range(run.step, cfg.steps), initial=run.step, total=cfg.steps, desc="adapt", disable=not progress)
     for _ in bar:
@@ -309,12 +331,15 @@ def adapt(images: ViewInput, weights: str | Path, out: str | Path, cfg: AdaptCon
             run.save(ckpt, cfg, n)
     summary = {"from": str(weights), "images": n, "steps": run.step, "seconds": round(run.seconds, 1),
                "seconds_per_step": round(run.seconds / max(1, len(run.history)), 3),
-               "look": run.look.describe(), "config": asdict(cfg)}
+               "look": run.look.describe(), "config": asdict(cfg),
+               "averaged_steps": 0 if run.mean is None else run.mean.count}
     kept = {k: v for k, v in run.meta.items() if k not in ("calibration", "metrics")}
     # the image checks and the mirror reading stay (they are not probabilities); temperatures and trust go
     source = run.meta.get("calibration", {})
     if any(k in source for k in ("limits", "mirror")):
         kept["calibration"] = {k: source[k] for k in ("limits", "mirror") if k in source}
+    if run.mean is not None and run.mean.count:
+        run.mean.write_to(run.model)
     model = run.model.eval().cpu()
     if cfg.keep > 0:
         start, _, _ = load_weights(weights)

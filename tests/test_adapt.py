@@ -345,3 +345,30 @@ def test_the_step_timer_times_network_steps_after_the_warm_up(capsys):
     assert 0 < float(row[0][2]) < 60
     with pytest.raises(SystemExit):
         adapt_speed.main(["--steps", "3"])
+
+
+def test_averaged_adaptation_writes_the_mean_of_its_last_steps_and_resumes_with_it(folder, tmp_path):
+    """``average`` 2/3 of three steps writes the mean of the network after steps 2 and 3 (keep
+    0); a run stopped after step 2 and resumed writes the same weights; a share outside [0, 1)
+    is refused."""
+    _, world, _ = load_weights(WEIGHTS)
+    views = load_views(image_files(folder), world)
+    cfg = replace(TINY, keep=0.0, average=2 / 3)
+    seen = {}
+
+    def record(step, model, stats):
+        seen[step] = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+    summary = adapt(views, WEIGHTS, tmp_path / "a.safetensors", cfg, callback=record, progress=False)
+    written = load_weights(tmp_path / "a.safetensors")[0].state_dict()
+    assert summary["averaged_steps"] == 2
+    moved = [k for k in seen[3] if not torch.equal(seen[2][k], seen[3][k])]
+    assert moved
+    for k in moved:
+        torch.testing.assert_close(written[k], (seen[2][k] + seen[3][k]) / 2)
+    adapt(views, WEIGHTS, tmp_path / "b.safetensors", replace(cfg, steps=2), progress=False)
+    adapt(views, WEIGHTS, tmp_path / "b.safetensors", cfg, progress=False)
+    resumed = load_weights(tmp_path / "b.safetensors")[0].state_dict()
+    assert all(torch.equal(written[k], resumed[k]) for k in written)
+    with pytest.raises(ValueError, match="average"):
+        adapt(views, WEIGHTS, tmp_path / "x.safetensors", replace(TINY, average=1.0), progress=False)

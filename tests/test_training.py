@@ -597,10 +597,10 @@ def test_soup_interpolates_two_weight_files_and_refuses_other_architectures(tmp_
 
 
 def test_the_weight_mean_averages_its_snapshots_and_lends_them_to_the_model_for_a_block():
-    """``training.averaging``: the mean of the snapshots, tensor by tensor; inside ``applied``
+    """``inference.averaging``: the mean of the snapshots, tensor by tensor; inside ``applied``
     the model carries it and afterwards its own weights again; a checkpoint's weights are the
     mean where it keeps one; a mean of another architecture is refused."""
-    from training.averaging import WeightMean, model_weights
+    from inference.averaging import WeightMean, model_weights
 
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 2)

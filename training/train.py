@@ -13,7 +13,7 @@ have its default's type and each key must be a setting, else the run stops with 
 The run writes ``OUT_DIR/config.json``, ``OUT_DIR/log.csv`` (one row per log interval, plus
 evaluation columns) and ``OUT_DIR/ckpt.pt`` (latest) / ``best.pt`` (best validation count x
 shape x colour accuracy, then loss): plain dicts of model, optimiser, model_args, iter_num, best, config, world
-and, with ``--average_from``, the running weight mean (``training.averaging``) that validation
+and, with ``--average_from``, the running weight mean (``inference.averaging``) that validation
 and export then use.
 """
 
@@ -43,7 +43,7 @@ from inference.preprocess import batch_from_uint8
 from inference.views import NUM_CAMERA_FEATURES, ViewInput, dataset_views
 from renderer.dataset import SceneDataset
 from renderer.world import World
-from training.averaging import WeightMean, model_weights
+from inference.averaging import WeightMean, model_weights
 from training.config import documentation
 from training.dair_canvas import CanvasStore
 from training.elbo import ELBO

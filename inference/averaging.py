@@ -1,10 +1,11 @@
 """A running mean of a model's weights along its training path (stochastic weight averaging,
 Izmailov et al., "Averaging Weights Leads to Wider Optima and Better Generalization", UAI 2018).
 
-Late in a run whose validation accuracy still swings from one evaluation to the next, the last
-iterate is a draw from a band; the mean of snapshots taken along the path lies near the band's
-middle. The trainer keeps one when ``average_from > 0`` and stores it in each checkpoint under
-``weight_mean``; ``model_weights`` gives a checkpoint's weights with the mean in place.
+Late in a run whose accuracy still swings from one evaluation to the next, the last iterate is
+a draw from a band; the mean of snapshots taken along the path lies near the band's middle.
+``training.train`` keeps one from ``--average_from`` on and stores it in each checkpoint under
+``weight_mean`` (``model_weights`` gives such a checkpoint's weights with the mean in place);
+``inference.adapt`` keeps one from ``AdaptConfig.average_from`` on and writes it.
 """
 
 from __future__ import annotations
@@ -41,20 +42,21 @@ class WeightMean:
         for k, v in state["mean"].items():
             self.mean[k].copy_(v)
 
+    @torch.no_grad()
+    def write_to(self, model: torch.nn.Module) -> None:
+        """Put the mean in the model's parameters."""
+        for name, p in model.named_parameters():
+            p.copy_(self.mean[name])
+
     @contextmanager
     def applied(self, model: torch.nn.Module) -> Iterator[None]:
         """The model carries the mean inside the block and its own weights again after it."""
-        params = dict(model.named_parameters())
-        live = {k: p.detach().clone() for k, p in params.items()}
-        with torch.no_grad():
-            for k, p in params.items():
-                p.copy_(self.mean[k])
+        live = WeightMean(model)
+        self.write_to(model)
         try:
             yield
         finally:
-            with torch.no_grad():
-                for k, p in params.items():
-                    p.copy_(live[k])
+            live.write_to(model)
 
 
 def model_weights(checkpoint: dict) -> dict[str, torch.Tensor]:
