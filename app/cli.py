@@ -3,7 +3,7 @@
     airscene serve [--host 127.0.0.1] [--port 8000] [--weights W]
     airscene infer IMAGE... [--url URL] [--refine N] [--min-confidence C] [--format json|ros]
     airscene render SCENE.json -o OUT.png [--width W] [--height H] [--url URL]
-    airscene adapt --images DIR [--camera cam.json] [--weights W] --out MINE.safetensors [--steps N] [--keep K]
+    airscene adapt --images DIR [--camera cam.json] [--weights W] --out MINE.safetensors [--steps N] [--keep K] [--average A]
 
 ``infer`` and ``render`` run the model in this process unless ``--url`` names a running server.
 A SCENE.json is ``{"objects": [...]}``, an /infer answer, or a bare list of objects.
@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -106,14 +107,14 @@ def _whole(minimum: int) -> Any:
     return parse
 
 
-def _share(text: str) -> float:
-    """argparse type: a number within [0, 1]."""
+def _share(text: str, below_one: bool = False) -> float:
+    """argparse type: a number within [0, 1] (``below_one``: [0, 1))."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"{value} is not within [0, 1]")
+    if not (0.0 <= value < 1.0 if below_one else 0.0 <= value <= 1.0):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{value} is not within [0, {'1)' if below_one else '1]'}")
     return value
 
 
@@ -140,6 +141,9 @@ def _adapt_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep", type=_share, default=d.keep,
                    help=f"share of the starting weights mixed into the weights written, 0..1 (default {d.keep}; "
                         "0: the network as adaptation left it)")
+    p.add_argument("--average", type=partial(_share, below_one=True), default=d.average,
+                   help=f"share of the last steps whose weights are averaged into the weights written, 0..<1 "
+                        f"(default {d.average}; 0: the last step's)")
     p.add_argument("--seed", type=int, default=d.seed, help="the run's randomness")
     p.add_argument("--device", default="auto", help="'auto' (CUDA when available, else the CPU), 'cpu', 'cuda' "
                                                     "or 'cuda:N'")
@@ -166,7 +170,7 @@ def _adapt(args: argparse.Namespace) -> int:
         print(f"airscene: --device: {e}", file=sys.stderr)
         return 2
     cfg = replace(AdaptConfig(), steps=args.steps, batch=args.batch, lr=args.lr, threads=args.threads, keep=args.keep,
-                  seed=args.seed, device=device)
+                  average=args.average, seed=args.seed, device=device)
     try:
         summary = adapt(views, weights, args.out, cfg, resume=not args.restart)
     except AdaptCollapse as e:

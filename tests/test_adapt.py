@@ -372,3 +372,5 @@ def test_averaged_adaptation_writes_the_mean_of_its_last_steps_and_resumes_with_
     assert all(torch.equal(written[k], resumed[k]) for k in written)
     with pytest.raises(ValueError, match="average"):
         adapt(views, WEIGHTS, tmp_path / "x.safetensors", replace(TINY, average=1.0), progress=False)
+    with pytest.raises(SystemExit):
+        main(["adapt", "--images", str(folder), "--out", str(tmp_path / "y.safetensors"), "--average", "1"])
