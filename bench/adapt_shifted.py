@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=d.size, help="side of the likelihood's image (divides 80)")
     p.add_argument("--sleep-weight", type=float, default=d.sleep_weight, help="weight of the sleep half (0: none)")
     p.add_argument("--keep", type=float, default=d.keep, help="share of the starting weights in the weights written")
+    p.add_argument("--seed", type=int, default=d.seed, help="the run's randomness (AdaptConfig.seed)")
     p.add_argument("--average", type=float, default=d.average,
                    help="share of the last steps whose weights are averaged into those written (0: none)")
     p.add_argument("--self-label", type=float, default=d.self_label,
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     cfg = replace(d, steps=args.steps, batch=args.batch, lr=args.lr, threads=args.threads, size=args.size,
                   device=args.device, elbo_trains_network=not args.sleep_only, sleep_weight=args.sleep_weight,
-                  keep=args.keep, self_label=args.self_label, average=args.average)
+                  keep=args.keep, self_label=args.self_label, average=args.average, seed=args.seed)
     summary = adapt(views, args.weights, args.out, cfg)
     text = json.dumps(summary, indent=1)
     Path(str(args.out) + ".summary.json").write_text(text)
