@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 
 from experiments.anchored import AnchoredAIR, AnchoredAIRConfig
+from inference.averaging import model_weights
 from inference.evaluate import air_predict, evaluate, held_out_set
 from renderer.world import World
-from inference.averaging import model_weights
 
 TARGETS = {"count_accuracy": 0.95, "shape_accuracy": 0.90, "color_accuracy": 0.95}
 POSITION_TARGET_CM = 1.5

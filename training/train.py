@@ -37,13 +37,13 @@ from tqdm import tqdm
 from experiments.anchored import AnchoredAIR, AnchoredAIRConfig, table_anchor
 from experiments.config import ResearchConfig
 from experiments.supervised import Supervised, SupervisedConfig, SupervisedNet
+from inference.averaging import WeightMean, model_weights
 from inference.evaluate import evaluate
 from inference.network import AIR, AIRConfig
 from inference.preprocess import batch_from_uint8
 from inference.views import NUM_CAMERA_FEATURES, ViewInput, dataset_views
 from renderer.dataset import SceneDataset
 from renderer.world import World
-from inference.averaging import WeightMean, model_weights
 from training.config import documentation
 from training.dair_canvas import CanvasStore
 from training.elbo import ELBO
