@@ -67,18 +67,19 @@ class AdaptConfig:
     checkpoints. keep: the share of the starting weights mixed back into the weights written
     (``inference.checkpoint.interpolate``; 0 writes the network as adaptation left it): a fine-tune
     averaged with its start keeps more of what the start knew; with ``average`` the development
-    images preferred none (numbers: the model card). seed: the run's randomness. threads: torch CPU threads. device: where the
-    network, theta and the likelihood's renders run ('cpu', 'cuda', 'cuda:N'); the prior's scenes
-    and the sleep half's training-prior photos are drawn on the CPU (seeded as on the CPU) and
-    moved there. self_label: weight of the self-label on the user's images (``inference.elbo
-    .self_label_loss``; 0: none): q's shape at each drawn object also learns the shape the learned
-    look's likelihood likes best there, S extra renders an image and object; trains the network
-    only where the ELBO does. Off by default: one trial on the shifted look gained nothing (model card). average:
-    the share of the last steps whose network weights are averaged into the weights written
-    (``inference.averaging``, a snapshot after each of them, before ``keep`` mixes in the start;
-    0: the last step's weights; 0.5, the default, was better than the last step on development
-    images, the same run compared). A run resumed with more steps starts its mean afresh where the
-    new window starts, or at the resumed step when that is later."""
+    images preferred none (numbers: the model card). seed: the run's randomness. threads: torch
+    CPU threads. device: where the network, theta and the likelihood's renders run ('cpu',
+    'cuda', 'cuda:N'); the prior's scenes and the sleep half's training-prior photos are drawn on
+    the CPU (seeded as on the CPU) and moved there. self_label: weight of the self-label on the
+    user's images (``inference.elbo.self_label_loss``; 0: none): q's shape at each drawn object
+    also learns the shape the learned look's likelihood likes best there, S extra renders an
+    image and object; trains the network only where the ELBO does. Off by default: one trial on
+    the shifted look gained nothing (model card). average: the share of the last steps whose
+    network weights are averaged into the weights written (``inference.averaging``, a snapshot
+    after each of them, before ``keep`` mixes in the start; 0: the last step's weights; 0.5, the
+    default, was better than the last step on development images, the same run compared). A run
+    resumed with more steps starts its mean afresh where the new window starts, or at the resumed
+    step when that is later."""
 
     steps: int = 1200
     batch: int = 16

@@ -5,7 +5,7 @@ Late in a run whose accuracy still swings from one evaluation to the next, the l
 a draw from a band; the mean of snapshots taken along the path lies near the band's middle.
 ``training.train`` keeps one from ``--average_from`` on and stores it in each checkpoint under
 ``weight_mean`` (``model_weights`` gives such a checkpoint's weights with the mean in place);
-``inference.adapt`` keeps one from ``AdaptConfig.average_from`` on and writes it.
+``inference.adapt`` keeps one over the last ``AdaptConfig.average`` share of its steps and writes it.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ class WeightMean:
             self.mean[name].lerp_(p.detach(), 1.0 / self.count)
 
     def state(self) -> dict:
-        return {"mean": {k: v.clone() for k, v in self.mean.items()}, "count": self.count}
+        """What a checkpoint stores (the mean's own tensors: saved at once, not kept)."""
+        return {"mean": self.mean, "count": self.count}
 
     def load(self, state: dict) -> None:
         shapes = {k: tuple(v.shape) for k, v in state["mean"].items()}
