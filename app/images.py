@@ -15,6 +15,7 @@ import warnings
 from PIL import Image, UnidentifiedImageError
 
 from app.errors import PayloadTooLarge, Unprocessable, UnsupportedMediaType
+from inference.preprocess import upright
 
 FORMATS = ("PNG", "JPEG")
 MIN_SIDE = 16  # pixels: below this an image is refused (a 1x1 image read as a green table with one object)
@@ -23,13 +24,14 @@ _MAGIC = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG"}
 
 def decode_image(data: bytes, max_pixels: int, loc: tuple[str | int, ...] = ("body",),
                  draft_side: int | None = None, request_left: int | None = None) -> Image.Image:
-    """Decode a PNG or JPEG fully, or raise a 413 / 415 / 422 ``ApiError`` naming the problem.
+    """Decode a PNG or JPEG fully, turned upright where its EXIF orientation says so
+    (``inference.preprocess.upright``), or raise a 413 / 415 / 422 ``ApiError`` naming the problem.
 
     loc: where the bytes came from, for the 422 detail (``("body", "image", 0)``).
     draft_side: a JPEG whose shorter side is at least twice this is decoded at 1/2, 1/4 or 1/8
         scale (JPEG's own DCT scaling, far cheaper than decoding in full and shrinking), its
         shorter side staying at least ``draft_side``; ``image.info["full_size"]`` then holds the
-        (width, height) as sent.
+        (width, height) as sent (upright).
     request_left: the pixels the request's earlier images left of its budget (413 beyond,
         checked from the header, before decoding).
     """
@@ -68,7 +70,10 @@ def decode_image(data: bytes, max_pixels: int, loc: tuple[str | int, ...] = ("bo
         image.load()
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise Unprocessable(loc, f"{image.format} data is truncated or corrupt: {e}") from None
-    return image
+    turned = upright(image)
+    if turned is not image and turned.size != image.size and "full_size" in turned.info:  # turned a quarter
+        turned.info["full_size"] = turned.info["full_size"][::-1]
+    return turned
 
 
 def _not_png_or_jpeg(data: bytes, loc: tuple[str | int, ...]) -> Exception:

@@ -42,7 +42,7 @@ from inference.averaging import WeightMean
 from inference.checkpoint import interpolate, load_weights, save_weights
 from inference.elbo import NVIL, Baseline, best_shapes, elbo_terms, self_label_loss
 from inference.network import AIR
-from inference.preprocess import image_tensor
+from inference.preprocess import image_tensor, upright
 from inference.views import ViewInput, stack_inputs, warp_to_view
 from renderer.appearance import LookPrior, sample_looks
 from renderer.learned import LearnedLook
@@ -160,7 +160,7 @@ def load_views(files: list[Path], world: World,
     views = []
     for path in files:
         with Image.open(path) as im:
-            pixels = image_tensor(im)  # modes converted as /infer converts them
+            pixels = image_tensor(upright(im))  # turned and converted as /infer does
         h, w = pixels.shape[-2:]
         cam = camera_for(path, h, w) if camera_for is not None else spec_cameras(world.camera, 1, h, w)
         views.append(warp_to_view(pixels, cam, world))

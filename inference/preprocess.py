@@ -3,7 +3,8 @@
 Modes: grey, grey+alpha, RGB, RGBA, palette, 16-bit and 32-bit grey are converted, not
 refused; alpha is composited over black. A non-square image is centre-cropped to a square
 first (the camera's fov spans the shorter side, so cropping keeps the geometry), then resized
-with an area (box) filter, which matches how training images were anti-aliased.
+with an area (box) filter, which matches how training images were anti-aliased. An image
+that records an EXIF orientation is read turned upright (``upright``), as viewers show it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,30 @@ from __future__ import annotations
 import numpy as np
 import torch
 from PIL import Image
+
+EXIF_ORIENTATION = 0x0112  # the EXIF tag that says how the stored pixels are turned
+# Each EXIF orientation (2-8; 1 is upright) -> the transpose that makes the stored pixels upright
+# (as image viewers, browsers and OpenCV's imread show them).
+UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+           5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+           8: Image.Transpose.ROTATE_90}
+
+
+def orientation(image: Image.Image) -> int:
+    """The image's EXIF orientation, 1 (upright) where it has none or an unknown value."""
+    try:
+        value = image.getexif().get(EXIF_ORIENTATION, 1)
+    except (OSError, SyntaxError, ValueError, TypeError, KeyError):  # damaged EXIF: read the pixels as stored
+        return 1
+    return value if value in UPRIGHT else 1
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """A decoded image turned as its EXIF orientation says (a phone or camera that stores its
+    sensor's rows and records how it was held), the image itself where it is already upright.
+    The camera a request sends describes the upright image."""
+    turn = orientation(image)
+    return image if turn == 1 else image.transpose(UPRIGHT[turn])
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -192,6 +192,21 @@ def folder(tmp_path_factory):
     return out
 
 
+def test_adaptation_reads_its_images_upright_as_their_exif_orientation_says(folder, tmp_path):
+    """A folder from a camera that records how it was held reads as the upright images would."""
+    world = World()
+    first = image_files(folder)[0]
+    turned = tmp_path / "turned"
+    turned.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 3  # stored upside down
+    with Image.open(first) as im:
+        im.transpose(Image.Transpose.ROTATE_180).save(turned / "a.png", exif=exif.tobytes())
+        im.save(turned / "b.png")  # the upright image, losslessly
+    views = load_views(image_files(turned), world)
+    assert torch.equal(views.pixels[0], views.pixels[1])
+
+
 def test_adaptation_checkpoints_resumes_bit_for_bit_and_writes_servable_weights(folder, tmp_path):
     _, world, _ = load_weights(WEIGHTS)
     views = load_views(image_files(folder), world)

@@ -151,6 +151,37 @@ def test_infer_converts_grey_alpha_palette_and_16_bit(http, mode):
     assert r.status_code == 200, r.text
 
 
+def test_infer_reads_an_image_upright_as_its_exif_orientation_says(http):
+    """A camera that stores its sensor's rows and records how it was held (EXIF orientation 6:
+    turn a quarter clockwise) is read as a viewer shows it: the same answer and size as the
+    upright image, where the stored pixels alone give another."""
+    r = http.post("/render", json={"objects": [
+        {"shape": "cube", "color": "red", "position": {"x": 0.1, "y": -0.1}, "yaw_deg": 20}], "width": 160, "height": 120})
+    assert r.status_code == 200
+    upright = Image.open(io.BytesIO(r.content))
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # what the sensor wrote, 120 x 160
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    tagged, bare = io.BytesIO(), io.BytesIO()
+    stored.save(tagged, format="PNG", exif=exif.tobytes())
+    stored.save(bare, format="PNG")
+    answers = [http.post("/infer", content=body, headers={"content-type": "image/png"}).json()
+               for body in (r.content, tagged.getvalue(), bare.getvalue())]
+    want, turned, unturned = ((a["image"], a["objects"]) for a in answers)
+    assert want[0] == turned[0] == {"width": 160, "height": 120} and unturned[0] == {"width": 120, "height": 160}
+    assert turned[1] == want[1]
+
+
+def test_a_reduced_jpeg_decode_keeps_the_upright_full_size():
+    from app.images import decode_image
+    exif = Image.Exif()
+    exif[0x0112] = 8  # a quarter counter-clockwise
+    buf = io.BytesIO()
+    Image.new("RGB", (640, 320), (90, 120, 60)).save(buf, format="JPEG", quality=90, exif=exif.tobytes())
+    image = decode_image(buf.getvalue(), 10**7, draft_side=80)
+    assert image.size == (80, 160) and image.info["full_size"] == (320, 640)
+
+
 def test_infer_converts_cmyk_jpeg(http):
     r = http.post("/infer", content=_jpeg("CMYK"), headers={"content-type": "image/jpeg"})
     assert r.status_code == 200, r.text
