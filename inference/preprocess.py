@@ -9,6 +9,8 @@ that records an EXIF orientation is read turned upright (``upright``), as viewer
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from PIL import Image
@@ -24,8 +26,10 @@ UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4:
 def orientation(image: Image.Image) -> int:
     """The image's EXIF orientation, 1 (upright) where it has none or an unknown value."""
     try:
-        value = image.getexif().get(EXIF_ORIENTATION, 1)
-    except (OSError, SyntaxError, ValueError, TypeError, KeyError):  # damaged EXIF: read the pixels as stored
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns of damaged EXIF, then reads what it can
+            value = image.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 - damaged metadata of any kind (struct.error too): read the pixels as stored
         return 1
     return value if value in UPRIGHT else 1
 

@@ -172,6 +172,16 @@ def test_infer_reads_an_image_upright_as_its_exif_orientation_says(http):
     assert turned[1] == want[1]
 
 
+def test_an_image_with_damaged_exif_is_read_as_stored(http):
+    """Metadata a client mangled (here a PNG's EXIF cut inside its header, which Pillow fails on
+    with a struct error) never costs the answer: the pixels are read as stored."""
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(table_png(96, 64))).save(buf, format="PNG", exif=b"Exif\x00\x00MM\x00*")
+    r = http.post("/infer", content=buf.getvalue(), headers={"content-type": "image/png"})
+    assert r.status_code == 200, r.text
+    assert r.json()["image"] == {"width": 96, "height": 64}
+
+
 def test_a_reduced_jpeg_decode_keeps_the_upright_full_size():
     from app.images import decode_image
     exif = Image.Exif()
