@@ -39,7 +39,7 @@ from inference.fit import Fit, fit_answers
 from inference.foreign import cells_on_table
 from inference.network import AIR
 from inference.infer import Inference, infer, to_scene
-from inference.preprocess import image_tensor, to_network_input, to_rgb
+from inference.preprocess import image_tensor, to_network_input, to_rgb, upright
 from inference.refine import refine as refine_poses
 from inference.views import ViewInput, shrunk_camera, stack_inputs, warp_plan, warp_to_view
 from renderer.camera import camera_bboxes, camera_dict
@@ -233,7 +233,8 @@ class Predictor:
 
     def prepare(self, image: Image.Image, camera: Cameras | None = None, refine: bool = False,
                 full_size: tuple[int, int] | None = None) -> Prepared:
-        """A decoded image (any mode and size) and its camera (None: the world's fixed one) ->
+        """A decoded image (any mode and size; turned upright as its EXIF orientation says,
+        ``inference.preprocess.upright``) and its camera (None: the world's fixed one) ->
         the network's input. full_size: (height, width) of the image the camera is for, when
         ``image`` is a reduced decode of it (default: the image's own size). ``refine``: also
         keep the world camera's square crop for test-time refinement (default camera only).
@@ -246,6 +247,7 @@ class Predictor:
 
     def _prepare(self, image: Image.Image, camera: Cameras | None, refine: bool,
                  full_size: tuple[int, int] | None) -> Prepared:
+        image = upright(image)
         h, w = full_size or (image.height, image.width)
         if refine and camera is not None:
             raise ValueError("test-time refinement works with the default camera only; send refine=0 with a camera")

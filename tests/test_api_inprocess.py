@@ -52,6 +52,22 @@ def test_predictor_infers_a_numpy_frame_as_the_service_does(predictor, weights):
     assert answer["quality"] == served.quality  # the same fit, trust and flag on both paths
 
 
+def test_predictor_reads_an_opened_image_upright_as_its_exif_orientation_says(predictor):
+    """A phone's photo opened with PIL (which does not turn it) reads as a viewer shows it, as
+    /infer reads it; turning is done once, however often the image passes through."""
+    frame = _frame()
+    exif = Image.Exif()
+    exif[0x0112] = 8  # turn a quarter counter-clockwise to see it upright
+    buf = io.BytesIO()
+    Image.fromarray(frame).transpose(Image.Transpose.ROTATE_270).save(buf, format="PNG", exif=exif.tobytes())
+    with Image.open(io.BytesIO(buf.getvalue())) as stored:
+        assert stored.size == (72, 96)
+        answer = predictor.infer(stored)
+    want = predictor.infer(frame)
+    assert answer["image"] == want["image"] == {"width": 96, "height": 72}
+    assert answer["objects"] == want["objects"]
+
+
 def test_predictor_takes_pil_images_and_lists_in_order(predictor):
     frame = _frame()
     one = predictor.infer(Image.fromarray(frame))
