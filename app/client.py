@@ -132,7 +132,8 @@ class Client:
 
 
 def _encode(img: ImageLike, i: int) -> bytes:
-    """The bytes to send: a file's or the bytes as given; in-memory images as PNG."""
+    """The bytes to send: a file's or the bytes as given; in-memory images as PNG (a PIL image
+    with its EXIF, so that the service reads it upright as /infer reads the file)."""
     if isinstance(img, bytes):
         return img
     if isinstance(img, (str, Path)):
@@ -143,9 +144,9 @@ def _encode(img: ImageLike, i: int) -> bytes:
             raise ValueError(f"image {i}: expected an (H, W, 3) RGB, (H, W, 4) RGBA or (H, W) grey uint8 array, "
                              f"got shape {img.shape} dtype {img.dtype}")
         img = Image.fromarray(np.ascontiguousarray(img))
-    if isinstance(img, Image.Image):
+    if isinstance(img, Image.Image):  # its EXIF travels with it: the service turns it upright as it says
         buf = io.BytesIO()
-        img.save(buf, format="PNG", compress_level=1)
+        img.save(buf, format="PNG", compress_level=1, exif=img.info.get("exif", b""))
         return buf.getvalue()
     raise ValueError(f"image {i}: expected a path, bytes, a PIL image or a numpy array, got {type(img).__name__}")
 

@@ -243,6 +243,18 @@ def test_client_sends_numpy_arrays_and_pil_images(server):
             c.infer(frame.astype(np.float32) / 255)
 
 
+def test_client_sends_an_opened_phone_photo_to_be_read_upright(server):
+    """A PIL image opened from a JPEG that records its orientation is answered as the file is."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turn a quarter clockwise to see it upright
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(table_png(96, 72))).convert("RGB").transpose(Image.Transpose.ROTATE_90).save(
+        buf, format="JPEG", quality=95, exif=exif.tobytes())
+    with Client(server.url, api_key="k3y") as c, Image.open(io.BytesIO(buf.getvalue())) as opened:
+        from_pil, from_file = c.infer(opened), c.infer(buf.getvalue())
+    assert from_pil["image"] == from_file["image"] == {"width": 96, "height": 72}
+
+
 def test_client_raises_server_unreachable_naming_the_url():
     url = f"http://127.0.0.1:{_closed_port()}"
     with Client(url) as c, pytest.raises(ServerUnreachable, match="cannot reach the airscene server at " + url):
