@@ -310,7 +310,10 @@ class ModelService:
                 item = engine.preprocess(image, params.refine, params.min_confidence, camera, (height, width),
                                          params.residual)
             except ValueError as e:
-                raise Unprocessable(where, str(e)) from None
+                turned = image.info.get("exif_orientation")
+                why = "" if turned is None else (f" (the image was read turned upright, as its EXIF orientation {turned} "
+                                                 f"says: {width}x{height}; send the upright image's camera)")
+                raise Unprocessable(where, str(e) + why) from None
             out.append((item, (time.perf_counter() - t) * 1000))
         return out
 

@@ -182,6 +182,21 @@ def test_an_image_with_damaged_exif_is_read_as_stored(http):
     assert r.json()["image"] == {"width": 96, "height": 64}
 
 
+def test_a_camera_for_the_stored_pixels_of_a_turned_image_is_refused_saying_why(http):
+    stored = Image.new("RGB", (120, 160), (90, 120, 60))  # upright 160 x 120
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    stored.save(buf, format="PNG", exif=exif.tobytes())
+    bare = io.BytesIO()
+    stored.save(bare, format="PNG")
+    camera = http.post("/infer", content=bare.getvalue(), headers={"content-type": "image/png"}).json()["camera"]
+    assert (camera["width"], camera["height"]) == (120, 160)  # the default camera for the stored pixels
+    r = http.post("/infer", files={"image": ("x.png", buf.getvalue(), "image/png"), "camera": (None, json.dumps(camera))})
+    assert_clean_error(r, 422)
+    assert "EXIF orientation 6" in r.text and "160x120" in r.text
+
+
 def test_a_reduced_jpeg_decode_keeps_the_upright_full_size():
     from app.images import decode_image
     exif = Image.Exif()
