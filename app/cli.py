@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     _remote_args(p)
     p.add_argument("--refine", type=_whole(0), default=0, help="test-time refinement steps (0 or more; the "
                                                               "server's limit: GET /v1/limits)")
-    p.add_argument("--min-confidence", type=_fraction, default=0.0, help="drop objects below this "
-                                                                          "confidence (0 to 1)")
+    p.add_argument("--min-confidence", type=partial(_share, meaning=" (a confidence is a probability)"), default=0.0,
+                   help="drop objects below this confidence (0 to 1)")
     p.add_argument("--format", choices=("json", "ros"), default="json", help="answer shape")
     p.add_argument("--camera", type=Path, help="JSON file with the images' camera (pose in the table frame + "
                                                "intrinsics, the /infer camera schema; default: the server's)")
@@ -81,17 +81,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _fraction(text: str) -> float:
-    """argparse type: a number in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number (give one between 0 and 1)") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is outside 0..1 (a confidence is a probability)")
-    return value
-
-
 def _whole(minimum: int) -> Any:
     """argparse type: a whole number >= ``minimum``."""
 
@@ -107,14 +96,15 @@ def _whole(minimum: int) -> Any:
     return parse
 
 
-def _share(text: str, below_one: bool = False) -> float:
-    """argparse type: a number within [0, 1] (``below_one``: [0, 1))."""
+def _share(text: str, below_one: bool = False, meaning: str = "") -> float:
+    """argparse type: a number within [0, 1] (``below_one``: [0, 1)); ``meaning`` is added to the
+    message for a number outside."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (give one between 0 and 1)") from None
     if not (0.0 <= value < 1.0 if below_one else 0.0 <= value <= 1.0):  # also refuses nan
-        raise argparse.ArgumentTypeError(f"{value} is not within [0, {'1)' if below_one else '1]'}")
+        raise argparse.ArgumentTypeError(f"{text} is outside 0..1{' (1 itself excluded)' if below_one else ''}{meaning}")
     return value
 
 
