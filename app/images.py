@@ -15,7 +15,7 @@ import warnings
 from PIL import Image, UnidentifiedImageError
 
 from app.errors import PayloadTooLarge, Unprocessable, UnsupportedMediaType
-from inference.preprocess import orientation, upright
+from inference.preprocess import upright
 
 FORMATS = ("PNG", "JPEG")
 MIN_SIDE = 16  # pixels: below this an image is refused (a 1x1 image read as a green table with one object)
@@ -31,8 +31,7 @@ def decode_image(data: bytes, max_pixels: int, loc: tuple[str | int, ...] = ("bo
     draft_side: a JPEG whose shorter side is at least twice this is decoded at 1/2, 1/4 or 1/8
         scale (JPEG's own DCT scaling, far cheaper than decoding in full and shrinking), its
         shorter side staying at least ``draft_side``; ``image.info["full_size"]`` then holds the
-        (width, height) as sent (upright). A turned image's ``info["exif_orientation"]`` holds the
-        orientation it was turned by.
+        (width, height) as sent (upright; a turned image's ``info["exif_orientation"]`` says how).
     request_left: the pixels the request's earlier images left of its budget (413 beyond,
         checked from the header, before decoding).
     """
@@ -72,10 +71,8 @@ def decode_image(data: bytes, max_pixels: int, loc: tuple[str | int, ...] = ("bo
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise Unprocessable(loc, f"{image.format} data is truncated or corrupt: {e}") from None
     turned = upright(image)
-    if turned is not image:
-        turned.info["exif_orientation"] = orientation(image)  # for error messages about its camera
-        if turned.size != image.size and "full_size" in turned.info:  # turned a quarter
-            turned.info["full_size"] = turned.info["full_size"][::-1]
+    if turned.size != image.size and "full_size" in turned.info:  # turned a quarter
+        turned.info["full_size"] = turned.info["full_size"][::-1]
     return turned
 
 

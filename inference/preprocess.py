@@ -38,13 +38,15 @@ def upright(image: Image.Image) -> Image.Image:
     """A decoded image turned as its EXIF orientation says (a phone or camera that stores its
     sensor's rows and records how it was held), the image itself where it is already upright.
     The turned image keeps no EXIF or XMP (which would say to turn it again): turning twice is
-    turning once. The camera a request sends describes the upright image."""
+    turning once; its ``info["exif_orientation"]`` says what it was turned by. The camera a
+    request sends describes the upright image."""
     turn = orientation(image)
     if turn == 1:
         return image
     turned = image.transpose(UPRIGHT[turn])
     for key in ("exif", "xmp", "XML:com.adobe.xmp"):
         turned.info.pop(key, None)
+    turned.info["exif_orientation"] = turn
     return turned
 
 
