@@ -180,18 +180,28 @@ EFFECTS: dict[str, Effect | None] = {
 }
 
 
+def answers_under(predictor: Predictor, chunks: list, effect: Effect | None, seed: int,
+                  then: Callable[[torch.Tensor], torch.Tensor] | None = None) -> list:
+    """The product path's answers to ``held_out_photos`` chunks with ``effect`` added (its
+    randomness seeded by ``seed``; None: as rendered), and ``then`` applied to the pixels after
+    it (e.g. a correction under study)."""
+    g = torch.Generator().manual_seed(seed)
+    items = []
+    for images, _ in chunks:
+        pixels = images.pixels if effect is None else effect(images.pixels, images.cameras, g)
+        if then is not None:
+            pixels = then(pixels)
+        items += [(im, images.cameras.select(slice(i, i + 1))) for i, im in enumerate(to_pil(pixels))]
+    return product_answers(predictor, items)
+
+
 def run(predictor: Predictor, scenes: int, seed: int) -> list[dict]:
     world = predictor.world
     chunks = list(held_out_photos(world, scenes, seed))
     truth = cat_scenes([t for _, t in chunks])
     rows = []
     for name, effect in EFFECTS.items():
-        g = torch.Generator().manual_seed(seed)
-        items = []
-        for images, _ in chunks:
-            pixels = images.pixels if effect is None else effect(images.pixels, images.cameras, g)
-            items += [(im, images.cameras.select(slice(i, i + 1))) for i, im in enumerate(to_pil(pixels))]
-        answers = product_answers(predictor, items)
+        answers = answers_under(predictor, chunks, effect, seed)
         pred = cat_scenes([a.scene for a in answers])
         flagged = torch.cat([~a.in_world for a in answers]).float().mean()
         trust = torch.cat([a.trust for a in answers]).mean()

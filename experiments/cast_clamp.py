@@ -8,7 +8,7 @@ read as warmth (red over blue) and tint (their mean). The bounds are the ``--sha
 renderer, prior looks: what the network was trained on). The clamp scales red and blue (green
 kept) so that a cast beyond the bounds lands on them; a cast inside is left alone. Each of four
 camera white balances (``bench.camera_effects``'s: as rendered, warm, cool, tungsten) is applied
-to ``--scenes`` photos of ``--seed``, and the product path (``bench.camera_effects.product_answers``)
+to ``--scenes`` photos of ``--seed``, and the product path (``bench.camera_effects.answers_under``)
 answers each with and without the clamp. Prints count, shape and colour accuracy and the share
 flagged not in the world. Not in the product: an experiment (the model card).
 """
@@ -19,8 +19,7 @@ import argparse
 
 import torch
 
-from bench.camera_effects import cat_scenes, channel_gains, product_answers
-from bench.trust import to_pil
+from bench.camera_effects import answers_under, cat_scenes, channel_gains
 from inference.api import Predictor
 from inference.evaluate import held_out_photos, score
 
@@ -63,14 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     truth = cat_scenes([s for _, s in test])
     for name, effect in CONDITIONS.items():
         for clamp in (False, True):
-            g = torch.Generator().manual_seed(args.seed)
-            items = []
-            for images, _ in test:
-                pixels = images.pixels if effect is None else effect(images.pixels, images.cameras, g)
-                if clamp:
-                    pixels = clamp_cast(pixels, *bounds)
-                items += [(im, images.cameras.select(slice(i, i + 1))) for i, im in enumerate(to_pil(pixels))]
-            answers = product_answers(p, items)
+            answers = answers_under(p, test, effect, args.seed, (lambda x: clamp_cast(x, *bounds)) if clamp else None)
             s = score(cat_scenes([a.scene for a in answers]), truth, world)
             flagged = torch.cat([~a.in_world for a in answers]).float().mean().item()
             print(f"{name:28s} clamp {'on ' if clamp else 'off'}  count {s['count_accuracy']:.3f}  shape "
